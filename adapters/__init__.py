@@ -1,0 +1,106 @@
+"""The adapter protocol: one small interface, one module per framework.
+
+An adapter runs a `Case` from its materialised initial tensors and returns a `Trace`: per step the
+loss, the output, the gradient of every parameter and of the input, and every parameter after the
+update — all NumPy arrays in the canonical layout (NCHW, OIHW, IOHW, dense (out, in)).
+Adapters only compute; the runner compares and decides statuses.
+
+A third-party adapter is any object with the attributes below, exposed as `module:attr` (an
+instance, or a class / factory called with no arguments) through `--adapter` or the
+`gradconf.adapters` entry-point group.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from harness.errors import Unsupported  # re-exported: adapters raise it
+
+__all__ = ["Adapter", "Initial", "Step", "Trace", "Unsupported", "builtin", "known_names", "load_adapter"]
+
+
+@dataclass(frozen=True)
+class Initial:
+    """What every framework starts from: float64 arrays already rounded to the case dtype."""
+    input: np.ndarray
+    params: dict[str, np.ndarray]
+    target: np.ndarray | None  # loss target / grad_output value / class ids (as floats)
+
+
+@dataclass
+class Step:
+    loss: np.ndarray                 # 0-d
+    output: np.ndarray
+    grads: dict[str, np.ndarray]     # every parameter, and "input"
+    params: dict[str, np.ndarray] = field(default_factory=dict)  # after this step's update (empty: no optimizer)
+
+
+@dataclass
+class Trace:
+    steps: list[Step]
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    name: str  # "numpy", "torch", ...
+
+    def missing(self) -> str | None:
+        """Why this framework cannot run here (e.g. not installed), or None. Must not import it."""
+
+    def version(self) -> str:
+        """The framework's version (may import it)."""
+
+    def run(self, case, initial: Initial) -> Trace:
+        """Run `case.steps` steps; raise `Unsupported(reason)` for a case it cannot express faithfully."""
+
+
+_BUILTIN = {"numpy": "adapters.numpy_ref:NumpyReference", "torch": "adapters.torch_adapter:TorchAdapter",
+            "tensorflow": "adapters.tensorflow_adapter:TensorflowAdapter"}
+ENTRY_POINT_GROUP = "gradconf.adapters"
+
+
+def _entry_points() -> dict[str, str]:
+    try:
+        return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    except Exception:  # a broken distribution must not break the harness
+        return {}
+
+
+def known_names() -> list[str]:
+    """Every framework name a case may mention (in `xfail:`): built-ins and installed plug-ins."""
+    return list(dict.fromkeys([*_BUILTIN, *_entry_points()]))
+
+
+def load_adapter(spec: str) -> Adapter:
+    """`module:attr` -> an adapter instance. Raises ValueError with a readable reason."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"--adapter wants `module:attr`, got {spec!r}")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot load adapter {spec!r}: {e}") from None
+    adapter = obj() if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "run")) else obj
+    for attr_name in ("name", "missing", "version", "run"):
+        if not hasattr(adapter, attr_name):
+            raise ValueError(f"adapter {spec!r} lacks `{attr_name}` (see the adapter protocol in the README)")
+    return adapter
+
+
+def builtin(name: str) -> Adapter:
+    specs = {**_entry_points(), **_BUILTIN}
+    return load_adapter(specs[name])
+
+
+def all_specs() -> dict[str, str]:
+    return {**_entry_points(), **_BUILTIN}
+
+
+def module_missing(module: str) -> str | None:
+    """A cheap installed-or-not check that never imports the framework."""
+    return None if importlib.util.find_spec(module) is not None else f"{module} is not installed"

@@ -1,0 +1,321 @@
+"""The reference: every layer, loss and optimizer written out by hand in NumPy — no autodiff.
+
+Each layer is a forward/backward pair. Forward returns (output, cache); backward takes the
+output gradient and the cache and returns (input gradient, {param kind: gradient}).
+Convolutions are im2col + batched matmul (BLAS); pools are strided window views.
+Computation is float64 whatever the case dtype: the inputs were rounded to the case dtype once,
+so the reference is the exact answer for the numbers every framework was given.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from harness.case import Activation, Conv2d, ConvTranspose2d, Dense, Flatten, Layer, Optimizer, Pool2d, Sum
+
+from . import Initial, Step, Trace
+
+
+# ---------------------------------------------------------------- windows
+
+def _windows(x, k, s, d, pad, out_hw, fill=0.0):
+    """(N,C,H,W) -> read-only view (N,C,kh,kw,Ho,Wo); tap (i,j) of output (y,x) is xpad[y·s + i·d, x·s + j·d]."""
+    xp = np.pad(x, ((0, 0), (0, 0), pad[0], pad[1]), constant_values=fill)
+    n, c, _, _ = xp.shape
+    s0, s1, s2, s3 = xp.strides
+    return as_strided(xp, (n, c, k[0], k[1], *out_hw),
+                      (s0, s1, s2 * d[0], s3 * d[1], s2 * s[0], s3 * s[1]), writeable=False)
+
+
+def _im2col(x, k, s, d, pad, out_hw):
+    """(N,C,H,W) -> (N, C·kh·kw, Ho·Wo): column l is the receptive field of output pixel l."""
+    n, c = x.shape[:2]
+    return np.ascontiguousarray(_windows(x, k, s, d, pad, out_hw)).reshape(n, c * k[0] * k[1], -1)
+
+
+def _col2im(cols, x_shape, k, s, d, pad, out_hw):
+    """Adjoint of _im2col: add every window entry back onto the input pixel it came from."""
+    n, c, h, w = x_shape
+    cols = cols.reshape(n, c, k[0], k[1], *out_hw)
+    xp = np.zeros((n, c, h + sum(pad[0]), w + sum(pad[1])), dtype=cols.dtype)
+    for i in range(k[0]):
+        for j in range(k[1]):
+            r, q = i * d[0], j * d[1]
+            xp[:, :, r:r + s[0] * (out_hw[0] - 1) + 1:s[0], q:q + s[1] * (out_hw[1] - 1) + 1:s[1]] += cols[:, :, i, j]
+    return xp[:, :, pad[0][0]:pad[0][0] + h, pad[1][0]:pad[1][0] + w]
+
+
+# ---------------------------------------------------------------- conv2d (weight OIHW)
+
+def conv2d_forward(x, w, b, L: Conv2d):
+    # y[n,o] = Σ_{c,i,j} w[o,c,i,j] · xpad[n, c, y·s + i·d, x·s + j·d] + b[o]   (cross-correlation)
+    n, g, out_hw = x.shape[0], L.groups, L.out_shape[2:]
+    cols = _im2col(x, L.kernel_size, L.stride, L.dilation, L.padding, out_hw).reshape(n, g, -1, np.prod(out_hw))
+    wg = w.reshape(g, w.shape[0] // g, -1)
+    y = (wg @ cols).reshape(n, -1, *out_hw)
+    return (y if b is None else y + b[:, None, None]), (x.shape, cols, wg, b is not None)
+
+
+def conv2d_backward(dy, cache, L: Conv2d):
+    # dW = Σ_n dY·colsᵀ ;  db = Σ dY ;  dX = col2im(Wᵀ·dY)
+    x_shape, cols, wg, has_bias = cache
+    n, g = dy.shape[0], L.groups
+    dyg = dy.reshape(n, g, -1, cols.shape[-1])
+    dw = np.einsum("ngol,ngkl->gok", dyg, cols, optimize=True) if g > 1 else \
+        np.tensordot(dyg[:, 0], cols[:, 0], axes=([0, 2], [0, 2]))
+    dx = _col2im(np.swapaxes(wg, 1, 2) @ dyg, x_shape, L.kernel_size, L.stride, L.dilation, L.padding,
+                 L.out_shape[2:])
+    grads = {"weight": dw.reshape(L.out_channels, -1, *L.kernel_size)}
+    if has_bias:
+        grads["bias"] = dy.sum(axis=(0, 2, 3))
+    return dx, grads
+
+
+# ---------------------------------------------------------------- conv_transpose2d (weight IOHW)
+# The transposed conv is the input-gradient of a conv2d C: C maps Cout -> Cin channels with the
+# same weight read as OIHW, and runs on the (padded) output. So its forward is C's backward.
+
+def conv_transpose2d_forward(x, w, b, L: ConvTranspose2d):
+    # y = col2im(Wᵀ·x) on the output grid, cropped by padding, zero-extended by output_padding
+    n, g, in_hw = x.shape[0], L.groups, L.in_shape[2:]
+    wg = w.reshape(g, w.shape[0] // g, -1)
+    xg = x.reshape(n, g, -1, int(np.prod(in_hw)))
+    y = _col2im(np.swapaxes(wg, 1, 2) @ xg, L.out_shape, L.kernel_size, L.stride, L.dilation, L.padding, in_hw)
+    return (y if b is None else y + b[:, None, None]), (x, wg, b is not None)
+
+
+def conv_transpose2d_backward(dy, cache, L: ConvTranspose2d):
+    # dX = W·im2col(dY) ;  dW = Σ_n X·im2col(dY)ᵀ ;  db = Σ dY
+    x, wg, has_bias = cache
+    n, g, in_hw = x.shape[0], L.groups, L.in_shape[2:]
+    cols = _im2col(dy, L.kernel_size, L.stride, L.dilation, L.padding, in_hw).reshape(n, g, -1, int(np.prod(in_hw)))
+    xg = x.reshape(n, g, -1, cols.shape[-1])
+    dx = (wg @ cols).reshape(x.shape)
+    dw = np.einsum("ngcl,ngkl->gck", xg, cols, optimize=True)
+    grads = {"weight": dw.reshape(L.in_shape[1], -1, *L.kernel_size)}
+    if has_bias:
+        grads["bias"] = dy.sum(axis=(0, 2, 3))
+    return dx, grads
+
+
+# ---------------------------------------------------------------- pooling
+
+def max_pool2d_forward(x, L: Pool2d):
+    # y = max over the window; padded cells are -inf so they never win
+    k, out_hw = L.kernel_size, L.out_shape[2:]
+    win = _windows(x, k, L.stride, (1, 1), L.padding, out_hw, fill=-np.inf)
+    flat = win.reshape(*x.shape[:2], k[0] * k[1], *out_hw)
+    arg = flat.argmax(axis=2)  # first maximum in row-major window order (every framework's rule)
+    return np.take_along_axis(flat, arg[:, :, None], axis=2)[:, :, 0], (x.shape, arg)
+
+
+def max_pool2d_backward(dy, cache, L: Pool2d):
+    # dx[argmax of each window] += dy   (ties: only the first maximum receives the gradient)
+    (n, c, h, w), arg = cache
+    k, s, pad = L.kernel_size, L.stride, L.padding
+    hp, wp = h + sum(pad[0]), w + sum(pad[1])
+    oy, ox = np.indices(dy.shape[2:])
+    rows, cols = oy * s[0] + arg // k[1], ox * s[1] + arg % k[1]
+    flat = (np.arange(n * c).reshape(n, c, 1, 1) * hp + rows) * wp + cols
+    dxp = np.bincount(flat.ravel(), weights=dy.ravel(), minlength=n * c * hp * wp).reshape(n, c, hp, wp)
+    return dxp[:, :, pad[0][0]:pad[0][0] + h, pad[1][0]:pad[1][0] + w], {}
+
+
+def _avg_divisor(x_shape, L: Pool2d):
+    """kh·kw, or (count_include_pad: false) the number of real cells in each window."""
+    k = L.kernel_size
+    if L.count_include_pad:
+        return float(k[0] * k[1])
+    ones = np.ones((1, 1, *x_shape[2:]))
+    return _windows(ones, k, L.stride, (1, 1), L.padding, L.out_shape[2:]).sum(axis=(2, 3))
+
+
+def avg_pool2d_forward(x, L: Pool2d):
+    # y = Σ window / divisor
+    div = _avg_divisor(x.shape, L)
+    win = _windows(x, L.kernel_size, L.stride, (1, 1), L.padding, L.out_shape[2:])
+    return win.sum(axis=(2, 3)) / div, (x.shape, div)
+
+
+def avg_pool2d_backward(dy, cache, L: Pool2d):
+    # every cell of a window gets dy / divisor
+    x_shape, div = cache
+    k, out_hw = L.kernel_size, L.out_shape[2:]
+    cols = np.broadcast_to((dy / div)[:, :, None, None], (*dy.shape[:2], *k, *out_hw))
+    return _col2im(cols, x_shape, k, L.stride, (1, 1), L.padding, out_hw), {}
+
+
+# ---------------------------------------------------------------- pointwise, reshape, dense
+
+def activation_forward(x, L: Activation):
+    if L.kind == "sigmoid":
+        y = 0.5 * (1.0 + np.tanh(0.5 * x))  # = 1/(1+e^-x), without overflow for large |x|
+    elif L.kind == "tanh":
+        y = np.tanh(x)
+    else:
+        y = np.maximum(x, 0.0)
+    return y, (x, y)
+
+
+def activation_backward(dy, cache, L: Activation):
+    # σ' = σ(1-σ) ;  tanh' = 1 - tanh² ;  relu' = [x > 0]  (so relu'(0) = 0)
+    x, y = cache
+    if L.kind == "sigmoid":
+        return dy * y * (1.0 - y), {}
+    if L.kind == "tanh":
+        return dy * (1.0 - y * y), {}
+    return dy * (x > 0), {}
+
+
+def flatten_forward(x, L: Flatten):
+    return x.reshape(x.shape[0], -1), x.shape  # row-major, batch axis kept
+
+
+def flatten_backward(dy, cache, L: Flatten):
+    return dy.reshape(cache), {}
+
+
+def sum_forward(x, L: Sum):
+    return np.asarray(x.sum()), x.shape
+
+
+def sum_backward(dy, cache, L: Sum):
+    return np.broadcast_to(dy, cache).copy(), {}  # d(Σx)/dx = 1 everywhere
+
+
+def dense_forward(x, w, b, L: Dense):
+    # y = x·Wᵀ + b
+    y = x @ w.T
+    return (y if b is None else y + b), (x, w, b is not None)
+
+
+def dense_backward(dy, cache, L: Dense):
+    # dx = dy·W ;  dW = dyᵀ·x ;  db = Σ_n dy
+    x, w, has_bias = cache
+    grads = {"weight": dy.T @ x}
+    if has_bias:
+        grads["bias"] = dy.sum(axis=0)
+    return dy @ w, grads
+
+
+_PARAMETRIC = {Conv2d: (conv2d_forward, conv2d_backward), Dense: (dense_forward, dense_backward),
+               ConvTranspose2d: (conv_transpose2d_forward, conv_transpose2d_backward)}
+_PLAIN = {Activation: (activation_forward, activation_backward), Flatten: (flatten_forward, flatten_backward),
+          Sum: (sum_forward, sum_backward)}
+_POOLS = {"max": (max_pool2d_forward, max_pool2d_backward), "avg": (avg_pool2d_forward, avg_pool2d_backward)}
+
+
+def layer_forward(L: Layer, x, params: dict):
+    if type(L) in _PARAMETRIC:
+        b = params.get(f"{L.name}.bias")
+        return _PARAMETRIC[type(L)][0](x, params[f"{L.name}.weight"], b, L)
+    fwd = _POOLS[L.kind][0] if isinstance(L, Pool2d) else _PLAIN[type(L)][0]
+    return fwd(x, L)
+
+
+def layer_backward(L: Layer, dy, cache):
+    if type(L) in _PARAMETRIC:
+        bwd = _PARAMETRIC[type(L)][1]
+    else:
+        bwd = _POOLS[L.kind][1] if isinstance(L, Pool2d) else _PLAIN[type(L)][1]
+    dx, grads = bwd(dy, cache, L)
+    return dx, {f"{L.name}.{kind}": g for kind, g in grads.items()}
+
+
+# ---------------------------------------------------------------- losses
+
+def loss_and_grad(kind: str, y, target):
+    """The loss value and dL/dy."""
+    if kind == "mse":  # L = mean((y - t)²)
+        d = y - target
+        return np.mean(d * d), 2.0 * d / d.size
+    if kind == "half_sse":  # L = ½ Σ (t - y)²
+        d = y - target
+        return 0.5 * np.sum(d * d), d
+    if kind == "sum":  # L = Σ y
+        return np.sum(y), np.ones_like(y)
+    if kind == "grad_output":  # L = Σ y·v, so dL/dy = v
+        return np.sum(y * target), np.array(target, dtype=np.float64)
+    if kind == "cross_entropy":  # L = mean_n(-log softmax(y_n)[t_n]);  dL/dy = (softmax - onehot)/N
+        n = y.shape[0]
+        z = y - y.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        t = target.astype(np.int64)
+        onehot = np.zeros_like(y)
+        onehot[np.arange(n), t] = 1.0
+        return -logp[np.arange(n), t].mean(), (np.exp(logp) - onehot) / n
+    raise ValueError(f"unknown loss {kind}")
+
+
+# ---------------------------------------------------------------- optimizers (torch.optim's formulas)
+
+class SGD:
+    def __init__(self, opt: Optimizer):
+        self.opt, self.buf = opt, {}
+
+    def update(self, name, p, g):
+        o = self.opt
+        g = g + o.weight_decay * p  # coupled L2
+        if o.momentum:
+            # b ← g (first step), then b ← μ·b + g ;  nesterov: step along g + μ·b
+            b = self.buf[name] = g if name not in self.buf else o.momentum * self.buf[name] + g
+            g = g + o.momentum * b if o.nesterov else b
+        return p - o.lr * g
+
+
+class Adam:
+    def __init__(self, opt: Optimizer):
+        self.opt, self.m, self.v, self.t = opt, {}, {}, {}
+
+    def update(self, name, p, g):
+        o, (b1, b2) = self.opt, self.opt.betas
+        g = g + o.weight_decay * p  # coupled L2 (torch.optim.Adam)
+        t = self.t[name] = self.t.get(name, 0) + 1
+        m = self.m[name] = b1 * self.m.get(name, 0.0) + (1 - b1) * g
+        v = self.v[name] = b2 * self.v.get(name, 0.0) + (1 - b2) * g * g
+        # p ← p - lr · m̂ / (√v̂ + ε), with m̂ = m/(1-β1ᵗ), v̂ = v/(1-β2ᵗ)
+        return p - o.lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + o.eps)
+
+
+def make_optimizer(opt: Optimizer | None):
+    return None if opt is None else (SGD if opt.kind == "sgd" else Adam)(opt)
+
+
+# ---------------------------------------------------------------- the adapter
+
+class NumpyReference:
+    """The hand-written float64 reference (SPEC §5)."""
+    name = "numpy"
+
+    def missing(self):
+        return None
+
+    def version(self):
+        return np.__version__
+
+    def run(self, case, initial: Initial) -> Trace:
+        params = {k: np.array(v, dtype=np.float64) for k, v in initial.params.items()}
+        x0 = np.array(initial.input, dtype=np.float64)
+        opt = make_optimizer(case.optimizer)
+        steps = []
+        for _ in range(case.steps):
+            loss, output, grads = gradients(case, x0, params, initial.target)
+            if opt is not None:
+                params = {k: opt.update(k, p, grads[k]) for k, p in params.items()}
+            steps.append(Step(np.asarray(loss), output, grads, dict(params) if opt is not None else {}))
+        return Trace(steps)
+
+
+def gradients(case, x, params, target):
+    """Forward through every layer, then backward in reverse: (loss, output, {name: gradient})."""
+    caches = []
+    for L in case.layers:
+        x, cache = layer_forward(L, x, params)
+        caches.append(cache)
+    loss, dy = loss_and_grad(case.loss.kind, x, target)
+    grads = {}
+    for L, cache in zip(reversed(case.layers), reversed(caches)):
+        dy, g = layer_backward(L, dy, cache)
+        grads.update(g)
+    grads["input"] = dy
+    return loss, x, grads

@@ -1,0 +1,187 @@
+"""The case model: what a case file means, as typed, validated, normalised objects.
+
+Everything here is in the canonical layout of SPEC §1 (NCHW, OIHW, IOHW, dense (out, in)).
+Shorthands are gone by now: every pair is a pair, every padding is ((top, bottom), (left, right)).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DTYPES = ("float64", "float32", "float16", "bfloat16")
+INITS = ("uniform", "normal", "zeros", "ones", "arange")
+ACTIVATIONS = ("sigmoid", "tanh", "relu")
+LOSSES = ("mse", "half_sse", "sum", "cross_entropy", "grad_output")
+OPTIMIZERS = ("sgd", "adam")
+QUANTITIES = ("loss", "output", "grad", "param")
+
+Pair = tuple[int, int]
+Padding = tuple[Pair, Pair]  # ((top, bottom), (left, right))
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A literal array, or a recipe drawn from the case's seed (SPEC §1.1)."""
+    shape: Shape
+    values: np.ndarray | None = None
+    init: str = "uniform"
+    low: float = -1.0
+    high: float = 1.0
+    mean: float = 0.0
+    std: float = 1.0
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str  # "<layer>.weight" or "<layer>.bias"
+    spec: TensorSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class Layer:
+    name: str
+    in_shape: Shape
+    out_shape: Shape
+    params: tuple[Param, ...] = ()
+
+    @property
+    def type(self) -> str:
+        return _TYPE_NAMES[type(self)]
+
+    def param(self, kind: str) -> Param | None:
+        return next((p for p in self.params if p.name == f"{self.name}.{kind}"), None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conv2d(Layer):
+    out_channels: int
+    kernel_size: Pair
+    stride: Pair
+    padding: Padding
+    dilation: Pair
+    groups: int
+
+    @property
+    def in_channels(self) -> int:
+        return self.in_shape[1]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvTranspose2d(Conv2d):
+    """Gradient of a conv2d w.r.t. its input. Output = full transposed output, cropped by padding,
+    zero-extended at bottom/right by output_padding (PyTorch's meaning, per side)."""
+    output_padding: Pair
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pool2d(Layer):
+    kind: str  # "max" | "avg"
+    kernel_size: Pair
+    stride: Pair
+    padding: Padding
+    count_include_pad: bool = True
+
+    @property
+    def type(self) -> str:
+        return f"{self.kind}_pool2d"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Activation(Layer):
+    kind: str  # sigmoid | tanh | relu
+
+    @property
+    def type(self) -> str:
+        return self.kind
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flatten(Layer):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sum(Layer):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dense(Layer):
+    out_features: int
+
+    @property
+    def in_features(self) -> int:
+        return self.in_shape[1]
+
+
+_TYPE_NAMES = {Conv2d: "conv2d", ConvTranspose2d: "conv_transpose2d", Flatten: "flatten", Sum: "sum", Dense: "dense"}
+
+
+@dataclass(frozen=True)
+class Loss:
+    kind: str  # one of LOSSES
+    target: TensorSpec | None = None  # mse / half_sse / cross_entropy target, grad_output value
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    kind: str  # sgd | adam
+    lr: float
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True)
+class Tol:
+    rtol: float | None = None
+    atol: float | None = None
+
+
+@dataclass(frozen=True)
+class Expect:
+    loss: tuple[float, ...] | None = None  # one per step, from step 1
+    output: np.ndarray | None = None       # first step
+    grad: dict[str, np.ndarray] = field(default_factory=dict)   # first step
+    param: dict[str, np.ndarray] = field(default_factory=dict)  # after the last step
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str                # the name, or "family[i]" for a family variant
+    file: str
+    line: int
+    description: str
+    tags: tuple[str, ...]
+    dtype: str
+    seed: int
+    input: TensorSpec
+    layers: tuple[Layer, ...]
+    loss: Loss
+    optimizer: Optimizer | None
+    steps: int
+    expect: Expect
+    tolerance: dict[str, Tol]
+    xfail: dict[str, str]
+    family: str | None = None
+    source: dict | None = None  # the (drawn) YAML data, for `freeze`
+    lines: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        return tuple(p for layer in self.layers for p in layer.params)
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.layers[-1].out_shape if self.layers else self.input.shape
+
+    def line_of(self, *path) -> int:
+        """The YAML line of a field (or of its nearest ancestor that the file has)."""
+        for n in range(len(path), -1, -1):
+            if tuple(path[:n]) in self.lines:
+                return self.lines[tuple(path[:n])]
+        return self.line

@@ -1,0 +1,55 @@
+"""Errors a user can act on: each names the file, the line and the field."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+Path = tuple  # a field path inside a case file, e.g. ("model", 1, "conv2d", "stride")
+
+
+def format_path(path: Path) -> str:
+    """("model", 1, "conv2d", "stride") -> "model[1].conv2d.stride"."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "<top>"
+
+
+class CaseError(Exception):
+    """A case file (or option) is invalid. Reads `file:line: field.path: problem`."""
+
+    def __init__(self, problem: str, path: Path = (), file: str | None = None, line: int | None = None):
+        super().__init__(problem)
+        self.problem, self.path, self.file, self.line = problem, tuple(path), file, line
+
+    def located(self, file: str, lines: dict) -> "CaseError":
+        """Attach the file and the line of the deepest part of the path the YAML actually has."""
+        line = self.line
+        if line is None:
+            for n in range(len(self.path), -1, -1):
+                if self.path[:n] in lines:
+                    line = lines[self.path[:n]]
+                    break
+        return CaseError(self.problem, self.path, self.file or file, line)
+
+    def __str__(self) -> str:
+        where = self.file or "<case>"
+        if self.line is not None:
+            where += f":{self.line}"
+        return f"{where}: {format_path(self.path)}: {self.problem}"
+
+
+class ShapeError(CaseError):
+    """The network is impossible for these sizes (a family redraws on this one)."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+class Unsupported(Exception):
+    """A framework cannot express this case faithfully; the message says exactly why."""

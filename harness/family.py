@@ -1,0 +1,84 @@
+"""Randomized families (SPEC §1.6): `count:` at the top, `{choice: [...]}` / `{range: [lo, hi]}` anywhere.
+
+Variant i is drawn from (seed, i) alone, so it is the same on every machine, in any subset or
+order of a run and on any xdist worker. A draw that gives an impossible network is redrawn from
+(seed, i, attempt) — deterministic too.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .case import Case
+from .errors import CaseError, ShapeError
+
+MAX_ATTEMPTS = 200
+
+
+def is_family(data: dict) -> bool:
+    return "count" in data
+
+
+def _is_draw(v) -> bool:
+    return isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("choice", "range")
+
+
+def _draw(v, rng: np.random.Generator, path):
+    """Replace every choice/range in `v` (depth-first, in file order) by a drawn value."""
+    if _is_draw(v):
+        (kind, arg), = v.items()
+        if kind == "choice":
+            if not isinstance(arg, list) or not arg:
+                raise CaseError("`choice` takes a non-empty list", path + ("choice",))
+            i = int(rng.integers(len(arg)))
+            return _draw(arg[i], rng, path + ("choice", i))
+        if (not isinstance(arg, list) or len(arg) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in arg) or arg[0] > arg[1]):
+            raise CaseError(f"`range` takes two integers [lo, hi] with lo <= hi, got {arg!r}", path + ("range",))
+        return int(rng.integers(arg[0], arg[1] + 1))
+    if isinstance(v, dict):
+        return {k: _draw(x, rng, path + (k,)) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_draw(x, rng, path + (i,)) for i, x in enumerate(v)]
+    return v
+
+
+def variant_seed(seed: int, index: int) -> int:
+    """The tensor seed of variant `index`: a pure function of the family seed and the index."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def draw_variant(data: dict, file: str, lines: dict, index: int) -> Case:
+    from .loader import _int, _str, parse_case
+    import os
+
+    name = _str(data["name"], ("name",)) if "name" in data else os.path.splitext(os.path.basename(file))[0]
+    body = {k: v for k, v in data.items() if k != "count"}
+    last: CaseError | None = None
+    for attempt in range(MAX_ATTEMPTS):
+        rng = np.random.default_rng([_int(data.get("seed", 0), ("seed",), min=0), index, attempt])
+        drawn = _draw(body, rng, ())
+        drawn["name"] = f"{name}[{index}]"
+        drawn["seed"] = variant_seed(_int(drawn.get("seed", 0), ("seed",), min=0), index)
+        drawn["tags"] = list(dict.fromkeys([*(drawn.get("tags") or []), "family", name]))
+        try:
+            return parse_case(drawn, file, lines, family=name)
+        except ShapeError as e:  # an impossible network: draw again
+            last = e
+    raise CaseError(f"variant {index}: no valid network in {MAX_ATTEMPTS} draws; last: {last.problem}",
+                    last.path if last else ())
+
+
+def expand(data: dict, file: str, lines: dict, count: int | None = None) -> list[Case]:
+    from .loader import _int
+
+    n = count if count is not None else _int(data["count"], ("count",), min=1)
+    return [draw_variant(data, file, lines, i) for i in range(n)]
+
+
+def split_id(case_id: str) -> tuple[str, int] | None:
+    """"conv_random[17]" -> ("conv_random", 17); None for a plain case id."""
+    if case_id.endswith("]") and "[" in case_id:
+        name, _, idx = case_id[:-1].rpartition("[")
+        if idx.isdigit():
+            return name, int(idx)
+    return None

@@ -1,0 +1,78 @@
+"""YAML in and out: safe, YAML-1.2 numbers, no duplicate keys, and the line of every field.
+
+PyYAML alone reads `1e-5` as a string (YAML 1.1 wants `1.0e-5`) and silently keeps the
+last of two duplicate keys; both are traps in hand-written case files, so we fix them here.
+"""
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from .errors import CaseError
+
+_FLOAT_12 = re.compile(
+    r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+# Replace the YAML 1.1 float resolver by the 1.2 one (ints still win: they are checked first).
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
+
+
+def load(text: str, file: str = "<string>") -> tuple[object, dict[tuple, int]]:
+    """Parse YAML text. Returns the data and a map from field path to its 1-based line."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise CaseError(f"not valid YAML: {getattr(e, 'problem', None) or e}", (), file, line) from None
+    finally:
+        loader.dispose()
+    lines: dict[tuple, int] = {}
+    if node is None:
+        return None, lines
+    return _build(node, (), lines, loader, file), lines
+
+
+def _build(node, path, lines, loader, file):
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                raise CaseError(f"keys must be plain names, got {key!r}", path, file, key_node.start_mark.line + 1)
+            key = str(key)
+            if key in out:
+                raise CaseError(f"duplicate key `{key}`", path + (key,), file, key_node.start_mark.line + 1)
+            out[key] = _build(value_node, path + (key,), lines, loader, file)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(v, path + (i,), lines, loader, file) for i, v in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def dump(data: object) -> str:
+    """Case data back to YAML: block style for mappings, flow style for number lists."""
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _list(dumper, value):
+        flow = all(not isinstance(v, dict) for v in value)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
+
+    _Dumper.add_representer(list, _list)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
