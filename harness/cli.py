@@ -1,0 +1,255 @@
+"""The `gradconf` command (SPEC §2): run, validate, list, freeze, schema.
+
+Exit status: 0 all passed (xfail counts as passed); 1 a mismatch, an xpass or an adapter error;
+2 an invalid case file or option (nothing is run).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+
+from tabulate import tabulate
+
+from . import __version__
+from .errors import CaseError
+
+EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gradconf", description="Gradient conformance across NumPy, PyTorch, TensorFlow.")
+    p.add_argument("--version", action="version", version=f"gradconf {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run cases and write reports")
+    run.add_argument("paths", nargs="*", default=["cases"], help="case files or folders (default: cases/)")
+    run.add_argument("--frameworks", help="comma-separated, e.g. numpy,torch,tensorflow (default: every one installed)")
+    run.add_argument("--reference", default="numpy", help="the adapter everything is compared against")
+    run.add_argument("--out", default="reports", help="report folder (default: reports/)")
+    run.add_argument("-k", dest="keyword", help="select cases by id substring or tag: 'conv and not slow'")
+    run.add_argument("--adapter", action="append", default=[], metavar="MODULE:ATTR", help="a third-party adapter")
+    run.add_argument("--count", type=int, help="override every family's count")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar, summary only")
+
+    for name, helptext in (("validate", "check case files, run nothing"), ("list", "list case ids")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("paths", nargs="*", default=["cases"])
+        sp.add_argument("--count", type=int, help="override every family's count")
+        if name == "list":
+            sp.add_argument("-k", dest="keyword")
+
+    fr = sub.add_parser("freeze", help="write one family variant as a standalone case file")
+    fr.add_argument("id", help="e.g. conv_random[17]")
+    fr.add_argument("-o", "--output", help="file to write (default: stdout)")
+    fr.add_argument("--paths", nargs="*", default=["cases"], help="where to find the family (default: cases/)")
+
+    sub.add_parser("schema", help="print the JSON Schema of a case file")
+    return p
+
+
+def _err(msg: str) -> None:
+    print(f"gradconf: {msg}", file=sys.stderr)
+
+
+def _load(paths, count=None):
+    from .loader import load_paths
+    if count is not None and count < 1:
+        raise CaseError(f"must be >= 1, got {count}", ("--count",), "<command line>")
+    cases, errors = load_paths(paths, count)
+    return cases, errors
+
+
+def _report_invalid(errors) -> int:
+    for e in errors:
+        print(str(e), file=sys.stderr)
+    files = len({e.file for e in errors})
+    _err(f"{files} invalid case file(s); nothing was run")
+    return EXIT_INVALID
+
+
+def cmd_validate(args) -> int:
+    try:
+        cases, errors = _load(args.paths, args.count)
+    except CaseError as e:
+        return _report_invalid([e])
+    if errors:
+        return _report_invalid(errors)
+    print(f"{len(cases)} case(s) in {len({c.file for c in cases})} file(s): all valid")
+    return EXIT_OK
+
+
+def cmd_list(args) -> int:
+    from .select import compile_expr
+    try:
+        cases, errors = _load(args.paths, args.count)
+        pred = compile_expr(args.keyword) if args.keyword else None
+    except CaseError as e:
+        return _report_invalid([e])
+    if errors:
+        return _report_invalid(errors)
+    for c in cases:
+        if pred is None or pred(c):
+            print(f"{c.id}\t{c.file}\t{','.join(c.tags)}")
+    return EXIT_OK
+
+
+def cmd_schema(args) -> int:
+    from .schema import case_schema
+    print(json.dumps(case_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_freeze(args) -> int:
+    from .freeze import freeze
+    try:
+        text = freeze(args.id, args.paths)
+    except CaseError as e:
+        return _report_invalid([e])
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def select_adapters(frameworks: str | None, reference: str, extra: list[str]):
+    """(reference adapter, [adapters to compare]). Raises CaseError for an unknown name or bad spec."""
+    import adapters as registry
+
+    plugins = {}
+    for spec in extra:
+        try:
+            a = registry.load_adapter(spec)
+        except ValueError as e:
+            raise CaseError(str(e), ("--adapter",), "<command line>") from None
+        plugins[a.name] = a
+    known = {**registry.all_specs(), **dict.fromkeys(plugins)}
+
+    def get(name):
+        if name in plugins:
+            return plugins[name]
+        try:
+            return registry.builtin(name)
+        except ValueError as e:  # a broken entry point: report, do not crash
+            raise CaseError(str(e), ("--frameworks",), "<command line>") from None
+
+    if reference not in known:
+        raise CaseError(f"unknown reference `{reference}`; known: {', '.join(known)}", ("--reference",),
+                        "<command line>")
+    if frameworks:
+        names = [n.strip() for n in frameworks.split(",") if n.strip()]
+        for n in names:
+            if n not in known:
+                from .errors import did_you_mean
+                raise CaseError(f"unknown framework `{n}`{did_you_mean(n, known)}; known: {', '.join(known)}",
+                                ("--frameworks",), "<command line>")
+        chosen = [get(n) for n in dict.fromkeys(names)]
+    else:  # every installed one, plus every --adapter
+        chosen = [a for a in (get(n) for n in known) if not a.missing()]
+    return get(reference), chosen
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent in CI or when piped."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done, self.enabled, self.t0 = total, 0, enabled, time.perf_counter()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if self.enabled:
+            width = 30
+            filled = int(width * self.done / max(self.total, 1))
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                             f"{label[:40]:<40}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 90 + "\r")
+
+
+def run_info(argv, reference, frameworks) -> dict:
+    versions = {}
+    for a in [reference, *frameworks]:
+        try:
+            versions[a.name] = a.version() if not a.missing() else f"not available ({a.missing()})"
+        except Exception as e:  # a version lookup must not stop the run
+            versions[a.name] = f"unknown ({type(e).__name__})"
+    return {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": "gradconf " + " ".join(argv), "gradconf": __version__, "platform": platform.platform(),
+            "python": platform.python_version(), "reference": reference.name, "frameworks": versions}
+
+
+def summarize(records) -> str:
+    from .report import counts, failures, frame
+    df = frame(records)
+    out = [tabulate(counts(df), headers="keys", tablefmt="simple")]
+    fails = failures(df)
+    if len(fails):
+        shown = fails.head(20)
+        rows = [[r.case, r.framework, r.reference, r.step, r.quantity, r.tensor or "",
+                 "" if r.ratio != r.ratio or r.ratio is None else f"{r.ratio:.3g}x", r.message[:80]]
+                for r in shown.itertuples()]
+        out += ["", f"{len(fails)} failing record(s):",
+                tabulate(rows, headers=["case", "framework", "vs", "step", "quantity", "tensor", "error/allowed",
+                                        "message"], tablefmt="simple")]
+        if len(fails) > len(shown):
+            out.append(f"... and {len(fails) - len(shown)} more in the reports")
+    return "\n".join(out)
+
+
+def cmd_run(args, argv) -> int:
+    from .runner import FAILING, Runner
+    from .select import compile_expr
+    try:
+        cases, errors = _load(args.paths, args.count)
+        pred = compile_expr(args.keyword) if args.keyword else None
+        reference, frameworks = select_adapters(args.frameworks, args.reference, args.adapter)
+    except CaseError as e:
+        return _report_invalid([e])
+    if errors:
+        return _report_invalid(errors)
+    if pred is not None:
+        cases = [c for c in cases if pred(c)]
+    if not cases:
+        _err("no cases selected")
+        return EXIT_INVALID
+    runner = Runner(reference, frameworks)
+    progress = Progress(len(cases), sys.stderr.isatty() and not os.environ.get("CI") and not args.quiet)
+    records = []
+    t0 = time.perf_counter()
+    for case in cases:
+        records += runner.run_case(case).records
+        progress.step(case.id)
+    progress.close()
+    elapsed = time.perf_counter() - t0
+    info = run_info(argv, reference, frameworks)
+    info["seconds"] = round(elapsed, 3)
+    from .report import write_reports
+    paths = write_reports(records, info, args.out)
+    print(summarize(records))
+    bad = sum(r.status in FAILING for r in records)
+    print(f"\n{len(cases)} case(s), {len(records)} record(s), {bad} failing, {elapsed:.1f}s; "
+          f"reports: {', '.join(paths)}")
+    return EXIT_FAIL if bad else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args, argv)
+        return {"validate": cmd_validate, "list": cmd_list, "schema": cmd_schema,
+                "freeze": cmd_freeze}[args.command](args)
+    except BrokenPipeError:  # `gradconf list | head`: the reader left; that is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

@@ -1,0 +1,167 @@
+"""Reports from records (SPEC §3): results.json, results.csv, report.md, report.html — written atomically."""
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+
+import pandas as pd
+from tabulate import tabulate
+
+from .runner import Record
+
+# Worst first: a (case, framework) cell shows its worst record's status.
+SEVERITY = ["error", "fail", "xpass", "xfail", "unsupported", "skipped", "pass"]
+COLOURS = {"pass": "#d8f3dc", "fail": "#ffccd5", "error": "#ff8fa3", "xfail": "#fff3b0", "xpass": "#ffd6a5",
+           "unsupported": "#e2e2e2", "skipped": "#f0f0f0"}
+FAILURE_COLUMNS = ["case", "framework", "reference", "step", "quantity", "tensor", "max_abs_err", "ratio",
+                   "worst_index", "actual", "desired", "status", "message"]
+
+
+def _atomic_write(path: str, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a report."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def frame(records: Sequence[Record]) -> pd.DataFrame:
+    return pd.DataFrame([r.to_dict() for r in records], columns=list(Record.__dataclass_fields__))
+
+
+def worst(statuses) -> str:
+    return min(statuses, key=SEVERITY.index)
+
+
+def matrix(df: pd.DataFrame) -> pd.DataFrame:
+    """case x framework -> worst status."""
+    if df.empty:
+        return pd.DataFrame()
+    m = df.pivot_table(index="case", columns="framework", values="status", aggfunc=worst, sort=False)
+    return m.fillna("")
+
+
+def failures(df: pd.DataFrame) -> pd.DataFrame:
+    bad = df[df.status.isin(["fail", "error", "xpass"])]
+    return bad[FAILURE_COLUMNS]
+
+
+def families(df: pd.DataFrame) -> pd.DataFrame:
+    """Per family and framework: variants, pass rate, worst error as a multiple of the allowance."""
+    fam = df[df.family.notna()]
+    if fam.empty:
+        return pd.DataFrame()
+    per_variant = fam.groupby(["family", "framework", "case"]).agg(status=("status", worst), ratio=("ratio", "max"))
+    g = per_variant.groupby(["family", "framework"])
+    out = pd.DataFrame({"variants": g.size(),
+                        "passed": g.status.apply(lambda s: int(s.isin(["pass", "xfail"]).sum())),
+                        "failed": g.status.apply(lambda s: int(s.isin(["fail", "error", "xpass"]).sum())),
+                        "worst_ratio": g.ratio.max()}).reset_index()
+    out["pass_rate"] = (out.passed / out.variants).map(lambda x: f"{100 * x:.1f}%")
+    return out
+
+
+def counts(df: pd.DataFrame) -> pd.DataFrame:
+    """framework x status -> number of (case, framework) cells."""
+    if df.empty:
+        return pd.DataFrame()
+    cells = df.groupby(["case", "framework"]).status.agg(worst).reset_index()
+    t = pd.crosstab(cells.framework, cells.status)
+    return t[[s for s in SEVERITY[::-1] if s in t.columns]]
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _md_table(df: pd.DataFrame, index: bool = False) -> str:
+    if df.empty:
+        return "_none_"
+    body = df.reset_index() if index else df
+    return tabulate([[_fmt(v) for v in row] for row in body.itertuples(index=False)], headers=list(body.columns),
+                    tablefmt="github")
+
+
+def markdown(df: pd.DataFrame, run: dict) -> str:
+    fails = failures(df)
+    parts = ["# gradconf report", "",
+             f"`{run.get('command', '')}` — started {run.get('started', '')}, "
+             f"{df.case.nunique() if not df.empty else 0} case(s), {len(df)} record(s).", "",
+             "Frameworks: " + ", ".join(f"{k} {v}" for k, v in run.get("frameworks", {}).items()), "",
+             "## Summary (worst status per case and framework)", "", _md_table(matrix(df), index=True), "",
+             "## Status counts", "", _md_table(counts(df), index=True), ""]
+    fam = families(df)
+    if not fam.empty:
+        parts += ["## Families", "", _md_table(fam), ""]
+    parts += [f"## Failures ({len(fails)})", "", _md_table(fails), ""]
+    return "\n".join(parts)
+
+
+def _html_table(df: pd.DataFrame, index: bool = False) -> str:
+    if df.empty:
+        return "<p><em>none</em></p>"
+    body = df.reset_index() if index else df
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in body.columns)
+    rows = []
+    for row in body.itertuples(index=False):
+        cells = []
+        for v in row:
+            text = _fmt(v)
+            style = f' style="background:{COLOURS[text]}"' if text in COLOURS else ""
+            cells.append(f"<td{style}>{html.escape(text)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def html_page(df: pd.DataFrame, run: dict) -> str:
+    fails = failures(df)
+    fam = families(df)
+    style = ("body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}"
+             "th{background:#f4f4f4;position:sticky;top:0}code{background:#f4f4f4;padding:1px 4px}")
+    fw = ", ".join(f"{html.escape(k)} {html.escape(str(v))}" for k, v in run.get("frameworks", {}).items())
+    sections = [f"<h2>Failures ({len(fails)})</h2>", _html_table(fails),
+                "<h2>Summary: worst status per case and framework</h2>", _html_table(matrix(df), index=True),
+                "<h2>Status counts</h2>", _html_table(counts(df), index=True)]
+    if not fam.empty:
+        sections += ["<h2>Families</h2>", _html_table(fam)]
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>gradconf report</title><style>{style}</style>"
+            f"</head><body><h1>gradconf report</h1><p><code>{html.escape(run.get('command', ''))}</code> — started "
+            f"{html.escape(run.get('started', ''))}. Frameworks: {fw}.</p>{''.join(sections)}</body></html>\n")
+
+
+def _json_safe(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def write_reports(records: Sequence[Record], run: dict, out_dir: str) -> list[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    df = frame(records)
+    payload = {"run": run, "records": [{k: _json_safe(v) for k, v in r.to_dict().items()} for r in records]}
+    files = {
+        "results.json": json.dumps(payload, indent=1),
+        "results.csv": df.to_csv(index=False),
+        "report.md": markdown(df, run),
+        "report.html": html_page(df, run),
+    }
+    paths = []
+    for name, text in files.items():
+        path = os.path.join(out_dir, name)
+        _atomic_write(path, text)
+        paths.append(path)
+    return paths

@@ -1,0 +1,220 @@
+"""The one runner every front end uses (CLI, pytest plugin).
+
+Per case: materialise tensors once, run the reference once, run each framework in isolation,
+compare every quantity of every step against the reference and against the case's golden
+values, then apply the case's `xfail:`. Nothing that goes wrong in one adapter or case loses
+another's records.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from adapters import Adapter, Initial, Trace
+from .case import Case
+from .compare import Comparison, compare
+from .errors import Unsupported
+from .tensors import materialize
+from .tolerance import Allowance, allowance
+
+FAILING = ("fail", "error", "xpass")
+
+
+@dataclass
+class Record:
+    case: str
+    framework: str
+    reference: str | None          # "numpy" (or another reference) | "expected" for golden values
+    step: int | None
+    quantity: str | None           # loss | output | grad | param
+    tensor: str | None             # "conv.weight", "input"; None for loss and output
+    shape: list[int] | None
+    dtype: str
+    max_abs_err: float | None
+    max_rel_err: float | None
+    worst_index: list[int] | None
+    rtol: float | None
+    atol: float | None
+    status: str                    # pass fail xfail xpass error unsupported skipped
+    message: str = ""
+    ratio: float | None = None     # worst error as a multiple of its allowance
+    actual: float | None = None
+    desired: float | None = None
+    family: str | None = None
+    file: str | None = None
+    line: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    records: list[Record] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # time inside each adapter's run()
+
+
+def _note(case: Case, framework: str, status: str, message: str, reference: str | None = None) -> Record:
+    return Record(case.id, framework, reference, None, None, None, None, case.dtype, None, None, None, None, None,
+                  status, message, family=case.family, file=case.file, line=case.line)
+
+
+def _brief(e: BaseException) -> str:
+    """An adapter's exception as one line plus where it came from (no full harness traceback)."""
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
+    return f"{type(e).__name__}: {e}{where}"
+
+
+def _quantities(case: Case, trace: Trace):
+    """(step, quantity, tensor, array) for everything an adapter returned, reference order."""
+    for i, s in enumerate(trace.steps, start=1):
+        yield i, "loss", None, np.asarray(s.loss)
+        yield i, "output", None, np.asarray(s.output)
+        for name in sorted(s.grads):
+            yield i, "grad", name, s.grads[name]
+        for name in sorted(s.params):
+            yield i, "param", name, s.params[name]
+
+
+def _golden(case: Case):
+    """(step, quantity, tensor, array) for the case's `expect:` values."""
+    e = case.expect
+    for i, v in enumerate(e.loss or (), start=1):
+        yield i, "loss", None, np.asarray(v)
+    if e.output is not None:
+        yield 1, "output", None, e.output
+    for name, v in e.grad.items():
+        yield 1, "grad", name, v
+    for name, v in e.param.items():
+        yield case.steps, "param", name, v
+
+
+def _lookup(trace: Trace, step: int, quantity: str, tensor: str | None):
+    s = trace.steps[step - 1]
+    if quantity == "loss":
+        return s.loss
+    if quantity == "output":
+        return s.output
+    return (s.grads if quantity == "grad" else s.params).get(tensor)
+
+
+class Runner:
+    def __init__(self, reference: Adapter, frameworks: list[Adapter]):
+        self.reference = reference
+        self.frameworks = frameworks
+
+    # -------------------------------------------------------------- comparing
+
+    def _adam_slack(self, case: Case, ref: Trace, step: int, tensor: str) -> np.ndarray | None:
+        """Adam steps by ~lr·sign(g): where the reference gradient is within its own allowance of
+        zero, the step's sign is not determined by the numerics, so allow 2·lr per such step."""
+        if case.optimizer is None or case.optimizer.kind != "adam":
+            return None
+        slack = 0.0
+        for s in range(1, step + 1):
+            g = ref.steps[s - 1].grads[tensor]
+            a = allowance(case, "grad", tensor, s, g)
+            slack = slack + 2 * case.optimizer.lr * (np.abs(g) <= a.atol + a.rtol * np.abs(g))
+        return np.asarray(slack)
+
+    def _record(self, case, framework, reference, step, quantity, tensor, actual, desired, ref_trace) -> Record:
+        allow = allowance(case, quantity, tensor, step, desired)
+        if actual is None:
+            cmp = Comparison(False, None, None, None, None, None, None, f"{framework} returned no {quantity}"
+                             f"{' for ' + tensor if tensor else ''} at step {step}")
+        else:
+            extra = self._adam_slack(case, ref_trace, step, tensor) if quantity == "param" and ref_trace else None
+            cmp = compare(actual, desired, allow, extra)
+        return Record(case.id, framework, reference, step, quantity, tensor, list(np.shape(desired)), case.dtype,
+                      cmp.max_abs_err, cmp.max_rel_err, cmp.worst_index, allow.rtol, allow.atol,
+                      "pass" if cmp.ok else "fail", cmp.message, cmp.ratio, cmp.actual, cmp.desired,
+                      case.family, case.file, case.line_of("expect", quantity) if reference == "expected" else case.line)
+
+    def compare_traces(self, case: Case, framework: str, trace: Trace, ref: Trace) -> list[Record]:
+        if len(trace.steps) != len(ref.steps):
+            return [_note(case, framework, "error", f"{framework} returned {len(trace.steps)} step(s), "
+                                                    f"expected {len(ref.steps)}", self.reference.name)]
+        return [self._record(case, framework, self.reference.name, step, q, t, _lookup(trace, step, q, t), desired,
+                             ref)
+                for step, q, t, desired in _quantities(case, ref)]
+
+    def compare_golden(self, case: Case, framework: str, trace: Trace, ref: Trace | None) -> list[Record]:
+        return [self._record(case, framework, "expected", step, q, t, _lookup(trace, step, q, t), desired, ref)
+                for step, q, t, desired in _golden(case)]
+
+    # -------------------------------------------------------------- running
+
+    def _run_adapter(self, adapter: Adapter, case: Case, initial: Initial, result: CaseResult):
+        """(trace, None) or (None, a record saying why there is no trace)."""
+        why = adapter.missing()
+        if why:
+            return None, _note(case, adapter.name, "skipped", why)
+        t0 = time.perf_counter()
+        try:
+            trace = adapter.run(case, initial)
+        except Unsupported as e:
+            return None, _note(case, adapter.name, "unsupported", str(e))
+        except Exception as e:  # an adapter bug must not lose the other results
+            return None, _note(case, adapter.name, "error", _brief(e))
+        finally:
+            result.seconds[adapter.name] = time.perf_counter() - t0
+        return trace, None
+
+    def reference_trace(self, case: Case, result: CaseResult) -> tuple[Initial | None, Trace | None, str]:
+        try:
+            initial = materialize(case)
+        except Exception as e:
+            return None, None, f"cannot materialise the case's tensors: {_brief(e)}"
+        trace, note = self._run_adapter(self.reference, case, initial, result)
+        if note is not None:
+            return initial, None, f"reference {self.reference.name} {note.status}: {note.message}"
+        for step, q, t, arr in _quantities(case, trace):
+            if not np.all(np.isfinite(arr)):
+                return initial, None, (f"reference {self.reference.name} produced non-finite values in "
+                                       f"{q}{' ' + t if t else ''} at step {step}")
+        return initial, trace, ""
+
+    def run_case(self, case: Case, frameworks: list[Adapter] | None = None,
+                 reference: tuple[Initial | None, Trace | None, str] | None = None) -> CaseResult:
+        """Every record of one case. `reference` lets a caller (the pytest plugin) reuse a reference run."""
+        result = CaseResult(case)
+        frameworks = self.frameworks if frameworks is None else frameworks
+        initial, ref, why = reference or self.reference_trace(case, result)
+        names = list(dict.fromkeys([self.reference.name, *(fw.name for fw in frameworks)]))
+        if ref is None:
+            result.records = [_note(case, name, "error", why, self.reference.name) for name in names]
+            return self.apply_xfail(case, result)
+        # The reference is always held to the golden values; the others to the reference and the golden values.
+        records = self.compare_golden(case, self.reference.name, ref, ref)
+        for fw in frameworks:
+            if fw.name == self.reference.name:
+                continue
+            trace, note = self._run_adapter(fw, case, initial, result)
+            if note is not None:
+                records.append(note)
+                continue
+            records += self.compare_traces(case, fw.name, trace, ref)
+            records += self.compare_golden(case, fw.name, trace, ref)
+        result.records = records
+        return self.apply_xfail(case, result)
+
+    @staticmethod
+    def apply_xfail(case: Case, result: CaseResult) -> CaseResult:
+        """`xfail: {fw: why}`: a (case, framework) with any failure turns its failures into xfail; one
+        with none is an xpass (the documented divergence did not show up)."""
+        for fw, why in case.xfail.items():
+            mine = [r for r in result.records if r.framework == fw]
+            if not mine or any(r.status in ("skipped", "unsupported") for r in mine):
+                continue
+            failed = any(r.status in ("fail", "error") for r in mine)
+            for r in mine:
+                if failed and r.status in ("fail", "error"):
+                    r.status, r.message = "xfail", f"{r.message} [xfail: {why}]".strip()
+                elif not failed and r.status == "pass":
+                    r.status, r.message = "xpass", f"expected to fail: {why}"
+        return result

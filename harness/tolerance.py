@@ -1,0 +1,94 @@
+"""The tolerance policy: how far a framework may be from the reference and still be right.
+
+An element passes when |actual - ref| <= atol + rtol·|ref|, where, unless the case overrides them,
+
+    rtol = C[dtype] · eps[dtype] · sqrt(K) · (1 + (step - 1) / 2)
+    atol = rtol · max|ref over the tensor|  (+ a tiny floor for all-zero tensors)
+
+- eps is the unit roundoff of the dtype the framework computes in; C a safety factor.
+- K is the case's widest reduction (conv fan-in Cin/g·kh·kw, the N·Ho·Wo of a weight gradient,
+  a dense fan-in, a `sum`, a mean loss): rounding error of a K-term sum grows like sqrt(K)·eps.
+- atol scales with the tensor's own magnitude: an element that is small because large terms
+  cancelled carries the error of those terms, not of its own size, so it is judged against the
+  tensor's scale. A fixed elementwise rtol would flag every such element (false alarms), and a
+  fixed atol would hide real errors in tensors of small magnitude (missed bugs).
+- Multi-step runs let rounding differences feed back through the parameters: rtol grows with
+  the step.
+- float16 / bfloat16: the frameworks accumulate in float32 but round every layer's output, so the
+  error is a few ulps of the half type per layer rather than sqrt(K) growth.
+
+A genuinely wrong gradient (transposed kernel, off-by-one window, wrong derivative) is wrong by
+a sizeable fraction of the tensor's magnitude — orders of magnitude above these allowances.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Pool2d, Sum, Tol
+
+EPS = {"float64": 2.0 ** -52, "float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
+SAFETY = {"float64": 16.0, "float32": 16.0, "float16": 4.0, "bfloat16": 4.0}
+HALF = ("float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Allowance:
+    rtol: float
+    atol: float  # absolute allowance actually applied (already scaled by the tensor's magnitude)
+
+
+def reduction_width(case: Case) -> int:
+    """The longest sum anywhere in the forward or backward pass."""
+    k = int(np.prod(case.output_shape)) if case.loss.kind in ("mse", "cross_entropy") else 1
+    for L in case.layers:
+        if isinstance(L, Conv2d):
+            n, hw_out = L.in_shape[0], int(np.prod(L.out_shape[2:]))
+            hw_in = int(np.prod(L.in_shape[2:]))
+            taps = L.kernel_size[0] * L.kernel_size[1]
+            c_in, c_out = L.in_shape[1] // L.groups, L.out_channels // L.groups
+            batch_hw = n * (hw_in if isinstance(L, ConvTranspose2d) else hw_out)
+            k = max(k, c_in * taps, c_out * taps, batch_hw)
+        elif isinstance(L, Dense):
+            k = max(k, L.in_shape[0], L.in_shape[1], L.out_features)
+        elif isinstance(L, Pool2d):
+            k = max(k, L.kernel_size[0] * L.kernel_size[1])
+        elif isinstance(L, Sum):
+            k = max(k, int(np.prod(L.in_shape)))
+    return k
+
+
+def depth(case: Case) -> int:
+    return sum(1 for L in case.layers if isinstance(L, (Conv2d, Dense, Pool2d, Activation, Sum)))
+
+
+def default_rtol(case: Case, step: int) -> float:
+    dt = case.dtype
+    if dt in HALF:
+        base = SAFETY[dt] * EPS[dt] * max(depth(case), 1)
+    else:
+        base = SAFETY[dt] * EPS[dt] * math.sqrt(reduction_width(case))
+    return base * (1.0 + 0.5 * (step - 1))
+
+
+def override(case: Case, quantity: str, tensor: str | None) -> Tol:
+    """The case's own tolerance, most specific key first: `grad.conv.weight` > `grad` > `default`."""
+    keys = ([f"{quantity}.{tensor}"] if tensor else []) + [quantity, "default"]
+    rtol = atol = None
+    for key in keys:
+        tol = case.tolerance.get(key)
+        if tol is not None:
+            rtol = tol.rtol if rtol is None else rtol
+            atol = tol.atol if atol is None else atol
+    return Tol(rtol, atol)
+
+
+def allowance(case: Case, quantity: str, tensor: str | None, step: int, ref: np.ndarray) -> Allowance:
+    own = override(case, quantity, tensor)
+    rtol = own.rtol if own.rtol is not None else default_rtol(case, step)
+    if own.atol is not None:
+        return Allowance(rtol, own.atol)
+    scale = float(np.max(np.abs(ref))) if np.size(ref) else 0.0
+    return Allowance(rtol, rtol * scale + EPS[case.dtype] * 1e-3)
