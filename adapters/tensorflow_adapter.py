@@ -1,0 +1,186 @@
+"""TensorFlow: GradientTape for gradients, Keras optimizers for updates.
+
+Layouts convert once, here: activations NCHW <-> NHWC, conv kernels OIHW -> HWIO, transposed-conv
+kernels IOHW -> (kh, kw, out, in), dense (out, in) -> Keras (in, out). `flatten` goes back to NCHW
+first, so features come out in the canonical (PyTorch) row-major order.
+What TF lacks is composed exactly: per-side padding is an explicit tf.pad (-inf for max-pool)
+followed by VALID; `count_include_pad: false` is a window sum over a window count; grouped
+transposed conv is one conv2d_transpose per group, concatenated; per-side transposed-conv cropping
+and output_padding are a slice of the full output, zero-extended where needed.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from harness.case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Flatten, Pool2d, Sum
+from . import Initial, Step, Trace, Unsupported, module_missing
+
+
+def _import_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    return tf
+
+
+def _kinds(case: Case) -> dict[str, str]:
+    """Parameter name -> how its layout converts (conv, conv_t, dense, bias)."""
+    out = {}
+    for L in case.layers:
+        for p in L.params:
+            out[p.name] = ("bias" if p.name.endswith(".bias") else
+                           "conv_t" if isinstance(L, ConvTranspose2d) else "conv" if isinstance(L, Conv2d) else "dense")
+    return out
+
+
+_TO_TF = {"conv": (2, 3, 1, 0), "conv_t": (2, 3, 1, 0), "dense": (1, 0)}  # OIHW->HWIO, IOHW->HW,O/g,I ; (o,i)->(i,o)
+_FROM_TF = {"conv": (3, 2, 0, 1), "conv_t": (3, 2, 0, 1), "dense": (1, 0)}
+
+
+def to_tf_layout(kind: str, a: np.ndarray) -> np.ndarray:
+    return a if kind == "bias" else np.transpose(a, _TO_TF[kind])
+
+
+def from_tf_layout(kind: str, a: np.ndarray) -> np.ndarray:
+    return a if kind == "bias" else np.transpose(a, _FROM_TF[kind])
+
+
+class TensorflowAdapter:
+    name = "tensorflow"
+
+    def missing(self):
+        return module_missing("tensorflow")
+
+    def version(self):
+        tf = _import_tf()
+        import keras
+        return f"{tf.__version__} (keras {keras.__version__})"
+
+    # -------------------------------------------------------------- layers (x is NHWC when 4-D)
+
+    @staticmethod
+    def _pad(tf, x, pad, value=0.0):
+        if pad == ((0, 0), (0, 0)):
+            return x
+        return tf.pad(x, [[0, 0], list(pad[0]), list(pad[1]), [0, 0]], constant_values=value)
+
+    def _conv_transpose(self, tf, L: ConvTranspose2d, x, w):
+        n, (h, wd) = tf.shape(x)[0], L.in_shape[2:]
+        k, s, d, g = L.kernel_size, L.stride, L.dilation, L.groups
+        full = [(h - 1) * s[0] + d[0] * (k[0] - 1) + 1, (wd - 1) * s[1] + d[1] * (k[1] - 1) + 1]
+        cout_g = L.out_channels // g
+        xs = tf.split(x, g, axis=3) if g > 1 else [x]
+        ws = tf.split(w, g, axis=3) if g > 1 else [w]  # w is (kh, kw, out/g, in): groups split `in`
+        y = tf.concat([tf.nn.conv2d_transpose(xi, wi, [n, *full, cout_g], [1, *s, 1], "VALID", dilations=[1, *d, 1])
+                       for xi, wi in zip(xs, ws)], axis=3) if g > 1 else \
+            tf.nn.conv2d_transpose(x, w, [n, *full, cout_g], [1, *s, 1], "VALID", dilations=[1, *d, 1])
+        # Output rows [top, top + H_out) of the full output, zero-extended past its end (output_padding).
+        (t, _), (le, _) = L.padding
+        out_h, out_w = L.out_shape[2:]
+        ext = [max(0, t + out_h - full[0]), max(0, le + out_w - full[1])]
+        if any(ext):
+            y = tf.pad(y, [[0, 0], [0, ext[0]], [0, ext[1]], [0, 0]])
+        return y[:, t:t + out_h, le:le + out_w, :]
+
+    def _layer(self, tf, L, x, p):
+        if isinstance(L, ConvTranspose2d):
+            y = self._conv_transpose(tf, L, x, p[f"{L.name}.weight"])
+            b = p.get(f"{L.name}.bias")
+            return y if b is None else tf.nn.bias_add(y, b)
+        if isinstance(L, Conv2d):
+            # Grouped convolution: TF infers groups from in_channels / kernel in_channels.
+            y = tf.nn.conv2d(self._pad(tf, x, L.padding), p[f"{L.name}.weight"], [1, *L.stride, 1], "VALID",
+                             dilations=[1, *L.dilation, 1])
+            b = p.get(f"{L.name}.bias")
+            return y if b is None else tf.nn.bias_add(y, b)
+        if isinstance(L, Pool2d):
+            k, s, pad = L.kernel_size, L.stride, L.padding
+            if L.kind == "max":
+                return tf.nn.max_pool2d(self._pad(tf, x, pad, float("-inf")), k, s, "VALID")
+            mean = tf.nn.avg_pool2d(self._pad(tf, x, pad), k, s, "VALID")
+            if L.count_include_pad or pad == ((0, 0), (0, 0)):
+                return mean
+            ones = self._pad(tf, tf.ones((1, *x.shape[1:3], 1), dtype=x.dtype), pad)
+            return mean / tf.nn.avg_pool2d(ones, k, s, "VALID")  # = window sum / real cells in the window
+        if isinstance(L, Activation):
+            return {"sigmoid": tf.sigmoid, "tanh": tf.tanh, "relu": tf.nn.relu}[L.kind](x)
+        if isinstance(L, Flatten):
+            if len(L.in_shape) == 4:
+                x = tf.transpose(x, (0, 3, 1, 2))  # back to NCHW: canonical row-major feature order
+            return tf.reshape(x, (tf.shape(x)[0], -1))
+        if isinstance(L, Sum):
+            return tf.reduce_sum(x)
+        if isinstance(L, Dense):
+            y = tf.matmul(x, p[f"{L.name}.weight"])
+            b = p.get(f"{L.name}.bias")
+            return y if b is None else y + b
+        raise Unsupported(f"no TensorFlow mapping for layer {L.name} ({L.type})")
+
+    @staticmethod
+    def _loss(tf, kind, y, target):
+        if kind == "mse":
+            return tf.reduce_mean(tf.square(y - target))
+        if kind == "half_sse":
+            return 0.5 * tf.reduce_sum(tf.square(target - y))
+        if kind == "sum":
+            return tf.reduce_sum(y)
+        if kind == "cross_entropy":
+            return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=y))
+        return tf.reduce_sum(y * target)  # grad_output
+
+    @staticmethod
+    def _optimizer(opt, dtype: str):
+        import keras
+        if opt is None:
+            return None
+        wd = opt.weight_decay or None  # Keras' weight decay is decoupled: docs/divergences.md, TF-WD
+        # Keras stores the learning rate in floatx; a float64 model is run with floatx float64, as a Keras
+        # user would, or the float32 lr shifts every float64 update (docs/divergences.md, TF-LR32).
+        previous = keras.config.floatx()
+        keras.config.set_floatx("float64" if dtype == "float64" else "float32")
+        try:
+            if opt.kind == "sgd":
+                return keras.optimizers.SGD(learning_rate=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov,
+                                            weight_decay=wd)
+            return keras.optimizers.Adam(learning_rate=opt.lr, beta_1=opt.betas[0], beta_2=opt.betas[1],
+                                         epsilon=opt.eps, weight_decay=wd)
+        finally:
+            keras.config.set_floatx(previous)
+
+    # -------------------------------------------------------------- run
+
+    def run(self, case: Case, initial: Initial) -> Trace:
+        tf = _import_tf()
+        dtype = getattr(tf, case.dtype)
+        kinds = _kinds(case)
+        variables = {k: tf.Variable(tf.cast(to_tf_layout(kinds[k], v), dtype), name=k.replace(".", "_"))
+                     for k, v in initial.params.items()}
+        x = tf.cast(initial.input, dtype)
+        target = None
+        if initial.target is not None:
+            target = tf.constant(initial.target.astype(np.int64)) if case.loss.kind == "cross_entropy" else \
+                tf.cast(initial.target, dtype)
+        opt = self._optimizer(case.optimizer, case.dtype)
+        names = list(variables)
+        as_np = lambda t: np.asarray(tf.cast(t, tf.float64))  # noqa: E731
+        steps = []
+        for _ in range(case.steps):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.transpose(x, (0, 2, 3, 1)) if len(case.input.shape) == 4 else x
+                for L in case.layers:
+                    y = self._layer(tf, L, y, variables)
+                if len(case.output_shape) == 4:
+                    y = tf.transpose(y, (0, 3, 1, 2))  # canonical NCHW for the loss and the report
+                loss = self._loss(tf, case.loss.kind, y, target)
+            grads = tape.gradient(loss, [x] + [variables[k] for k in names])
+            out_grads = {"input": as_np(grads[0])}
+            for k, g in zip(names, grads[1:]):
+                out_grads[k] = from_tf_layout(kinds[k], as_np(g)) if g is not None else np.zeros(initial.params[k].shape)
+            if opt is not None:
+                opt.apply_gradients([(g if g is not None else tf.zeros_like(variables[k]), variables[k])
+                                     for k, g in zip(names, grads[1:])])
+            params = {k: from_tf_layout(kinds[k], as_np(v)) for k, v in variables.items()} if opt is not None else {}
+            steps.append(Step(as_np(loss), as_np(y), out_grads, params))
+        return Trace(steps)
