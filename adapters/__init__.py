@@ -38,6 +38,9 @@ class Step:
     output: np.ndarray
     grads: dict[str, np.ndarray]     # every parameter, and "input"
     params: dict[str, np.ndarray] = field(default_factory=dict)  # after this step's update (empty: no optimizer)
+    # Optional, from a reference: the size of the terms a scalar was summed from ("loss", "output"),
+    # so that a result that is small by cancellation is judged against the terms, not itself.
+    magnitude: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

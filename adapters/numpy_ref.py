@@ -299,23 +299,28 @@ class NumpyReference:
         opt = make_optimizer(case.optimizer)
         steps = []
         for _ in range(case.steps):
-            loss, output, grads = gradients(case, x0, params, initial.target)
+            loss, output, grads, magnitude = gradients(case, x0, params, initial.target)
             if opt is not None:
                 params = {k: opt.update(k, p, grads[k]) for k, p in params.items()}
-            steps.append(Step(np.asarray(loss), output, grads, dict(params) if opt is not None else {}))
+            steps.append(Step(np.asarray(loss), output, grads, dict(params) if opt is not None else {}, magnitude))
         return Trace(steps)
 
 
 def gradients(case, x, params, target):
-    """Forward through every layer, then backward in reverse: (loss, output, {name: gradient})."""
-    caches = []
+    """Forward through every layer, then backward in reverse: (loss, output, {name: gradient}, magnitudes)."""
+    caches, last_input = [], x
     for L in case.layers:
+        last_input = x
         x, cache = layer_forward(L, x, params)
         caches.append(cache)
     loss, dy = loss_and_grad(case.loss.kind, x, target)
+    # How big an error in the loss an output error of one part in max|y| makes: Σ|dL/dy|·max|y|.
+    magnitude = {"loss": float(abs(loss) + np.abs(dy).sum() * np.abs(x).max())}
+    if isinstance(case.layers[-1], Sum):
+        magnitude["output"] = float(np.abs(last_input).sum())  # the terms the output was summed from
     grads = {}
     for L, cache in zip(reversed(case.layers), reversed(caches)):
         dy, g = layer_backward(L, dy, cache)
         grads.update(g)
     grads["input"] = dy
-    return loss, x, grads
+    return loss, x, grads, magnitude

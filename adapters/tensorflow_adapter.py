@@ -65,16 +65,37 @@ class TensorflowAdapter:
             return x
         return tf.pad(x, [[0, 0], list(pad[0]), list(pad[1]), [0, 0]], constant_values=value)
 
+    @staticmethod
+    def _dilate(tf, w, d):
+        """Insert d-1 zeros between kernel taps: a dilation-1 kernel computing exactly the dilated
+        conv. TF's CPU kernels cannot back-propagate dilation > 1; with this they need not."""
+        if d == (1, 1):
+            return w
+        kh, kw, i, o = w.shape
+        w = tf.pad(tf.reshape(w, (kh, 1, kw, 1, i, o)), [[0, 0], [0, d[0] - 1], [0, 0], [0, d[1] - 1], [0, 0], [0, 0]])
+        return tf.reshape(w, (kh * d[0], kw * d[1], i, o))[:d[0] * (kh - 1) + 1, :d[1] * (kw - 1) + 1]
+
+    @staticmethod
+    def _per_group(tf, g, x, w, w_axis, op):
+        """Grouped convolution as one convolution per group, concatenated (TF's CPU kernels cannot
+        back-propagate grouped convolutions)."""
+        if g == 1:
+            return op(x, w)
+        return tf.concat([op(xi, wi) for xi, wi in zip(tf.split(x, g, axis=3), tf.split(w, g, axis=w_axis))], axis=3)
+
+    def _conv(self, tf, L: Conv2d, x, w):
+        w = self._dilate(tf, w, L.dilation)
+        return self._per_group(tf, L.groups, self._pad(tf, x, L.padding), w, 3,
+                               lambda xi, wi: tf.nn.conv2d(xi, wi, [1, *L.stride, 1], "VALID"))
+
     def _conv_transpose(self, tf, L: ConvTranspose2d, x, w):
         n, (h, wd) = tf.shape(x)[0], L.in_shape[2:]
-        k, s, d, g = L.kernel_size, L.stride, L.dilation, L.groups
+        k, s, d = L.kernel_size, L.stride, L.dilation
         full = [(h - 1) * s[0] + d[0] * (k[0] - 1) + 1, (wd - 1) * s[1] + d[1] * (k[1] - 1) + 1]
-        cout_g = L.out_channels // g
-        xs = tf.split(x, g, axis=3) if g > 1 else [x]
-        ws = tf.split(w, g, axis=3) if g > 1 else [w]  # w is (kh, kw, out/g, in): groups split `in`
-        y = tf.concat([tf.nn.conv2d_transpose(xi, wi, [n, *full, cout_g], [1, *s, 1], "VALID", dilations=[1, *d, 1])
-                       for xi, wi in zip(xs, ws)], axis=3) if g > 1 else \
-            tf.nn.conv2d_transpose(x, w, [n, *full, cout_g], [1, *s, 1], "VALID", dilations=[1, *d, 1])
+        cout_g = L.out_channels // L.groups
+        # w is (kh, kw, out/g, in): groups split its last axis.
+        y = self._per_group(tf, L.groups, x, self._dilate(tf, w, d), 3,
+                            lambda xi, wi: tf.nn.conv2d_transpose(xi, wi, [n, *full, cout_g], [1, *s, 1], "VALID"))
         # Output rows [top, top + H_out) of the full output, zero-extended past its end (output_padding).
         (t, _), (le, _) = L.padding
         out_h, out_w = L.out_shape[2:]
@@ -84,14 +105,9 @@ class TensorflowAdapter:
         return y[:, t:t + out_h, le:le + out_w, :]
 
     def _layer(self, tf, L, x, p):
-        if isinstance(L, ConvTranspose2d):
-            y = self._conv_transpose(tf, L, x, p[f"{L.name}.weight"])
-            b = p.get(f"{L.name}.bias")
-            return y if b is None else tf.nn.bias_add(y, b)
         if isinstance(L, Conv2d):
-            # Grouped convolution: TF infers groups from in_channels / kernel in_channels.
-            y = tf.nn.conv2d(self._pad(tf, x, L.padding), p[f"{L.name}.weight"], [1, *L.stride, 1], "VALID",
-                             dilations=[1, *L.dilation, 1])
+            conv = self._conv_transpose if isinstance(L, ConvTranspose2d) else self._conv
+            y = conv(tf, L, x, p[f"{L.name}.weight"])
             b = p.get(f"{L.name}.bias")
             return y if b is None else tf.nn.bias_add(y, b)
         if isinstance(L, Pool2d):

@@ -284,7 +284,7 @@ def _conv(kind: str, p: dict, path, name: str, shape: Shape) -> Layer:
         op = _pair(p.get("output_padding", 0), path + ("output_padding",))
         if p.get("padding") == "same":
             if op != (0, 0):
-                raise CaseError("output_padding must be 0 with padding `same` (the output is input·stride)",
+                raise ShapeError("output_padding must be 0 with padding `same` (the output is input·stride)",
                                 path + ("output_padding",))
             # The transposed twin of a `same` conv on an input of size n·s.
             pad = tuple(same_padding(hw * s[i], k[i], s[i], d[i]) for i, hw in enumerate((h, w)))
@@ -293,7 +293,7 @@ def _conv(kind: str, p: dict, path, name: str, shape: Shape) -> Layer:
             pad = _padding(p.get("padding", 0), path + ("padding",), (h, w), k, s, d)
         for i in range(2):
             if op[i] >= max(s[i], d[i]):
-                raise CaseError(f"output_padding {op[i]} must be smaller than stride or dilation "
+                raise ShapeError(f"output_padding {op[i]} must be smaller than stride or dilation "
                                 f"({max(s[i], d[i])})", path + ("output_padding",))
         out_hw = tuple(full[i] - pad[i][0] - pad[i][1] + op[i] for i in range(2))
         wshape_expected = (c, out_c // groups, *k)

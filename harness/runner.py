@@ -111,19 +111,23 @@ class Runner:
     # -------------------------------------------------------------- comparing
 
     def _adam_slack(self, case: Case, ref: Trace, step: int, tensor: str) -> np.ndarray | None:
-        """Adam steps by ~lr·sign(g): where the reference gradient is within its own allowance of
-        zero, the step's sign is not determined by the numerics, so allow 2·lr per such step."""
-        if case.optimizer is None or case.optimizer.kind != "adam":
+        """Adam's step is lr·g/(|g|+ε)-like: its sensitivity to a gradient error δ is lr·δ·ε/(|g|+ε)²,
+        up to 2·lr where |g| ~ δ (the step's sign is then not determined by the numerics). Add that
+        slack, step by step, to the parameter allowance; it vanishes for well-determined gradients."""
+        opt = case.optimizer
+        if opt is None or opt.kind != "adam":
             return None
         slack = 0.0
         for s in range(1, step + 1):
             g = ref.steps[s - 1].grads[tensor]
             a = allowance(case, "grad", tensor, s, g)
-            slack = slack + 2 * case.optimizer.lr * (np.abs(g) <= a.atol + a.rtol * np.abs(g))
+            delta = a.atol + a.rtol * np.abs(g)
+            slack = slack + opt.lr * np.minimum(2.0, delta * opt.eps / (np.abs(g) + opt.eps) ** 2 + delta / (np.abs(g) + opt.eps))
         return np.asarray(slack)
 
     def _record(self, case, framework, reference, step, quantity, tensor, actual, desired, ref_trace) -> Record:
-        allow = allowance(case, quantity, tensor, step, desired)
+        magnitude = ref_trace.steps[step - 1].magnitude.get(quantity) if ref_trace and tensor is None else None
+        allow = allowance(case, quantity, tensor, step, desired, magnitude)
         if actual is None:
             cmp = Comparison(False, None, None, None, None, None, None, f"{framework} returned no {quantity}"
                              f"{' for ' + tensor if tensor else ''} at step {step}")

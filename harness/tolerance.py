@@ -85,10 +85,13 @@ def override(case: Case, quantity: str, tensor: str | None) -> Tol:
     return Tol(rtol, atol)
 
 
-def allowance(case: Case, quantity: str, tensor: str | None, step: int, ref: np.ndarray) -> Allowance:
+def allowance(case: Case, quantity: str, tensor: str | None, step: int, ref: np.ndarray,
+              magnitude: float | None = None) -> Allowance:
+    """`magnitude`: the size of the terms a scalar was summed from, when the reference knows it."""
     own = override(case, quantity, tensor)
     rtol = own.rtol if own.rtol is not None else default_rtol(case, step)
     if own.atol is not None:
         return Allowance(rtol, own.atol)
     scale = float(np.max(np.abs(ref))) if np.size(ref) else 0.0
+    scale = max(scale, magnitude or 0.0)
     return Allowance(rtol, rtol * scale + EPS[case.dtype] * 1e-3)
