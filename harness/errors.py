@@ -39,7 +39,8 @@ class CaseError(Exception):
         where = self.file or "<case>"
         if self.line is not None:
             where += f":{self.line}"
-        return f"{where}: {format_path(self.path)}: {self.problem}"
+        field = f" {format_path(self.path)}:" if self.path else ""
+        return f"{where}:{field} {self.problem}"
 
 
 class ShapeError(CaseError):
@@ -49,6 +50,12 @@ class ShapeError(CaseError):
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return f"; did you mean `{close[0]}`?" if close else ""
+
+
+def unknown(what: str, word, choices: Iterable[str]) -> str:
+    """"unknown dtype `float31`; did you mean `float32`? (one of: float64, float32, ...)"."""
+    choices = list(choices)
+    return f"unknown {what} `{word}`{did_you_mean(word, choices)} (one of: {', '.join(map(str, choices))})"
 
 
 class Unsupported(Exception):

@@ -11,7 +11,7 @@ from . import yamlio
 from .case import (ACTIVATIONS, DTYPES, INITS, LOSSES, OPTIMIZERS, QUANTITIES, Activation, Case, Conv2d,
                    ConvTranspose2d, Dense, Expect, Flatten, Layer, Loss, Optimizer, Padding, Pair, Param,
                    Pool2d, Shape, Sum, TensorSpec, Tol)
-from .errors import CaseError, ShapeError, did_you_mean
+from .errors import CaseError, ShapeError, did_you_mean, unknown
 
 TOP_KEYS = ("name", "description", "tags", "dtype", "seed", "input", "model", "loss", "optimizer", "steps",
             "expect", "tolerance", "xfail", "count")
@@ -112,8 +112,9 @@ def _check_keys(d, allowed: Sequence[str], path, what: str) -> dict:
         raise CaseError(f"{what} must be a mapping, got {_kind(d)}", path)
     for k in d:
         if k not in allowed:
-            hint = did_you_mean(k, allowed) or (f"; allowed: {', '.join(allowed)}" if allowed else "; takes no keys")
-            raise CaseError(f"unknown key `{k}`{hint}", path + (k,))
+            if not allowed:
+                raise CaseError(f"unknown key `{k}`: {what} take no keys", path + (k,))
+            raise CaseError(unknown("key", k, allowed), path + (k,))
     return d
 
 
@@ -189,16 +190,16 @@ def _literal(v, path, what="tensor") -> np.ndarray:
             for i, y in enumerate(x):
                 check(y, p + (i,))
         elif isinstance(x, bool) or not isinstance(x, (int, float)):
-            raise CaseError(f"{what} entries must be numbers, got {_kind(x)} {x!r}", p)
+            raise CaseError(f"entries must be numbers, got {_kind(x)} {x!r}", p)
         elif not math.isfinite(x):
-            raise CaseError(f"{what} entries must be finite, got {x}", p)
+            raise CaseError(f"entries must be finite, got {x}", p)
     check(v, path)
     try:
         arr = np.array(v, dtype=np.float64)
     except ValueError:
-        raise CaseError(f"{what} is a ragged nested list (rows of different lengths)", path) from None
+        raise CaseError("ragged nested list (rows of different lengths)", path) from None
     if 0 in arr.shape:
-        raise CaseError(f"{what} is empty", path)
+        raise CaseError("empty tensor", path)
     return arr
 
 
@@ -217,8 +218,7 @@ def tensor(v, path, shape: Shape | None = None, what="tensor") -> TensorSpec:
             raise CaseError("a random tensor needs `shape`", path)
         init = v.get("init", "uniform")
         if init not in INITS:
-            raise CaseError(f"unknown init `{init}`{did_you_mean(init, INITS)}; one of {', '.join(INITS)}",
-                            path + ("init",))
+            raise CaseError(unknown("init", init, INITS), path + ("init",))
         low = _number(v.get("low", -1.0), path + ("low",))
         high = _number(v.get("high", 1.0), path + ("high",))
         if high < low:
@@ -228,7 +228,7 @@ def tensor(v, path, shape: Shape | None = None, what="tensor") -> TensorSpec:
     if isinstance(v, (int, float)) and not isinstance(v, bool) and shape is not None:
         return TensorSpec(shape, np.full(shape, _number(v, path)))
     if not isinstance(v, (list, int, float)) or isinstance(v, bool):
-        raise CaseError(f"{what} must be a nested list of numbers or a mapping with `shape`, got {_kind(v)}", path)
+        raise CaseError(f"must be a nested list of numbers or a mapping with `shape`, got {_kind(v)}", path)
     arr = _literal(v, path, what)
     if shape is not None and arr.shape != shape:
         raise CaseError(f"shape {list(arr.shape)} does not match the expected {list(shape)}", path)
@@ -371,7 +371,7 @@ def _layer(item, path, index: int, shape: Shape, names: set) -> Layer:
         raise CaseError("each layer is a one-key mapping such as `{conv2d: {...}}`", path)
     (kind, p), = item.items()
     if kind not in LAYER_KEYS:
-        raise CaseError(f"unknown layer type `{kind}`{did_you_mean(kind, LAYER_KEYS)}", path + (kind,))
+        raise CaseError(unknown("layer type", kind, LAYER_KEYS), path + (kind,))
     path = path + (kind,)
     p = _check_keys(p, LAYER_KEYS[kind], path, f"{kind} parameters")
     kind = "dense" if kind == "linear" else kind
@@ -403,8 +403,7 @@ def _loss(v, out_shape: Shape) -> Loss:
                         path)
     (kind, p), = v.items()
     if kind not in LOSS_KEYS:
-        raise CaseError(f"unknown loss `{kind}`{did_you_mean(kind, LOSS_KEYS)}; one of {', '.join(LOSSES)}",
-                        path + (kind,))
+        raise CaseError(unknown("loss", kind, LOSSES), path + (kind,))
     path += (kind,)
     p = _check_keys(p, LOSS_KEYS[kind], path, f"{kind} parameters")
     if kind == "sum":
@@ -437,8 +436,7 @@ def _optimizer(v) -> Optimizer | None:
         raise CaseError("the optimizer is a one-key mapping such as `{sgd: {lr: 0.1}}`", path)
     (kind, p), = v.items()
     if kind not in OPT_KEYS:
-        raise CaseError(f"unknown optimizer `{kind}`{did_you_mean(kind, OPT_KEYS)}; one of {', '.join(OPTIMIZERS)}",
-                        path + (kind,))
+        raise CaseError(unknown("optimizer", kind, OPTIMIZERS), path + (kind,))
     path += (kind,)
     p = _check_keys(p, OPT_KEYS[kind], path, f"{kind} parameters")
     if "lr" not in p:
@@ -508,7 +506,8 @@ def _tolerance(v, params: Sequence[str]) -> dict[str, Tol]:
     out = {}
     for key, tol in v.items():
         if key not in keys:
-            raise CaseError(f"unknown tolerance key `{key}`{did_you_mean(key, keys)}", path + (key,))
+            raise CaseError(f"unknown tolerance key `{key}`{did_you_mean(key, keys)} (keys: default, loss, output, "
+                            f"grad, param, grad.<tensor>, param.<tensor>)", path + (key,))
         tol = _check_keys(tol, TOL_KEYS, path_of(key), "a tolerance")
         out[key] = Tol(*(None if tol.get(k) is None else _number(tol[k], path_of(key) + (k,), min=0)
                          for k in TOL_KEYS))
@@ -526,8 +525,7 @@ def parse_case(data: dict, file: str, lines: dict, *, case_id: str | None = None
     name = _str(data["name"], ("name",)) if "name" in data else os.path.splitext(os.path.basename(file))[0]
     dtype = data.get("dtype", "float32")
     if dtype not in DTYPES:
-        raise CaseError(f"unknown dtype `{dtype}`{did_you_mean(str(dtype), DTYPES)}; one of {', '.join(DTYPES)}",
-                        ("dtype",))
+        raise CaseError(unknown("dtype", dtype, DTYPES), ("dtype",))
     seed = _int(data.get("seed", 0), ("seed",), min=0)
     tags = data.get("tags", [])
     if isinstance(tags, str):
@@ -540,7 +538,7 @@ def parse_case(data: dict, file: str, lines: dict, *, case_id: str | None = None
         raise CaseError("must be a string", ("description",))
     for key in ("input", "model", "loss"):
         if key not in data:
-            raise CaseError(f"missing `{key}`", ())
+            raise CaseError(f"missing `{key}` (every case needs `input`, `model` and `loss`)", ())
     inp = tensor(data["input"], ("input",), None, "input")
     if not isinstance(data["model"], list) or not data["model"]:
         raise CaseError("must be a non-empty list of layers", ("model",))

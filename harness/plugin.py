@@ -1,0 +1,178 @@
+"""pytest plugin (SPEC §4): every case file is a test module, every (case, framework) a test.
+
+Which YAML files are case files: any `*.yaml` / `*.yml` below a folder named `cases`, or any YAML
+file whose top level has a `model:` key. The folder rule makes a broken case file (say, `modle:`)
+a loud collection error instead of a silently ignored file; the key rule lets any folder of case
+files be collected. Other YAML (CI configs, docker-compose files, ...) is left alone.
+
+It runs through the same Runner as `gradconf run`; the reference runs once per case per process.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from .errors import CaseError
+from .report import FAILURE_COLUMNS  # noqa: F401  (keeps the report module importable early)
+
+_MODEL_KEY = re.compile(r"^model\s*:", re.M)
+_REF_CACHE: dict = {}
+_ADAPTERS: dict = {}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("gradconf")
+    group.addoption("--gradconf-report", metavar="DIR", help="write gradconf's reports (json/csv/md/html) to DIR")
+    group.addoption("--gradconf-frameworks", metavar="LIST",
+                    help="comma-separated frameworks to test (default: numpy and every known adapter)")
+    group.addoption("--gradconf-count", type=int, metavar="N", help="override every family's count")
+
+
+def pytest_configure(config):
+    import adapters
+    for name in adapters.known_names():
+        config.addinivalue_line("markers", f"{name}: gradconf cases run through the {name} adapter")
+    config._gradconf_records = []
+
+
+def is_case_file(path: Path) -> bool:
+    if path.suffix not in (".yaml", ".yml"):
+        return False
+    if "cases" in path.parent.parts:
+        return True
+    try:
+        return bool(_MODEL_KEY.search(path.read_text(encoding="utf-8", errors="replace")))
+    except OSError:
+        return False
+
+
+def pytest_collect_file(file_path: Path, parent):
+    if is_case_file(file_path):
+        return CaseFile.from_parent(parent, path=file_path)
+    return None
+
+
+def _adapter(name: str):
+    import adapters
+    if name not in _ADAPTERS:
+        _ADAPTERS[name] = adapters.builtin(name)
+    return _ADAPTERS[name]
+
+
+def _frameworks(config) -> list[str]:
+    import adapters
+    chosen = config.getoption("gradconf_frameworks")
+    names = [n.strip() for n in chosen.split(",") if n.strip()] if chosen else adapters.known_names()
+    for n in names:
+        if n not in adapters.known_names():
+            raise pytest.UsageError(f"--gradconf-frameworks: unknown framework `{n}`; known: "
+                                    f"{', '.join(adapters.known_names())}")
+    return names
+
+
+class CaseFile(pytest.File):
+    def collect(self):
+        from .loader import load_file
+        rel = os.path.relpath(self.path, self.config.rootpath)
+        try:
+            cases = load_file(rel if not rel.startswith("..") else str(self.path),
+                              self.config.getoption("gradconf_count"))
+        except CaseError as e:
+            raise self.CollectError(str(e)) from None
+        for case in cases:
+            for fw in _frameworks(self.config):
+                item = CaseItem.from_parent(self, name=f"{case.id}[{fw}]", case=case, framework=fw)
+                item.add_marker(getattr(pytest.mark, fw))
+                for tag in case.tags:
+                    item.keywords[tag] = True
+                yield item
+
+    class CollectError(Exception):
+        pass
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, self.CollectError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class CaseFailure(Exception):
+    pass
+
+
+class CaseItem(pytest.Item):
+    def __init__(self, *, case, framework, **kw):
+        super().__init__(**kw)
+        self.case, self.framework = case, framework
+
+    def _reference(self, runner):
+        key = (self.case.file, self.case.id)
+        if key not in _REF_CACHE:
+            from .runner import CaseResult
+            _REF_CACHE.clear()  # cases are collected file by file: keep one, not the whole suite
+            _REF_CACHE[key] = runner.reference_trace(self.case, CaseResult(self.case))
+        return _REF_CACHE[key]
+
+    def runtest(self):
+        from .runner import Runner
+        reference = _adapter("numpy")
+        runner = Runner(reference, [])
+        fw = _adapter(self.framework)
+        result = runner.run_case(self.case, [fw], reference=self._reference(runner))
+        records = [r for r in result.records if r.framework == self.framework]
+        self.user_properties.append(("gradconf_records", [r.to_dict() for r in records]))
+        statuses = {r.status for r in records}
+        if statuses & {"fail", "error", "xpass"}:
+            raise CaseFailure(records)
+        if "xfail" in statuses:
+            pytest.xfail(self.case.xfail.get(self.framework, "known divergence"))
+        if statuses & {"skipped", "unsupported"}:
+            pytest.skip(next(f"{r.status}: {r.message}" for r in records if r.status in ("skipped", "unsupported")))
+
+    def repr_failure(self, excinfo):
+        if not isinstance(excinfo.value, CaseFailure):
+            return super().repr_failure(excinfo)
+        from .diagnose import describe_failures
+        return describe_failures(self.case, self.framework, excinfo.value.args[0])
+
+    def reportinfo(self):
+        return self.path, self.case.line - 1, f"{self.case.id}[{self.framework}]"
+
+
+def pytest_runtest_logreport(report):
+    """Runs in the controlling process (also under xdist): gather every test's records."""
+    for key, value in getattr(report, "user_properties", ()):
+        if key == "gradconf_records" and report.when == "call":
+            _SESSION_RECORDS.append(value)
+
+
+_SESSION_RECORDS: list = []
+
+
+def pytest_sessionfinish(session):
+    out = session.config.getoption("gradconf_report")
+    if not out or hasattr(session.config, "workerinput"):  # only the controller writes reports
+        return
+    import datetime as dt
+    import platform
+    import sys
+
+    from .report import write_reports
+    from .runner import Record
+    records = [Record(**d) for batch in _SESSION_RECORDS for d in batch]
+    info = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": "pytest " + " ".join(sys.argv[1:]), "platform": platform.platform(),
+            "python": platform.python_version(), "reference": "numpy",
+            "frameworks": {name: _version(name) for name in sorted({r.framework for r in records})}}
+    write_reports(records, info, out)
+
+
+def _version(name: str) -> str:
+    try:
+        a = _adapter(name)
+        return a.version() if not a.missing() else f"not available ({a.missing()})"
+    except Exception as e:
+        return f"unknown ({type(e).__name__})"
