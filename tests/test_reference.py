@@ -1,0 +1,176 @@
+"""The NumPy reference against central finite differences (float64), layer by layer and option by option.
+
+The loss is a random `grad_output` projection unless a test is about losses, so that no symmetry of the
+upstream gradient can hide a transposed kernel or a shifted window.
+"""
+import numpy as np
+import pytest
+
+from adapters import numpy_ref
+from adapters.numpy_ref import gradients
+from harness.tensors import materialize
+from tests.conftest import make_case
+
+H = 1e-4  # with the 4-point stencil: truncation O(h⁴) ~ 1e-16, rounding eps·|L|/h ~ 1e-12
+TOL = 1e-7
+
+
+def fd_error(case) -> float:
+    """max |numeric - analytic| / max |analytic| over the input and every parameter.
+
+    Each derivative is estimated at two step sizes; where they disagree the loss is not smooth
+    there (a max-pool or ReLU kink within a few steps), and that element is left out. Kinks are
+    rare with continuous random data: more than 2% of elements excluded fails the check.
+    """
+    init = materialize(case)
+    x = np.array(init.input)
+    params = {k: np.array(v) for k, v in init.params.items()}
+    _, _, grads, _ = gradients(case, x, params, init.target)
+
+    def derivative(arr, idx, h):
+        keep, f = arr[idx], {}
+        for k in (-2, -1, 1, 2):
+            arr[idx] = keep + k * h
+            f[k] = gradients(case, x, params, init.target)[0]
+        arr[idx] = keep
+        return (8 * (f[1] - f[-1]) - (f[2] - f[-2])) / (12 * h)  # central, O(h⁴)
+
+    worst, kinks, total = 0.0, 0, 0
+    for name, arr in [("input", x), *params.items()]:
+        scale = max(np.abs(grads[name]).max(), 1e-3)
+        for idx in np.ndindex(arr.shape):
+            coarse, fine = derivative(arr, idx, H), derivative(arr, idx, H / 4)
+            total += 1
+            if abs(coarse - fine) > 1e-8 * scale:
+                kinks += 1
+                continue
+            worst = max(worst, abs(fine - grads[name][idx]) / scale)
+    assert kinks <= 0.02 * total, f"{kinks} of {total} elements at kinks"
+    return worst
+
+
+def net(input_shape, *layers, loss=None, seed=0):
+    return make_case(input={"shape": list(input_shape), "init": "normal"}, model=list(layers),
+                     loss=loss or {"grad_output": {"value": {"init": "normal"}}}, dtype="float64", seed=seed)
+
+
+CONV = [
+    dict(kernel_size=3), dict(kernel_size=2, stride=2), dict(kernel_size=3, stride=3),
+    dict(kernel_size=[2, 3], stride=[1, 2]), dict(kernel_size=3, padding=1), dict(kernel_size=2, padding=[1, 0]),
+    dict(kernel_size=3, padding=[[0, 2], [1, 0]]), dict(kernel_size=3, stride=2, padding="same"),
+    dict(kernel_size=2, padding="valid"), dict(kernel_size=2, dilation=2), dict(kernel_size=2, dilation=3),
+    dict(kernel_size=3, stride=2, dilation=2, padding=2), dict(kernel_size=2, groups=2),
+    dict(kernel_size=3, groups=4, padding=1), dict(kernel_size=2, bias=False), dict(kernel_size=1, stride=2),
+]
+
+
+@pytest.mark.parametrize("opts", CONV, ids=str)
+def test_conv2d(opts):
+    out = 8 if opts.get("groups") == 4 else 4
+    assert fd_error(net((2, 4, 7, 6), {"conv2d": {"out_channels": out, **opts}})) < TOL
+
+
+DECONV = [
+    dict(kernel_size=3), dict(kernel_size=2, stride=2), dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=3, stride=2, padding=1, output_padding=1), dict(kernel_size=2, stride=3, output_padding=[2, 1]),
+    dict(kernel_size=3, padding=[[0, 2], [1, 0]]), dict(kernel_size=3, stride=2, padding="same"),
+    dict(kernel_size=2, stride=3, padding="same"), dict(kernel_size=2, dilation=2),
+    dict(kernel_size=2, dilation=2, output_padding=1), dict(kernel_size=3, groups=2, stride=2), dict(kernel_size=2, bias=False),
+]
+
+
+@pytest.mark.parametrize("opts", DECONV, ids=str)
+def test_conv_transpose2d(opts):
+    assert fd_error(net((2, 4, 3, 4), {"conv_transpose2d": {"out_channels": 2, **opts}})) < TOL
+
+
+POOL = [
+    ("max_pool2d", dict(kernel_size=2)), ("max_pool2d", dict(kernel_size=3, stride=1)),
+    ("max_pool2d", dict(kernel_size=3, stride=2, padding=1)), ("max_pool2d", dict(kernel_size=2, padding=[[1, 0], [0, 1]])),
+    ("max_pool2d", dict(kernel_size=[2, 3], stride=[2, 1], padding="same")),
+    ("avg_pool2d", dict(kernel_size=2)), ("avg_pool2d", dict(kernel_size=3, stride=2, padding=1)),
+    ("avg_pool2d", dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
+    ("avg_pool2d", dict(kernel_size=2, padding=[[1, 0], [0, 1]], count_include_pad=False)),
+    ("avg_pool2d", dict(kernel_size=3, stride=1, padding="same", count_include_pad=False)),
+]
+
+
+@pytest.mark.parametrize("kind,opts", POOL, ids=str)
+def test_pools(kind, opts):
+    assert fd_error(net((2, 2, 6, 7), {kind: opts})) < TOL
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu"])
+def test_activations(act):
+    assert fd_error(net((2, 3, 4, 4), {act: {}})) < TOL
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_flatten_dense(bias):
+    assert fd_error(net((3, 2, 3, 3), {"flatten": {}}, {"dense": {"out_features": 4, "bias": bias}})) < TOL
+
+
+LOSSES = [{"mse": {"target": {"init": "normal"}}}, {"mse": {"target": 0.25}}, {"half_sse": {"target": {"init": "normal"}}},
+          {"sum": {}}, {"cross_entropy": {"target": [2, 0, 1]}}, {"grad_output": {"value": {"init": "normal"}}}]
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=lambda l: next(iter(l)))
+def test_losses(loss):
+    assert fd_error(net((3, 5), {"dense": {"out_features": 3}}, {"tanh": {}}, {"dense": {"out_features": 3}},
+                        loss=loss)) < TOL
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_small_networks(seed):
+    case = net((2, 2, 9, 8),
+               {"conv2d": {"out_channels": 3, "kernel_size": 3, "padding": 1}}, {"max_pool2d": {"kernel_size": 2}},
+               {"tanh": {}}, {"conv2d": {"out_channels": 2, "kernel_size": 2, "dilation": 2, "groups": 1}},
+               {"sigmoid": {}}, {"conv_transpose2d": {"out_channels": 2, "kernel_size": 2, "stride": 2}},
+               {"avg_pool2d": {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False}},
+               {"relu": {}}, {"flatten": {}}, {"dense": {"out_features": 3}},
+               loss={"cross_entropy": {"target": [1, 2]}}, seed=seed)
+    assert fd_error(case) < TOL
+
+
+def test_sum_layer():
+    assert fd_error(net((2, 3), {"dense": {"out_features": 2}}, {"sum": {}}, {"tanh": {}})) < TOL
+
+
+# The suite must fail when a backward formula is wrong. Each sabotage is a classic hand-backprop bug.
+
+def _flipped_kernel_dx(dy, cache, L):
+    x_shape, cols, wg, has_bias = cache
+    return numpy_ref.conv2d_backward(dy, (x_shape, cols, wg[..., ::-1], has_bias), L)  # the flipped kernel
+
+
+def _sigmoid_without_chain(dy, cache, L):
+    x, y = cache
+    return (dy * y if L.kind == "sigmoid" else numpy_ref.activation_backward(dy, cache, L)[0]), {}
+
+
+def _maxpool_last_max(dy, cache, L):
+    shape, arg = cache
+    return numpy_ref.max_pool2d_backward(dy, (shape, np.minimum(arg + 1, L.kernel_size[0] * L.kernel_size[1] - 1)), L)
+
+
+@pytest.mark.parametrize("target,fake,case", [
+    ("conv2d_backward", _flipped_kernel_dx, lambda: net((1, 2, 5, 5), {"conv2d": {"out_channels": 2, "kernel_size": 3}})),
+    ("activation_backward", _sigmoid_without_chain, lambda: net((2, 3), {"sigmoid": {}})),
+    ("max_pool2d_backward", _maxpool_last_max, lambda: net((1, 1, 4, 4), {"max_pool2d": {"kernel_size": 2}})),
+])
+def test_sabotaged_backward_is_caught(monkeypatch, target, fake, case):
+    c = case()
+    assert fd_error(c) < TOL
+    monkeypatch.setitem(numpy_ref._PARAMETRIC if target == "conv2d_backward" else
+                        numpy_ref._POOLS if target.startswith("max") else numpy_ref._PLAIN,
+                        *_entry(target, fake))
+    assert fd_error(c) > 1e-3
+
+
+def _entry(target, fake):
+    from harness.case import Activation, Conv2d
+    if target == "conv2d_backward":
+        return Conv2d, (numpy_ref.conv2d_forward, fake)
+    if target == "activation_backward":
+        return Activation, (numpy_ref.activation_forward, fake)
+    return "max", (numpy_ref.max_pool2d_forward, fake)
