@@ -299,7 +299,8 @@ class NumpyReference:
         opt = make_optimizer(case.optimizer)
         steps = []
         for _ in range(case.steps):
-            loss, output, grads, magnitude = gradients(case, x0, params, initial.target)
+            with np.errstate(all="ignore"):  # overflow shows up as non-finite values, which the runner reports
+                loss, output, grads, magnitude = gradients(case, x0, params, initial.target)
             if opt is not None:
                 params = {k: opt.update(k, p, grads[k]) for k, p in params.items()}
             steps.append(Step(np.asarray(loss), output, grads, dict(params) if opt is not None else {}, magnitude))

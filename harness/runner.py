@@ -18,7 +18,7 @@ from .case import Case
 from .compare import Comparison, compare
 from .errors import Unsupported
 from .tensors import materialize
-from .tolerance import Allowance, allowance
+from .tolerance import NOISE_FACTOR, allowance, override, perturbed, reduction_width
 
 FAILING = ("fail", "error", "xpass")
 
@@ -49,6 +49,15 @@ class Record:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class Reference:
+    """The reference's run of one case, shared by every framework compared against it."""
+    initial: Initial | None
+    trace: Trace | None
+    noise: dict          # (step, quantity, tensor) -> largest movement under rounding-level perturbations
+    why: str = ""        # why there is no trace
 
 
 @dataclass
@@ -125,29 +134,38 @@ class Runner:
             slack = slack + opt.lr * np.minimum(2.0, delta * opt.eps / (np.abs(g) + opt.eps) ** 2 + delta / (np.abs(g) + opt.eps))
         return np.asarray(slack)
 
-    def _record(self, case, framework, reference, step, quantity, tensor, actual, desired, ref_trace) -> Record:
-        magnitude = ref_trace.steps[step - 1].magnitude.get(quantity) if ref_trace and tensor is None else None
+    def _record(self, case, framework, reference, step, quantity, tensor, actual, desired, ref: Reference) -> Record:
+        ref_step = ref.trace.steps[step - 1]
+        magnitude = ref_step.magnitude.get(quantity) if tensor is None else None
         allow = allowance(case, quantity, tensor, step, desired, magnitude)
         if actual is None:
             cmp = Comparison(False, None, None, None, None, None, None, f"{framework} returned no {quantity}"
                              f"{' for ' + tensor if tensor else ''} at step {step}")
         else:
-            extra = self._adam_slack(case, ref_trace, step, tensor) if quantity == "param" and ref_trace else None
+            extra = NOISE_FACTOR * ref.noise.get((step, quantity, tensor), 0.0)
+            if quantity == "param":
+                slack = self._adam_slack(case, ref.trace, step, tensor)
+                extra = extra if slack is None else extra + slack
+            own = override(case, quantity, tensor)
+            if own.rtol is not None or own.atol is not None:  # a case's own tolerance is applied exactly
+                extra = None
             cmp = compare(actual, desired, allow, extra)
         return Record(case.id, framework, reference, step, quantity, tensor, list(np.shape(desired)), case.dtype,
                       cmp.max_abs_err, cmp.max_rel_err, cmp.worst_index, allow.rtol, allow.atol,
                       "pass" if cmp.ok else "fail", cmp.message, cmp.ratio, cmp.actual, cmp.desired,
                       case.family, case.file, case.line_of("expect", quantity) if reference == "expected" else case.line)
 
-    def compare_traces(self, case: Case, framework: str, trace: Trace, ref: Trace) -> list[Record]:
-        if len(trace.steps) != len(ref.steps):
+    def compare_traces(self, case: Case, framework: str, trace: Trace, ref: Reference) -> list[Record]:
+        if len(trace.steps) != len(ref.trace.steps):
             return [_note(case, framework, "error", f"{framework} returned {len(trace.steps)} step(s), "
-                                                    f"expected {len(ref.steps)}", self.reference.name)]
+                                                    f"expected {len(ref.trace.steps)}", self.reference.name)]
         return [self._record(case, framework, self.reference.name, step, q, t, _lookup(trace, step, q, t), desired,
                              ref)
-                for step, q, t, desired in _quantities(case, ref)]
+                for step, q, t, desired in _quantities(case, ref.trace)]
 
-    def compare_golden(self, case: Case, framework: str, trace: Trace, ref: Trace | None) -> list[Record]:
+    def compare_golden(self, case: Case, framework: str, trace: Trace, ref: Reference) -> list[Record]:
+        if len(trace.steps) != len(ref.trace.steps):
+            return []  # compare_traces reports it
         return [self._record(case, framework, "expected", step, q, t, _lookup(trace, step, q, t), desired, ref)
                 for step, q, t, desired in _golden(case)]
 
@@ -169,36 +187,53 @@ class Runner:
             result.seconds[adapter.name] = time.perf_counter() - t0
         return trace, None
 
-    def reference_trace(self, case: Case, result: CaseResult) -> tuple[Initial | None, Trace | None, str]:
+    def reference_trace(self, case: Case, result: CaseResult) -> Reference:
+        """Materialise once, run the reference once, and measure its conditioning (tolerance.perturbed)."""
         try:
             initial = materialize(case)
         except Exception as e:
-            return None, None, f"cannot materialise the case's tensors: {_brief(e)}"
+            return Reference(None, None, {}, f"cannot materialise the case's tensors: {_brief(e)}")
         trace, note = self._run_adapter(self.reference, case, initial, result)
         if note is not None:
-            return initial, None, f"reference {self.reference.name} {note.status}: {note.message}"
+            return Reference(initial, None, {}, f"reference {self.reference.name} {note.status}: {note.message}")
         for step, q, t, arr in _quantities(case, trace):
             if not np.all(np.isfinite(arr)):
-                return initial, None, (f"reference {self.reference.name} produced non-finite values in "
-                                       f"{q}{' ' + t if t else ''} at step {step}")
-        return initial, trace, ""
+                return Reference(initial, None, {}, f"reference {self.reference.name} produced non-finite values "
+                                                    f"in {q}{' ' + t if t else ''} at step {step}")
+        return Reference(initial, trace, self._noise(case, initial, trace))
+
+    def _noise(self, case: Case, initial: Initial, trace: Trace) -> dict:
+        """(step, quantity, tensor) -> how far each element moves under rounding-level perturbations."""
+        noise: dict = {}
+        for draw in range(2):
+            shaken = perturbed(initial, case.dtype, reduction_width(case), case.seed, draw,
+                               keep_target=case.loss.kind == "cross_entropy")
+            try:
+                other = self.reference.run(case, shaken)
+            except Exception:
+                return {}
+            for (step, q, t, a), (_, _, _, b) in zip(_quantities(case, trace), _quantities(case, other)):
+                moved = np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+                moved = float(np.max(np.where(np.isfinite(moved), moved, 0.0), initial=0.0))
+                noise[(step, q, t)] = max(noise.get((step, q, t), 0.0), moved)
+        return noise
 
     def run_case(self, case: Case, frameworks: list[Adapter] | None = None,
-                 reference: tuple[Initial | None, Trace | None, str] | None = None) -> CaseResult:
+                 reference: Reference | None = None) -> CaseResult:
         """Every record of one case. `reference` lets a caller (the pytest plugin) reuse a reference run."""
         result = CaseResult(case)
         frameworks = self.frameworks if frameworks is None else frameworks
-        initial, ref, why = reference or self.reference_trace(case, result)
+        ref = reference or self.reference_trace(case, result)
         names = list(dict.fromkeys([self.reference.name, *(fw.name for fw in frameworks)]))
-        if ref is None:
-            result.records = [_note(case, name, "error", why, self.reference.name) for name in names]
+        if ref.trace is None:
+            result.records = [_note(case, name, "error", ref.why, self.reference.name) for name in names]
             return self.apply_xfail(case, result)
         # The reference is always held to the golden values; the others to the reference and the golden values.
-        records = self.compare_golden(case, self.reference.name, ref, ref)
+        records = self.compare_golden(case, self.reference.name, ref.trace, ref)
         for fw in frameworks:
             if fw.name == self.reference.name:
                 continue
-            trace, note = self._run_adapter(fw, case, initial, result)
+            trace, note = self._run_adapter(fw, case, ref.initial, result)
             if note is not None:
                 records.append(note)
                 continue

@@ -17,6 +17,14 @@ An element passes when |actual - ref| <= atol + rtol·|ref|, where, unless the c
 - float16 / bfloat16: the frameworks accumulate in float32 but round every layer's output, so the
   error is a few ulps of the half type per layer rather than sqrt(K) growth.
 
+- Conditioning, measured: the reference is re-run from initial tensors perturbed at the rounding
+  level of a K-term reduction (relative PERTURBATION·eps·sqrt(K), random signs, twice). How far a
+  tensor moves is how far rounding alone can move it — through cancellation (an MSE gradient y - t
+  once the net fits its target), through multi-step feedback, through an ill-conditioned optimizer
+  step — and NOISE_FACTOR times its largest movement is added to its atol. For a well-conditioned
+  tensor that is about the allowance above; it grows only where the numerics really are sensitive,
+  and never to the O(1) errors of a real bug.
+
 A genuinely wrong gradient (transposed kernel, off-by-one window, wrong derivative) is wrong by
 a sizeable fraction of the tensor's magnitude — orders of magnitude above these allowances.
 """
@@ -32,6 +40,8 @@ from .case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Pool2d, Sum,
 EPS = {"float64": 2.0 ** -52, "float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
 SAFETY = {"float64": 16.0, "float32": 16.0, "float16": 4.0, "bfloat16": 4.0}
 HALF = ("float16", "bfloat16")
+PERTURBATION = 2.0   # relative size of the rounding-level perturbation, in units of eps(dtype)·sqrt(K)
+NOISE_FACTOR = 4.0   # allowance per unit of measured movement (the tensor's largest)
 
 
 @dataclass(frozen=True)
@@ -95,3 +105,15 @@ def allowance(case: Case, quantity: str, tensor: str | None, step: int, ref: np.
     scale = float(np.max(np.abs(ref))) if np.size(ref) else 0.0
     scale = max(scale, magnitude or 0.0)
     return Allowance(rtol, rtol * scale + EPS[case.dtype] * 1e-3)
+
+
+def perturbed(initial, dtype: str, width: int, seed: int, draw: int, keep_target: bool = False):
+    """The initial tensors, each element scaled by (1 ± PERTURBATION·eps); class ids (keep_target) left alone."""
+    from adapters import Initial
+    rng = np.random.default_rng([seed, 0x6E015E, draw])
+    delta = PERTURBATION * EPS[dtype] * math.sqrt(width)
+
+    def shake(a):
+        return a * (1.0 + delta * rng.choice([-1.0, 1.0], size=np.shape(a)))
+    target = initial.target if keep_target or initial.target is None else shake(initial.target)
+    return Initial(shake(initial.input), {k: shake(v) for k, v in initial.params.items()}, target)

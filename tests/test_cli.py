@@ -1,0 +1,129 @@
+"""The `gradconf` command end to end: exit codes, reports, selection, plug-in adapters, lazy imports."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from harness.cli import main
+from tests.conftest import ROOT
+
+EXAMPLES = os.path.join(ROOT, "cases", "examples")
+
+
+def gradconf(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_numpy_run_passes_and_writes_all_reports(tmp_path):
+    assert main(["run", EXAMPLES, "--frameworks", "numpy", "--out", str(tmp_path), "-q"]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["report.html", "report.md", "results.csv", "results.json"]
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert {"started", "command", "platform", "python", "frameworks"} <= set(data["run"])
+    assert data["run"]["frameworks"]["numpy"]
+    golden = [r for r in data["records"] if r["reference"] == "expected"]
+    assert len(golden) >= 10 and all(r["status"] == "pass" for r in golden)
+    assert {"case", "framework", "reference", "step", "quantity", "tensor", "shape", "dtype", "max_abs_err",
+            "max_rel_err", "worst_index", "rtol", "atol", "status", "message"} <= set(data["records"][0])
+    html = (tmp_path / "report.html").read_text()
+    assert html.startswith("<!doctype html>") and "http" not in html.split("</style>")[0]
+
+
+def test_changed_golden_number_fails_and_names_the_tensor(tmp_path):
+    text = open(os.path.join(EXAMPLES, "sum_3x3.yaml")).read()
+    (tmp_path / "sum_3x3.yaml").write_text(text.replace("[0.04, 3.88]", "[0.05, 3.88]"))
+    p = gradconf("run", str(tmp_path), "--frameworks", "numpy", "--out", str(tmp_path / "out"))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "conv.weight" in p.stdout and "param" in p.stdout
+    md = (tmp_path / "out" / "report.md").read_text()
+    failures = md.split("## Failures")[1]
+    assert "conv.weight" in failures and "0.05" in failures and "0.04" in failures
+
+
+def test_malformed_corpus_exits_2_and_runs_nothing(tmp_path):
+    p = gradconf("run", "tests/malformed", "--out", str(tmp_path / "out"))
+    assert p.returncode == 2
+    assert "nothing was run" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_invalid_file_stops_a_run_before_anything_runs(tmp_path):
+    shutil.copy(os.path.join(EXAMPLES, "sum_3x3.yaml"), tmp_path)
+    (tmp_path / "bad.yaml").write_text("input: [[1]]\nmodel: [{sum: {}}]\nloss: {sum: {}}\nsteps: 0\n")
+    p = gradconf("run", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert p.returncode == 2 and "bad.yaml:4: steps: must be >= 1, got 0" in p.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--frameworks", "numpy,pytorch"], "unknown framework `pytorch`; did you mean `torch`?"),
+    (["--reference", "jax"], "unknown reference `jax`"),
+    (["--adapter", "nosuchmodule:Thing"], "cannot load adapter 'nosuchmodule:Thing'"),
+    (["--count", "0"], "--count: must be >= 1, got 0"),
+    (["-k", "conv and ("], "cannot parse -k expression"),
+])
+def test_bad_options_exit_2(args, message):
+    p = gradconf("run", "cases/examples", *args)
+    assert p.returncode == 2 and message in p.stderr, p.stderr
+
+
+def test_numpy_only_run_and_validate_never_import_frameworks(tmp_path):
+    code = ("import sys; from harness.cli import main; "
+            f"rc = main(['run', 'cases/examples', '--frameworks', 'numpy', '--out', {str(tmp_path)!r}, '-q']); "
+            "rc2 = main(['validate', 'cases']); "
+            "heavy = [m for m in ('torch', 'tensorflow', 'keras', 'jax') if m in sys.modules]; "
+            "print('HEAVY', heavy); sys.exit(rc or rc2)")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "HEAVY []" in p.stdout
+
+
+def test_missing_framework_is_skipped_not_a_crash(tmp_path, monkeypatch):
+    from adapters.torch_adapter import TorchAdapter
+    monkeypatch.setattr(TorchAdapter, "missing", lambda self: "torch is not installed")
+    assert main(["run", EXAMPLES, "--frameworks", "numpy,torch", "--out", str(tmp_path), "-q"]) == 0
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    torch = [r for r in records if r["framework"] == "torch"]
+    assert len(torch) == 3 and {r["status"] for r in torch} == {"skipped"}
+    assert torch[0]["message"] == "torch is not installed"
+
+
+def test_third_party_adapter(tmp_path, monkeypatch):
+    (tmp_path / "my_adapter.py").write_text(
+        "from adapters.numpy_ref import NumpyReference\n"
+        "class Doubling(NumpyReference):\n"
+        "    name = 'doubling'\n"
+        "    def run(self, case, initial):\n"
+        "        t = super().run(case, initial)\n"
+        "        for s in t.steps:\n"
+        "            s.grads['input'] = 2 * s.grads['input']\n"
+        "        return t\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rc = main(["run", EXAMPLES, "--frameworks", "numpy,doubling", "--adapter", "my_adapter:Doubling",
+               "--out", str(tmp_path / "out"), "-q"])
+    assert rc == 1
+    records = json.loads((tmp_path / "out" / "results.json").read_text())["records"]
+    bad = {(r["case"], r["tensor"]) for r in records if r["framework"] == "doubling" and r["status"] == "fail"}
+    assert bad == {(c, "input") for c in ("sum_3x3", "net_5x5", "net_5x5_delta")}
+
+
+def test_list_and_keyword_selection():
+    p = gradconf("list", "cases", "-k", "example and not delta")
+    assert p.returncode == 0
+    assert sorted(line.split("\t")[0] for line in p.stdout.splitlines()) == ["net_5x5", "sum_3x3"]
+    p = gradconf("list", "cases/families/conv2d.yaml", "--count", "3")
+    assert [line.split("\t")[0] for line in p.stdout.splitlines()] == [f"conv2d_random[{i}]" for i in range(3)]
+
+
+def test_schema_is_json_and_names_every_top_level_key():
+    p = gradconf("schema")
+    schema = json.loads(p.stdout)
+    assert p.returncode == 0 and {"input", "model", "loss", "count"} <= set(schema["properties"])
+    assert schema["properties"]["dtype"]["enum"] == ["float64", "float32", "float16", "bfloat16"]
+
+
+def test_run_of_a_file_list_and_folder_mix(tmp_path):
+    rc = main(["run", os.path.join(EXAMPLES, "sum_3x3.yaml"), os.path.join(ROOT, "cases", "conventions"),
+               "--frameworks", "numpy", "--out", str(tmp_path), "-q"])
+    assert rc == 0

@@ -1,0 +1,161 @@
+"""The runner's verdicts: wrong adapters are caught, correct ones pass, and nothing is lost."""
+import os
+
+import numpy as np
+import pytest
+
+from adapters import Step, Trace, Unsupported
+from adapters.numpy_ref import NumpyReference
+from harness.case import Conv2d, ConvTranspose2d
+from harness.loader import load_paths
+from harness.runner import FAILING, Runner
+from tests.conftest import ROOT, make_case
+
+
+class FlippedKernelGradient(NumpyReference):
+    """A classic hand-backprop bug: the conv weight gradient computed with the kernel flipped."""
+    name = "flipped"
+
+    def run(self, case, initial):
+        trace = super().run(case, initial)
+        for step in trace.steps:
+            for L in case.layers:
+                if type(L) is Conv2d:
+                    g = step.grads[f"{L.name}.weight"]
+                    step.grads[f"{L.name}.weight"] = g[..., ::-1, ::-1].copy()
+        return trace
+
+
+class Scripted(NumpyReference):
+    """The reference, with one thing done to its result."""
+    def __init__(self, name, change):
+        self.name, self.change = name, change
+
+    def run(self, case, initial):
+        trace = super().run(case, initial)
+        self.change(trace)
+        return trace
+
+
+def _bundled(count=None):
+    cases, errors = load_paths([os.path.join(ROOT, "cases")], count)
+    assert not errors
+    return cases
+
+
+def _has_real_conv(case):  # a 1x1 kernel is its own flip: the bug is not a bug there
+    return any(type(L) is Conv2d and L.kernel_size != (1, 1) for L in case.layers)
+
+
+def test_flipped_kernel_gradient_is_caught_on_every_bundled_conv_case():
+    runner = Runner(NumpyReference(), [FlippedKernelGradient()])
+    conv_cases = [c for c in _bundled() if _has_real_conv(c)]
+    assert len(conv_cases) > 300
+    missed = []
+    for case in conv_cases:
+        records = runner.run_case(case).records
+        bad = [r for r in records if r.framework == "flipped" and r.status == "fail" and r.quantity == "grad"
+               and r.tensor.endswith(".weight")]
+        if not bad:
+            missed.append(case.id)
+    assert missed == []
+
+
+def test_correct_float32_run_over_1000_random_networks_has_no_failures():
+    torch_adapter = pytest.importorskip("adapters.torch_adapter")
+    pytest.importorskip("torch")
+    runner = Runner(NumpyReference(), [torch_adapter.TorchAdapter()])
+    families = ["conv2d.yaml", "pool2d.yaml", "nets.yaml", "nets_momentum_f32.yaml"]
+    cases = []
+    for f in families:
+        cases += load_paths([os.path.join(ROOT, "cases", "families", f)], 600)[0]
+    cases = [c for c in cases if c.dtype == "float32"][:1000]
+    assert len(cases) == 1000
+    failures = [r for c in cases for r in runner.run_case(c).records if r.status in FAILING]
+    assert failures == []
+
+
+def _simple(**extra):
+    return make_case(input={"shape": [2, 3]}, model=[{"dense": {"name": "fc", "out_features": 2}}],
+                     loss={"mse": {"target": 0.0}}, optimizer={"sgd": {"lr": 0.1}}, steps=2, dtype="float64", **extra)
+
+
+def _statuses(records, fw):
+    return {r.status for r in records if r.framework == fw}
+
+
+def test_isolation_errors_nan_unsupported_and_missing():
+    def boom(trace):
+        raise RuntimeError("kernel exploded")
+
+    def nan(trace):
+        trace.steps[1].grads["fc.weight"][0, 0] = np.nan
+
+    class Cannot(NumpyReference):
+        name = "cannot"
+
+        def run(self, case, initial):
+            raise Unsupported("no such layer here")
+
+    class Absent(NumpyReference):
+        name = "absent"
+
+        def missing(self):
+            return "absent is not installed"
+
+    fws = [Scripted("boom", boom), Scripted("nan", nan), Cannot(), Absent(), Scripted("fine", lambda t: None)]
+    records = Runner(NumpyReference(), fws).run_case(_simple()).records
+    assert _statuses(records, "boom") == {"error"}
+    assert "kernel exploded" in next(r.message for r in records if r.framework == "boom")
+    nan_fail = [r for r in records if r.framework == "nan" and r.status == "fail"]
+    assert [(r.step, r.quantity, r.tensor) for r in nan_fail] == [(2, "grad", "fc.weight")]
+    assert "non-finite" in nan_fail[0].message
+    assert _statuses(records, "cannot") == {"unsupported"}
+    assert _statuses(records, "absent") == {"skipped"}
+    assert _statuses(records, "fine") == {"pass"}
+    # steps x (loss, output, 3 grads, 2 params) for the good one
+    assert sum(r.framework == "fine" for r in records) == 2 * 7
+
+
+def test_xfail_and_xpass():
+    def off(trace):
+        trace.steps[1].params["fc.bias"] += 1e-3
+
+    case = _simple(xfail={"torch": "documented"})
+    runner = Runner(NumpyReference(), [Scripted("torch", off)])
+    records = runner.run_case(case).records
+    assert _statuses(records, "torch") == {"pass", "xfail"}
+    assert all("documented" in r.message for r in records if r.status == "xfail")
+    records = Runner(NumpyReference(), [Scripted("torch", lambda t: None)]).run_case(case).records
+    assert _statuses(records, "torch") == {"xpass"}
+
+
+def test_golden_values_are_checked_for_reference_and_frameworks():
+    case = make_case(input=[[1.0, 2.0]], model=[{"dense": {"name": "fc", "out_features": 1, "bias": False,
+                                                             "weight": [[3.0, 4.0]]}}],
+                     loss={"sum": {}}, dtype="float64", expect={"output": [[11.0]], "grad": {"fc.weight": [[1, 2.5]]}})
+    records = Runner(NumpyReference(), [Scripted("other", lambda t: None)]).run_case(case).records
+    golden = [r for r in records if r.reference == "expected"]
+    assert {(r.framework, r.quantity, r.status) for r in golden} == {
+        ("numpy", "output", "pass"), ("numpy", "grad", "fail"), ("other", "output", "pass"), ("other", "grad", "fail")}
+    bad = next(r for r in golden if r.status == "fail")
+    assert (bad.worst_index, bad.actual, bad.desired) == ([0, 1], 2.0, 2.5)
+
+
+def test_reference_failure_is_an_error_for_every_framework():
+    case = make_case(input=[[1e300, 1e300]], model=[{"dense": {"out_features": 1, "weight": [[1e300, 1e300]]}}],
+                     loss={"sum": {}}, dtype="float64")
+    records = Runner(NumpyReference(), [Scripted("other", lambda t: None)]).run_case(case).records
+    assert {(r.framework, r.status) for r in records} == {("numpy", "error"), ("other", "error")}
+    assert "non-finite" in records[0].message
+
+
+def test_records_carry_allowance_and_ratio():
+    records = Runner(NumpyReference(), [Scripted("same", lambda t: None)]).run_case(_simple()).records
+    for r in records:
+        if r.framework == "same":
+            assert r.rtol > 0 and r.atol > 0 and r.ratio == 0.0 and r.status == "pass"
+
+
+def test_transposed_conv_cases_exist():  # the flipped-kernel check above skips them; they are FD-tested
+    assert any(isinstance(L, ConvTranspose2d) for c in _bundled() for L in c.layers)
