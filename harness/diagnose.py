@@ -10,16 +10,20 @@ def _num(v) -> str:
 
 def describe_failures(case, framework: str, records) -> str:
     bad = [r for r in records if r.status in ("fail", "error", "xpass")]
-    head = f"{case.file}:{case.line}: case {case.id} [{framework}]: {len(bad)} failing quantit{'y' if len(bad) == 1 else 'ies'}"
-    rows = []
+    head = f"{case.file}:{case.line}: case {case.id} [{framework}]: {len(bad)} failing record(s)"
+    rows, notes = [], []
     for r in bad:
-        if r.quantity is None:  # an adapter error or an xpass note
-            rows.append([r.status, "", "", "", "", "", "", "", "", r.message])
+        if r.quantity is None:  # an adapter error, or an xpass note
+            notes.append(f"{r.status}: {r.message}")
             continue
         where = f"{case.file}:{r.line}" if r.reference == "expected" else ""
         rows.append([r.status, r.reference, r.step, r.quantity, r.tensor or "", _num(r.max_abs_err),
                      "" if r.ratio is None else f"{r.ratio:.3g}x", r.worst_index,
-                     f"{_num(r.actual)} vs {_num(r.desired)}", where or r.message[:60]])
-    table = tabulate(rows, headers=["status", "vs", "step", "quantity", "tensor", "max abs err", "err/allowed",
-                                    "worst at", "actual vs expected", "note"], tablefmt="simple")
-    return f"{head}\n{table}"
+                     f"{_num(r.actual)} vs {_num(r.desired)}", where or r.message[:70]])
+    parts = [head]
+    if rows:
+        parts.append(tabulate(rows, headers=["status", "vs", "step", "quantity", "tensor", "max abs err",
+                                             "err/allowed", "worst at", "actual vs expected", "note"],
+                              tablefmt="simple"))
+    parts += notes
+    return "\n".join(parts)

@@ -86,8 +86,7 @@ class CaseFile(pytest.File):
             for fw in _frameworks(self.config):
                 item = CaseItem.from_parent(self, name=f"{case.id}[{fw}]", case=case, framework=fw)
                 item.add_marker(getattr(pytest.mark, fw))
-                for tag in case.tags:
-                    item.keywords[tag] = True
+                item.extra_keyword_matches.update(case.tags)  # `-k conv2d` selects by tag
                 yield item
 
     class CollectError(Exception):

@@ -17,3 +17,5 @@ def make_case(**data):
 @pytest.fixture
 def root():
     return ROOT
+
+pytest_plugins = ["pytester"]

@@ -1,0 +1,113 @@
+"""The pytest plugin, through pytester: collection, outcomes, selection, diagnosis, xdist, reports."""
+import json
+import os
+import shutil
+
+import pytest
+
+from tests.conftest import ROOT
+
+# Runs that execute torch or TensorFlow go through a subprocess: pytester's in-process runs restore
+# sys.modules afterwards, and a framework's lazily imported C extensions do not survive a second import.
+
+SUM_3X3 = open(os.path.join(ROOT, "cases", "examples", "sum_3x3.yaml")).read()
+TINY = "input: [[1.0, 2.0]]\nmodel: [{dense: {name: fc, out_features: 1}}]\nloss: {sum: {}}\n"
+
+
+@pytest.fixture
+def cases(pytester):
+    d = pytester.mkdir("cases")
+    (d / "sum_3x3.yaml").write_text(SUM_3X3)
+    return d
+
+
+def test_collects_one_test_per_case_and_framework(pytester, cases):
+    result = pytester.runpytest("--collect-only", "-q", "cases")
+    result.stdout.fnmatch_lines(["cases/sum_3x3.yaml::sum_3x3[[]numpy[]]", "cases/sum_3x3.yaml::sum_3x3[[]torch[]]",
+                                 "cases/sum_3x3.yaml::sum_3x3[[]tensorflow[]]"])
+
+
+def test_pass(pytester, cases):
+    pytester.runpytest_subprocess("cases", "--gradconf-frameworks", "numpy,torch").assert_outcomes(passed=2)
+
+
+def test_changed_golden_number_fails_with_a_diagnosis_not_a_traceback(pytester, cases):
+    (cases / "sum_3x3.yaml").write_text(SUM_3X3.replace("[0.04, 3.88]", "[0.05, 3.88]"))
+    result = pytester.runpytest_subprocess("cases", "--gradconf-frameworks", "torch")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "conv.weight" in out and "0.04 vs 0.05" in out and "cases/sum_3x3.yaml:19" in out
+    assert "harness/" not in out and "Traceback" not in out and "runner.py" not in out
+
+
+def test_xfail_with_reason(pytester, cases):
+    body = SUM_3X3.replace("[0.04, 3.88]", "[0.05, 3.88]") + 'xfail: {torch: "TEST-1: a documented divergence"}\n'
+    (cases / "sum_3x3.yaml").write_text(body)
+    result = pytester.runpytest_subprocess("cases", "--gradconf-frameworks", "numpy,torch", "-rxX")
+    result.assert_outcomes(failed=1, xfailed=1)  # numpy has no xfail: its golden mismatch fails
+    result.stdout.fnmatch_lines(["*TEST-1: a documented divergence*"])
+
+
+def test_xpass_fails(pytester, cases):
+    (cases / "sum_3x3.yaml").write_text(SUM_3X3 + 'xfail: {torch: "TEST-2: should differ"}\n')
+    result = pytester.runpytest_subprocess("cases", "--gradconf-frameworks", "torch")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*expected to fail: TEST-2: should differ*"])
+
+
+def test_missing_framework_is_a_skip_with_the_reason(pytester, cases, monkeypatch):
+    from adapters.torch_adapter import TorchAdapter
+    from harness import plugin
+    monkeypatch.setattr(TorchAdapter, "missing", lambda self: "torch is not installed")
+    monkeypatch.setattr(plugin, "_ADAPTERS", {})
+    result = pytester.runpytest("cases", "--gradconf-frameworks", "torch", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*skipped: torch is not installed*"])
+
+
+def test_invalid_case_file_is_a_collection_error_naming_file_and_field(pytester, cases):
+    (cases / "bad.yaml").write_text("input: [[[[1]]]]\nmodel: [{conv2d: {out_channels: 1, kernel_size: 1, stride: 0}}]\n"
+                                    "loss: {sum: {}}\n")
+    result = pytester.runpytest("cases")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*cases/bad.yaml:2: model[[]0[]].conv2d.stride: must be >= 1, got 0*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_keyword_and_marker_selection(pytester, cases):
+    (cases / "tiny.yaml").write_text("tags: [dense_only]\n" + TINY)
+    pytester.runpytest_subprocess("cases", "-m", "torch").assert_outcomes(passed=2)
+    pytester.runpytest_subprocess("cases", "-k", "dense_only and numpy").assert_outcomes(passed=1)
+    pytester.runpytest_subprocess("cases", "-k", "sum_3x3", "-m", "not tensorflow").assert_outcomes(passed=2)
+
+
+def test_non_case_yaml_is_left_alone_and_model_key_files_anywhere_are_cases(pytester):
+    pytester.makefile(".yaml", ci="jobs: {build: {runs-on: ubuntu}}\n")
+    pytester.makefile(".yaml", mine=TINY)
+    result = pytester.runpytest("--gradconf-frameworks", "numpy", "-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*mine.yaml::mine[[]numpy[]] PASSED*"])
+
+
+def test_families_expand_and_count_overrides(pytester, cases):
+    shutil.copy(os.path.join(ROOT, "cases", "families", "conv2d.yaml"), cases / "conv2d.yaml")
+    result = pytester.runpytest("cases/conv2d.yaml", "--collect-only", "-q", "--gradconf-count", "3",
+                                "--gradconf-frameworks", "numpy")
+    result.stdout.fnmatch_lines(["cases/conv2d.yaml::conv2d_random[[]0[]][[]numpy[]]",
+                                 "cases/conv2d.yaml::conv2d_random[[]2[]][[]numpy[]]", "3 tests collected*"])
+
+
+def test_xdist_gives_the_same_results_and_merged_reports(pytester, cases):
+    shutil.copy(os.path.join(ROOT, "cases", "families", "pool2d.yaml"), cases / "pool2d.yaml")
+    args = ["cases", "--gradconf-count", "4", "--gradconf-frameworks", "numpy,torch"]
+    serial = pytester.runpytest_subprocess(*args, "--gradconf-report", "serial")
+    parallel = pytester.runpytest_subprocess(*args, "-n", "2", "--gradconf-report", "parallel")
+    serial.assert_outcomes(passed=10)
+    parallel.assert_outcomes(passed=10)
+
+    def records(d):
+        data = json.loads((pytester.path / d / "results.json").read_text())["records"]
+        return sorted((r["case"], r["framework"], r["reference"], r["step"], r["quantity"], r["tensor"] or "",
+                       r["max_abs_err"]) for r in data)
+    assert records("serial") == records("parallel") and len(records("serial")) > 20
+    assert (pytester.path / "parallel" / "report.html").exists()
