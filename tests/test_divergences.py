@@ -1,0 +1,72 @@
+"""The divergence catalogue is tied to the cases: every xfail cites it, and each divergence is real."""
+import dataclasses
+import os
+import re
+
+import numpy as np
+import pytest
+
+from adapters.numpy_ref import NumpyReference
+from harness.loader import load_file, load_paths
+from harness.runner import Runner
+from tests.conftest import ROOT
+
+CATALOGUE = open(os.path.join(ROOT, "docs", "divergences.md")).read()
+IDS = set(re.findall(r"^\| ([A-Z0-9-]+) \|", CATALOGUE, re.M))
+
+
+def test_every_bundled_xfail_cites_a_catalogue_id():
+    cases, _ = load_paths([os.path.join(ROOT, "cases")], 2)
+    marked = [(c.id, fw, why) for c in cases for fw, why in c.xfail.items()]
+    assert marked
+    for case_id, fw, why in marked:
+        cited = set(re.findall(r"\b[A-Z]+-[A-Z0-9-]+\b", why))
+        assert cited and cited <= IDS, (case_id, fw, why)
+
+
+def test_catalogue_lists_its_ids():
+    assert {"TF-ADAM-EPS", "TF-HYPER32", "TF-WD", "TF-LR32"} <= IDS
+    for path in re.findall(r"`(cases/[^`*]+\.yaml)`", CATALOGUE):
+        assert os.path.exists(os.path.join(ROOT, path)), path
+
+
+@pytest.mark.parametrize("name", ["tf_adam_eps_tiny_gradients", "tf_adam_weight_decay", "tf_momentum_float64"])
+def test_unmarked_divergence_is_a_failure(name):
+    tf_adapter = pytest.importorskip("adapters.tensorflow_adapter")
+    pytest.importorskip("tensorflow")
+    (case,) = load_file(os.path.join(ROOT, "cases", "divergences", f"{name}.yaml"))
+    runner = Runner(NumpyReference(), [tf_adapter.TensorflowAdapter()])
+    marked = {r.status for r in runner.run_case(case).records if r.framework == "tensorflow"}
+    unmarked = {r.status for r in runner.run_case(dataclasses.replace(case, xfail={})).records
+                if r.framework == "tensorflow"}
+    assert "xfail" in marked and "fail" not in marked
+    assert "fail" in unmarked
+
+
+@pytest.mark.parametrize("name", ["tf_adam_eps_tiny_gradients", "tf_adam_weight_decay", "tf_momentum_float64"])
+def test_torch_conforms_on_the_divergence_cases(name):
+    torch_adapter = pytest.importorskip("adapters.torch_adapter")
+    pytest.importorskip("torch")
+    (case,) = load_file(os.path.join(ROOT, "cases", "divergences", f"{name}.yaml"))
+    records = Runner(NumpyReference(), [torch_adapter.TorchAdapter()]).run_case(case).records
+    assert {r.status for r in records} == {"pass"}
+
+
+def test_tf_lr32_is_real_and_avoided():
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+
+    def step(floatx):
+        previous = keras.config.floatx()
+        keras.config.set_floatx(floatx)
+        try:
+            opt = keras.optimizers.SGD(learning_rate=0.01)
+        finally:
+            keras.config.set_floatx(previous)
+        v = tf.Variable(np.array([1.0]))
+        opt.apply_gradients([(tf.constant([96.0], tf.float64), v)])
+        return v.numpy()[0]
+
+    assert step("float32") != 1.0 - 0.01 * 96  # 0.0400000214576721 with a float32 learning rate
+    assert abs(step("float32") - 0.04) > 1e-8
+    assert step("float64") == 1.0 - 0.01 * 96  # the adapter's configuration: exact
