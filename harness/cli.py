@@ -48,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     fr.add_argument("-o", "--output", help="file to write (default: stdout)")
     fr.add_argument("--paths", nargs="*", default=["cases"], help="where to find the family (default: cases/)")
 
+    sh = sub.add_parser("shrink", help="reduce a failing case to a small one that still fails")
+    sh.add_argument("id", help="a case id, e.g. net_random[17]")
+    sh.add_argument("--paths", nargs="*", default=["cases"], help="where to find the case (default: cases/)")
+    sh.add_argument("--frameworks", help="frameworks to try (default: every one installed); the first failing one is used")
+    sh.add_argument("--reference", default="numpy")
+    sh.add_argument("--adapter", action="append", default=[], metavar="MODULE:ATTR")
+    sh.add_argument("--out", default=os.path.join("cases", "regressions"), help="where to write the small case")
+    sh.add_argument("--budget", type=float, default=60.0, help="seconds to spend shrinking (default 60)")
+
     sub.add_parser("schema", help="print the JSON Schema of a case file")
     return p
 
@@ -119,6 +128,54 @@ def cmd_freeze(args) -> int:
     return EXIT_OK
 
 
+def find_case(case_id: str, paths):
+    """A case by id: a family variant is drawn directly, whatever the family's count."""
+    from .family import draw_variant, split_id
+    from .freeze import find_family
+    parsed = split_id(case_id)
+    if parsed is not None:
+        try:
+            file, data, lines = find_family(parsed[0], paths)
+        except CaseError:
+            file = None
+        if file is not None:
+            try:
+                return draw_variant(data, file, lines, parsed[1])
+            except CaseError as e:
+                raise e.located(file, lines) from None
+    cases, errors = _load(paths)
+    for c in cases:
+        if c.id == case_id:
+            return c
+    raise CaseError(f"no case `{case_id}` under {', '.join(paths)}" + (f" ({len(errors)} invalid file(s) skipped)"
+                                                                        if errors else ""), ("ID",), "<command line>")
+
+
+def cmd_shrink(args) -> int:
+    from .runner import FAILING, Runner
+    from .shrink import failing_predicate, regression_text, shrink, write_regression
+    try:
+        case = find_case(args.id, args.paths)
+        reference, frameworks = select_adapters(args.frameworks, args.reference, args.adapter)
+    except CaseError as e:
+        return _report_invalid([e])
+    runner = Runner(reference, frameworks)
+    records = runner.run_case(case).records
+    failing = list(dict.fromkeys(r.framework for r in records if r.status in FAILING))
+    if not failing:
+        _err(f"{case.id} does not fail on {', '.join(a.name for a in [reference, *frameworks])}: nothing to shrink")
+        return EXIT_FAIL
+    framework = failing[0]
+    chosen = [a for a in frameworks if a.name == framework]
+    runner = Runner(reference, chosen)
+    print(f"shrinking {case.id}, failing on {framework} ...", file=sys.stderr)
+    small = shrink(case, failing_predicate(runner, framework), args.budget, log=lambda m: print("  " + m, file=sys.stderr))
+    text = regression_text(case, small, framework)
+    path = write_regression(text, "regression_" + case.id.replace("[", "_").replace("]", ""), args.out)
+    print(f"wrote {path}: {len(small.layers)} layer(s), input {list(small.input.shape)}, {small.steps} step(s)")
+    return EXIT_OK
+
+
 def select_adapters(frameworks: str | None, reference: str, extra: list[str]):
     """(reference adapter, [adapters to compare]). Raises CaseError for an unknown name or bad spec."""
     import adapters as registry
@@ -150,7 +207,7 @@ def select_adapters(frameworks: str | None, reference: str, extra: list[str]):
                 from .errors import did_you_mean
                 raise CaseError(f"unknown framework `{n}`{did_you_mean(n, known)}; known: {', '.join(known)}",
                                 ("--frameworks",), "<command line>")
-        chosen = [get(n) for n in dict.fromkeys(names)]
+        chosen = [get(n) for n in dict.fromkeys([*names, *plugins])]  # an --adapter always runs
     else:  # every installed one, plus every --adapter
         chosen = [a for a in (get(n) for n in known) if not a.missing()]
     return get(reference), chosen
@@ -248,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args, argv)
-        return {"validate": cmd_validate, "list": cmd_list, "schema": cmd_schema,
-                "freeze": cmd_freeze}[args.command](args)
+        return {"validate": cmd_validate, "list": cmd_list, "schema": cmd_schema, "freeze": cmd_freeze,
+                "shrink": cmd_shrink}[args.command](args)
     except BrokenPipeError:  # `gradconf list | head`: the reader left; that is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

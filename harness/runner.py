@@ -18,7 +18,7 @@ from .case import Case
 from .compare import Comparison, compare
 from .errors import Unsupported
 from .tensors import materialize
-from .tolerance import NOISE_FACTOR, allowance, override, perturbed, reduction_width
+from .tolerance import NOISE_FACTOR, allowance, override, perturbed
 
 FAILING = ("fail", "error", "xpass")
 
@@ -142,7 +142,7 @@ class Runner:
             cmp = Comparison(False, None, None, None, None, None, None, f"{framework} returned no {quantity}"
                              f"{' for ' + tensor if tensor else ''} at step {step}")
         else:
-            extra = NOISE_FACTOR * ref.noise.get((step, quantity, tensor), 0.0)
+            extra = NOISE_FACTOR[case.dtype] * ref.noise.get((step, quantity, tensor), 0.0)
             if quantity == "param":
                 slack = self._adam_slack(case, ref.trace, step, tensor)
                 extra = extra if slack is None else extra + slack
@@ -206,8 +206,7 @@ class Runner:
         """(step, quantity, tensor) -> how far each element moves under rounding-level perturbations."""
         noise: dict = {}
         for draw in range(2):
-            shaken = perturbed(initial, case.dtype, reduction_width(case), case.seed, draw,
-                               keep_target=case.loss.kind == "cross_entropy")
+            shaken = perturbed(case, initial, draw)
             try:
                 other = self.reference.run(case, shaken)
             except Exception:
