@@ -8,6 +8,9 @@ so the reference is the exact answer for the numbers every framework was given.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -30,7 +33,28 @@ def _windows(x, k, s, d, pad, out_hw, fill=0.0):
 def _im2col(x, k, s, d, pad, out_hw):
     """(N,C,H,W) -> (N, C·kh·kw, Ho·Wo): column l is the receptive field of output pixel l."""
     n, c = x.shape[:2]
-    return np.ascontiguousarray(_windows(x, k, s, d, pad, out_hw)).reshape(n, c * k[0] * k[1], -1)
+    windows = _windows(x, k, s, d, pad, out_hw)
+    cols = np.empty(windows.shape, dtype=x.dtype)
+    if cols.size < 1 << 20 or n < 2:
+        cols[...] = windows
+    else:  # a big copy: split the batch over threads (NumPy copies release the GIL; BLAS already uses every core)
+        bounds = np.linspace(0, n, min(n, _threads()) + 1, dtype=int)
+        list(_pool().map(lambda ab: cols.__setitem__(slice(*ab), windows[slice(*ab)]), zip(bounds, bounds[1:])))
+    return cols.reshape(n, c * k[0] * k[1], -1)
+
+
+_POOL = None
+
+
+def _threads() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(_threads())
+    return _POOL
 
 
 def _col2im(cols, x_shape, k, s, d, pad, out_hw):
@@ -47,28 +71,44 @@ def _col2im(cols, x_shape, k, s, d, pad, out_hw):
 
 # ---------------------------------------------------------------- conv2d (weight OIHW)
 
+def _correlate(x, w, groups, k, s, d, pad, out_hw):
+    """Grouped cross-correlation, im2col + batched matmul. Returns (y, cols)."""
+    n = x.shape[0]
+    cols = _im2col(x, k, s, d, pad, out_hw).reshape(n, groups, -1, int(np.prod(out_hw)))
+    wg = w.reshape(groups, w.shape[0] // groups, -1)
+    return (wg @ cols).reshape(n, -1, *out_hw), cols
+
+
 def conv2d_forward(x, w, b, L: Conv2d):
     # y[n,o] = Σ_{c,i,j} w[o,c,i,j] · xpad[n, c, y·s + i·d, x·s + j·d] + b[o]   (cross-correlation)
-    n, g, out_hw = x.shape[0], L.groups, L.out_shape[2:]
-    cols = _im2col(x, L.kernel_size, L.stride, L.dilation, L.padding, out_hw).reshape(n, g, -1, np.prod(out_hw))
-    wg = w.reshape(g, w.shape[0] // g, -1)
-    y = (wg @ cols).reshape(n, -1, *out_hw)
-    return (y if b is None else y + b[:, None, None]), (x.shape, cols, wg, b is not None)
+    y, cols = _correlate(x, w, L.groups, L.kernel_size, L.stride, L.dilation, L.padding, L.out_shape[2:])
+    return (y if b is None else y + b[:, None, None]), (x.shape, cols, w, b is not None)
 
 
 def conv2d_backward(dy, cache, L: Conv2d):
-    # dW = Σ_n dY·colsᵀ ;  db = Σ dY ;  dX = col2im(Wᵀ·dY)
-    x_shape, cols, wg, has_bias = cache
+    # dW = Σ_n dY·colsᵀ ;  db = Σ dY ;  dX = dY ⋆ rot180(W) (stride 1), else col2im(Wᵀ·dY)
+    x_shape, cols, w, has_bias = cache
     n, g = dy.shape[0], L.groups
     dyg = dy.reshape(n, g, -1, cols.shape[-1])
-    dw = np.einsum("ngol,ngkl->gok", dyg, cols, optimize=True) if g > 1 else \
-        np.tensordot(dyg[:, 0], cols[:, 0], axes=([0, 2], [0, 2]))
-    dx = _col2im(np.swapaxes(wg, 1, 2) @ dyg, x_shape, L.kernel_size, L.stride, L.dilation, L.padding,
-                 L.out_shape[2:])
-    grads = {"weight": dw.reshape(L.out_channels, -1, *L.kernel_size)}
+    dw = (dyg @ np.swapaxes(cols, -1, -2)).sum(axis=0)
+    grads = {"weight": dw.reshape(w.shape)}
     if has_bias:
         grads["bias"] = dy.sum(axis=(0, 2, 3))
-    return dx, grads
+    return _conv2d_input_grad(dy, dyg, w, L, x_shape), grads
+
+
+def _conv2d_input_grad(dy, dyg, w, L: Conv2d, x_shape):
+    k, d, (pad_h, pad_w) = L.kernel_size, L.dilation, L.padding
+    reach = (d[0] * (k[0] - 1), d[1] * (k[1] - 1))
+    if L.stride == (1, 1) and max(pad_h) <= reach[0] and max(pad_w) <= reach[1]:
+        # Stride 1: dX is the full correlation of dY with the kernel rotated 180°, in and out channels
+        # swapped within each group — one more im2col + matmul, cheaper than scattering with col2im.
+        g, (o, cg) = L.groups, w.shape[:2]
+        rotated = w[:, :, ::-1, ::-1].reshape(g, o // g, cg, *k).swapaxes(1, 2).reshape(g * cg, o // g, *k)
+        full = ((reach[0] - pad_h[0], reach[0] - pad_h[1]), (reach[1] - pad_w[0], reach[1] - pad_w[1]))
+        return _correlate(dy, rotated, g, k, (1, 1), d, full, x_shape[2:])[0]
+    wg = w.reshape(L.groups, w.shape[0] // L.groups, -1)
+    return _col2im(np.swapaxes(wg, 1, 2) @ dyg, x_shape, k, L.stride, d, L.padding, L.out_shape[2:])
 
 
 # ---------------------------------------------------------------- conv_transpose2d (weight IOHW)
