@@ -11,9 +11,11 @@ instance, or a class / factory called with no arguments) through `--adapter` or 
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -67,6 +69,7 @@ _BUILTIN = {"numpy": "adapters.numpy_ref:NumpyReference", "torch": "adapters.tor
 ENTRY_POINT_GROUP = "gradconf.adapters"
 
 
+@functools.lru_cache(maxsize=1)  # scanning installed distributions costs milliseconds; once is enough
 def _entry_points() -> dict[str, str]:
     try:
         return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
@@ -107,3 +110,10 @@ def all_specs() -> dict[str, str]:
 def module_missing(module: str) -> str | None:
     """A cheap installed-or-not check that never imports the framework."""
     return None if importlib.util.find_spec(module) is not None else f"{module} is not installed"
+
+
+def thread_limit() -> int | None:
+    """GRADCONF_THREADS: the threads a framework may use (the pytest plugin sets it on xdist workers,
+    so that two workers on two cores do not each start a pool per core). None: the framework decides."""
+    value = os.environ.get("GRADCONF_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None

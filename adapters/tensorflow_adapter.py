@@ -15,12 +15,19 @@ import os
 import numpy as np
 
 from harness.case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Flatten, Pool2d, Sum
-from . import Initial, Step, Trace, Unsupported, module_missing
+from . import Initial, Step, Trace, Unsupported, module_missing, thread_limit
 
 
 def _import_tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
+    limit = thread_limit()
+    if limit and tf.config.threading.get_intra_op_parallelism_threads() != limit:
+        try:  # only possible before TensorFlow runs its first op
+            tf.config.threading.set_intra_op_parallelism_threads(limit)
+            tf.config.threading.set_inter_op_parallelism_threads(limit)
+        except RuntimeError:
+            pass
     return tf
 
 

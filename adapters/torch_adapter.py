@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Flatten, Pool2d, Sum
-from . import Initial, Step, Trace, Unsupported, module_missing
+from . import Initial, Step, Trace, Unsupported, module_missing, thread_limit
 
 _DTYPES = {"float64": "float64", "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
@@ -109,6 +109,8 @@ class TorchAdapter:
     def run(self, case: Case, initial: Initial) -> Trace:
         import torch
 
+        if thread_limit() and torch.get_num_threads() != thread_limit():
+            torch.set_num_threads(thread_limit())
         dtype = getattr(torch, _DTYPES[case.dtype])
         as_np = lambda t: t.detach().to(torch.float64).numpy().copy()  # noqa: E731
         params = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in initial.params.items()}

@@ -9,7 +9,7 @@ def _num(v) -> str:
 
 
 def describe_failures(case, framework: str, records) -> str:
-    bad = [r for r in records if r.status in ("fail", "error", "xpass")]
+    bad = [r for r in records if r.status in ("fail", "error", "xpass", "xfail")]
     head = f"{case.file}:{case.line}: case {case.id} [{framework}]: {len(bad)} failing record(s)"
     rows, notes = [], []
     for r in bad:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,7 +48,10 @@ class Record:
     line: int | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {name: getattr(self, name) for name in _FIELDS}  # shallow: every field is a plain value
+
+
+_FIELDS = tuple(Record.__dataclass_fields__)
 
 
 @dataclass

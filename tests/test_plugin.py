@@ -52,7 +52,7 @@ def test_xpass_fails(pytester, cases):
     (cases / "sum_3x3.yaml").write_text(SUM_3X3 + 'xfail: {torch: "TEST-2: should differ"}\n')
     result = pytester.runpytest_subprocess("cases", "--gradconf-frameworks", "torch")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*expected to fail: TEST-2: should differ*"])
+    result.stdout.fnmatch_lines(["*XPASS(strict)*TEST-2: should differ*"])
 
 
 def test_missing_framework_is_a_skip_with_the_reason(pytester, cases, monkeypatch):
