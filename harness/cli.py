@@ -246,9 +246,13 @@ def run_info(argv, reference, frameworks) -> dict:
 
 
 def summarize(records) -> str:
-    from .report import counts, failures, frame
+    from .report import counts, failures, families, frame
     df = frame(records)
     out = [tabulate(counts(df), headers="keys", tablefmt="simple")]
+    fam = families(df)
+    if not fam.empty:
+        out += ["", tabulate(fam[["family", "framework", "variants", "pass_rate", "xfail", "failed", "worst_ratio"]],
+                             headers="keys", tablefmt="simple", showindex=False, floatfmt=".3g")]
     fails = failures(df)
     if len(fails):
         shown = fails.head(20)
