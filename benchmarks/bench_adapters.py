@@ -7,9 +7,13 @@ every time; this is the measurement behind running TensorFlow eagerly.
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
+
+try:
+    from benchmarks.timing import best_of
+except ImportError:  # run as a script from benchmarks/
+    from timing import best_of
 
 from harness.loader import load_file
 from harness.tensors import materialize
@@ -19,14 +23,6 @@ TINY = os.path.join(HERE, "..", "cases", "examples", "sum_3x3_f32.yaml")
 LARGE = os.path.join(HERE, "cases", "large_net.yaml")
 
 
-def best_of(fn, repeat):
-    fn()
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return min(out)
 
 
 # ------------------------------------------------------------------ hand-written scripts

@@ -7,9 +7,13 @@ the same layer functions on float32 arrays to compare like with like.
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
+
+try:
+    from benchmarks.timing import best_of
+except ImportError:  # run as a script from benchmarks/
+    from timing import best_of
 
 from adapters.numpy_ref import conv2d_backward, conv2d_forward
 from harness.case import Conv2d
@@ -17,14 +21,6 @@ from harness.case import Conv2d
 N, C, O, H, W, K = 16, 64, 64, 56, 56, 3
 
 
-def best_of(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main(repeat: int = 3) -> list[dict]:

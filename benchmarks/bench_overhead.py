@@ -30,7 +30,6 @@ def main(paths=("cases",), count: int | None = None) -> list[dict]:
     runner = Runner(reference, frameworks)
     adapter_s = {}
     records = []
-    t1 = time.perf_counter()
     for case in cases:
         result = runner.run_case(case)
         records += result.records

@@ -16,15 +16,17 @@ from pathlib import Path
 import pytest
 
 from .errors import CaseError
-from .report import FAILURE_COLUMNS  # noqa: F401  (keeps the report module importable early)
 
 _MODEL_KEY = re.compile(r"^model\s*:", re.M)
 
 
+_REF_CACHE: dict = {}        # (file, case id) -> the reference run, shared by that case's framework tests
+_ADAPTERS: dict = {}         # framework name -> adapter, one per process
+_SESSION_RECORDS: list = []  # every test's records, gathered in the controlling process for the reports
+
+
 class CaseFailure(Exception):
     """A (case, framework) with failing records; shown by CaseItem.repr_failure, never as a traceback."""
-_REF_CACHE: dict = {}
-_ADAPTERS: dict = {}
 
 
 def pytest_addoption(parser):
@@ -151,8 +153,6 @@ def pytest_runtest_logreport(report):
         if key == "gradconf_records" and report.when == "call":
             _SESSION_RECORDS.append(value)
 
-
-_SESSION_RECORDS: list = []
 
 
 def pytest_sessionfinish(session):

@@ -18,7 +18,7 @@ from .case import Case
 from .compare import Comparison, compare
 from .errors import Unsupported
 from .tensors import materialize
-from .tolerance import NOISE_FACTOR, allowance, override, perturbed
+from .tolerance import NOISE_FACTOR, adam_slack, allowance, override, perturbed
 
 FAILING = ("fail", "error", "xpass")
 
@@ -122,21 +122,6 @@ class Runner:
 
     # -------------------------------------------------------------- comparing
 
-    def _adam_slack(self, case: Case, ref: Trace, step: int, tensor: str) -> np.ndarray | None:
-        """Adam's step is lr·g/(|g|+ε)-like: its sensitivity to a gradient error δ is lr·δ·ε/(|g|+ε)²,
-        up to 2·lr where |g| ~ δ (the step's sign is then not determined by the numerics). Add that
-        slack, step by step, to the parameter allowance; it vanishes for well-determined gradients."""
-        opt = case.optimizer
-        if opt is None or opt.kind != "adam":
-            return None
-        slack = 0.0
-        for s in range(1, step + 1):
-            g = ref.steps[s - 1].grads[tensor]
-            a = allowance(case, "grad", tensor, s, g)
-            delta = a.atol + a.rtol * np.abs(g)
-            slack = slack + opt.lr * np.minimum(2.0, delta * opt.eps / (np.abs(g) + opt.eps) ** 2 + delta / (np.abs(g) + opt.eps))
-        return np.asarray(slack)
-
     def _record(self, case, framework, reference, step, quantity, tensor, actual, desired, ref: Reference) -> Record:
         ref_step = ref.trace.steps[step - 1]
         magnitude = ref_step.magnitude.get(quantity) if tensor is None else None
@@ -147,8 +132,7 @@ class Runner:
         else:
             extra = NOISE_FACTOR[case.dtype] * ref.noise.get((step, quantity, tensor), 0.0)
             if quantity == "param":
-                slack = self._adam_slack(case, ref.trace, step, tensor)
-                extra = extra if slack is None else extra + slack
+                extra = extra + adam_slack(case, tensor, [s.grads[tensor] for s in ref.trace.steps[:step]])
             own = override(case, quantity, tensor)
             if own.rtol is not None or own.atol is not None:  # a case's own tolerance is applied exactly
                 extra = None
@@ -176,7 +160,10 @@ class Runner:
 
     def _run_adapter(self, adapter: Adapter, case: Case, initial: Initial, result: CaseResult):
         """(trace, None) or (None, a record saying why there is no trace)."""
-        why = adapter.missing()
+        try:
+            why = adapter.missing()
+        except Exception as e:  # a plug-in's availability check must not stop the run either
+            why = f"cannot tell whether {adapter.name} is available: {_brief(e)}"
         if why:
             return None, _note(case, adapter.name, "skipped", why)
         t0 = time.perf_counter()

@@ -114,6 +114,25 @@ def allowance(case: Case, quantity: str, tensor: str | None, step: int, ref: np.
     return Allowance(rtol, rtol * scale + EPS[case.dtype] * 1e-3)
 
 
+def adam_slack(case: Case, tensor: str, grads: list[np.ndarray]):
+    """Extra allowance for a parameter after len(grads) Adam steps (0 for any other optimizer).
+
+    Adam steps by about lr·g/(|g| + ε), normalised through its moment ratio. A gradient error δ moves
+    that step by lr·δ·ε/(|g| + ε)² at step 1 and by about lr·δ/|g| once the moments mix steps; at most
+    2·lr, where |g| ~ δ and the step's sign is not determined by the numerics. Summed over the steps
+    taken, with δ the gradient's own allowance. It vanishes for well-determined gradients.
+    """
+    opt = case.optimizer
+    if opt is None or opt.kind != "adam":
+        return 0.0
+    slack = 0.0
+    for step, g in enumerate(grads, start=1):
+        a = allowance(case, "grad", tensor, step, g)
+        delta, size = a.atol + a.rtol * np.abs(g), np.abs(g) + opt.eps
+        slack = slack + opt.lr * np.minimum(2.0, delta * opt.eps / size ** 2 + delta / size)
+    return slack
+
+
 def perturbed(case: Case, initial, draw: int):
     """The initial tensors, each element scaled by (1 ± PERTURBATION·rounding_scale); class ids left alone."""
     from adapters import Initial

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from adapters import Step, Trace, Unsupported
+from adapters import Unsupported
 from adapters.numpy_ref import NumpyReference
 from harness.case import Conv2d, ConvTranspose2d
 from harness.loader import load_paths
