@@ -246,7 +246,7 @@ def run_info(argv, reference, frameworks) -> dict:
 
 
 def summarize(records) -> str:
-    from .report import counts, failures, families, frame
+    from .report import counts, failures, families, frame, verdicts
     df = frame(records)
     out = [tabulate(counts(df), headers="keys", tablefmt="simple")]
     fam = families(df)
@@ -264,6 +264,7 @@ def summarize(records) -> str:
                                         "message"], tablefmt="simple")]
         if len(fails) > len(shown):
             out.append(f"... and {len(fails) - len(shown)} more in the reports")
+        out += ["", "Who is wrong:", tabulate(verdicts(df).head(20), headers="keys", tablefmt="simple", showindex=False)]
     return "\n".join(out)
 
 

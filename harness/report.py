@@ -72,6 +72,40 @@ def families(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def verdicts(df: pd.DataFrame) -> pd.DataFrame:
+    """Who is wrong, per failing case: the one that disagrees with everyone else.
+
+    - every framework matches the reference, and they all miss a golden value: the `expect:` value;
+    - some frameworks match the reference and others do not: those others (or their adapters);
+    - no framework matches the reference: the reference, or a convention of the case.
+    """
+    rows = []
+    for case, g in df[df.status.isin(["fail", "error", "xpass"])].groupby("case", sort=False):
+        everyone = df[df.case == case]
+        vs_ref = everyone[everyone.reference.ne("expected") & everyone.quantity.notna()]
+        others = sorted(set(vs_ref.framework))
+        bad_vs_ref = sorted(set(vs_ref[vs_ref.status.isin(["fail", "error"])].framework))
+        found = []
+        errors = sorted(set(g[g.quantity.isna()].framework))
+        if errors:
+            found.append(f"{', '.join(errors)}: adapter error or xpass (see the message)")
+        if bad_vs_ref and len(bad_vs_ref) < len(others):
+            agree = [f for f in others if f not in bad_vs_ref]
+            found.append(f"{', '.join(bad_vs_ref)}: differs from the reference, which {', '.join(agree)} match(es)")
+        elif bad_vs_ref:
+            found.append("the reference or the case: no framework matches the reference")
+        # Golden values missed by the reference and by every framework that agrees with it.
+        references = set(everyone[everyone.reference.ne("expected")].reference.dropna())
+        agreeing = references | (set(others) - set(bad_vs_ref))
+        golden = g[(g.reference == "expected") & g.framework.isin(agreeing)]
+        if not golden.empty and set(golden.framework) == agreeing:
+            tensors = ", ".join(sorted({f"{q}{' ' + t if isinstance(t, str) else ''}" for q, t in
+                                        zip(golden.quantity, golden.tensor)}))
+            found.append(f"the golden value ({tensors}): the reference and every framework matching it miss it")
+        rows.append({"case": case, "likely wrong": "; ".join(found) or "see the failures"})
+    return pd.DataFrame(rows, columns=["case", "likely wrong"])
+
+
 def counts(df: pd.DataFrame) -> pd.DataFrame:
     """framework x status -> number of (case, framework) cells."""
     if df.empty:
@@ -108,6 +142,8 @@ def markdown(df: pd.DataFrame, run: dict) -> str:
     fam = families(df)
     if not fam.empty:
         parts += ["## Families", "", _md_table(fam), ""]
+    if len(fails):
+        parts += ["## Who is wrong", "", _md_table(verdicts(df)), ""]
     parts += [f"## Failures ({len(fails)})", "", _md_table(fails), ""]
     return "\n".join(parts)
 
@@ -135,7 +171,8 @@ def html_page(df: pd.DataFrame, run: dict) -> str:
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}"
              "th{background:#f4f4f4;position:sticky;top:0}code{background:#f4f4f4;padding:1px 4px}")
     fw = ", ".join(f"{html.escape(k)} {html.escape(str(v))}" for k, v in run.get("frameworks", {}).items())
-    sections = [f"<h2>Failures ({len(fails)})</h2>", _html_table(fails),
+    sections = (["<h2>Who is wrong</h2>", _html_table(verdicts(df))] if len(fails) else []) + [
+                f"<h2>Failures ({len(fails)})</h2>", _html_table(fails),
                 "<h2>Summary: worst status per case and framework</h2>", _html_table(matrix(df), index=True),
                 "<h2>Status counts</h2>", _html_table(counts(df), index=True)]
     if not fam.empty:

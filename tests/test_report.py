@@ -1,0 +1,79 @@
+"""Reports: who-is-wrong verdicts, atomic writes, standalone HTML."""
+import os
+import re
+
+import pytest
+
+from adapters.numpy_ref import NumpyReference
+from harness import report
+from harness.runner import Runner
+from tests.conftest import make_case
+
+
+class Scaled(NumpyReference):
+    def __init__(self, name, factor):
+        self.name, self.factor = name, factor
+
+    def run(self, case, initial):
+        trace = super().run(case, initial)
+        for s in trace.steps:
+            s.grads["input"] = self.factor * s.grads["input"]
+        return trace
+
+
+def _case(**extra):
+    return make_case(input=[[1.0, 2.0]], model=[{"dense": {"name": "fc", "out_features": 1, "bias": False,
+                                                           "weight": [[3.0, 4.0]]}}],
+                     loss={"sum": {}}, dtype="float64", **extra)
+
+
+def _verdict(case, frameworks):
+    df = report.frame(Runner(NumpyReference(), frameworks).run_case(case).records)
+    return report.verdicts(df).set_index("case")["likely wrong"].get(case.id, "")
+
+
+def test_the_odd_framework_out_is_named():
+    v = _verdict(_case(), [Scaled("good", 1.0), Scaled("bad", 0.5)])
+    assert v == "bad: differs from the reference, which good match(es)"
+
+
+def test_a_golden_value_that_everyone_misses_is_named():
+    v = _verdict(_case(expect={"output": [[12.0]]}), [Scaled("a", 1.0), Scaled("b", 1.0)])
+    assert v == "the golden value (output): the reference and every framework matching it miss it"
+
+
+def test_when_no_framework_matches_the_reference_the_reference_is_suspect():
+    v = _verdict(_case(), [Scaled("a", 0.5), Scaled("b", 0.5)])
+    assert v == "the reference or the case: no framework matches the reference"
+
+
+def test_passing_cases_have_no_verdict():
+    assert _verdict(_case(), [Scaled("a", 1.0)]) == ""
+
+
+def test_reports_are_written_atomically(tmp_path, monkeypatch):
+    records = Runner(NumpyReference(), [Scaled("x", 1.0)]).run_case(_case()).records
+    report.write_reports(records, {"command": "first"}, str(tmp_path))
+    before = (tmp_path / "results.json").read_text()
+    real_replace, calls = os.replace, []
+
+    def flaky_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real_replace(src, dst)
+    monkeypatch.setattr(report.os, "replace", flaky_replace)
+    with pytest.raises(OSError):
+        report.write_reports(records, {"command": "second"}, str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["report.html", "report.md", "results.csv", "results.json"]
+    assert (tmp_path / "results.json").read_text() != before  # the first file was swapped in whole
+    assert (tmp_path / "results.csv").read_text().startswith("case,")  # the second is the old, whole one
+
+
+def test_html_is_standalone_and_failures_come_first(tmp_path):
+    records = Runner(NumpyReference(), [Scaled("bad", 0.5)]).run_case(_case()).records
+    report.write_reports(records, {"command": "t"}, str(tmp_path))
+    page = (tmp_path / "report.html").read_text()
+    assert not re.search(r"""(src|href)=["']?https?:""", page) and "<script" not in page
+    assert page.index("Who is wrong") < page.index("Failures") < page.index("Summary")
+    assert "background:#ffccd5" in page  # failures are coloured
