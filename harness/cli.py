@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("paths", nargs="*", default=["cases"])
         sp.add_argument("--count", type=int, help="override every family's count")
         if name == "list":
-            sp.add_argument("-k", dest="keyword")
+            sp.add_argument("-k", dest="keyword", help="select cases by id substring or tag")
+            sp.add_argument("-v", "--verbose", action="store_true", help="also print each case's file and tags")
 
     fr = sub.add_parser("freeze", help="write one family variant as a standalone case file")
     fr.add_argument("id", help="e.g. conv_random[17]")
@@ -103,7 +104,7 @@ def cmd_list(args) -> int:
         return _report_invalid(errors)
     for c in cases:
         if pred is None or pred(c):
-            print(f"{c.id}\t{c.file}\t{','.join(c.tags)}")
+            print(f"{c.id}\t{c.file}\t{','.join(c.tags)}" if args.verbose else c.id)
     return EXIT_OK
 
 

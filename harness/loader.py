@@ -367,6 +367,8 @@ def _dense(p: dict, path, name: str, shape: Shape) -> Layer:
 
 
 def _layer(item, path, index: int, shape: Shape, names: set) -> Layer:
+    if isinstance(item, str) and item in LAYER_KEYS:  # `- relu` for `- relu: {}`
+        item = {item: {}}
     if not isinstance(item, dict) or len(item) != 1:
         raise CaseError("each layer is a one-key mapping such as `{conv2d: {...}}`", path)
     (kind, p), = item.items()
@@ -374,8 +376,8 @@ def _layer(item, path, index: int, shape: Shape, names: set) -> Layer:
         raise CaseError(unknown("layer type", kind, LAYER_KEYS), path + (kind,))
     path = path + (kind,)
     p = _check_keys(p, LAYER_KEYS[kind], path, f"{kind} parameters")
+    name = _str(p["name"], path + ("name",)) if "name" in p else f"{kind}_{index}"  # as written: linear_0
     kind = "dense" if kind == "linear" else kind
-    name = _str(p["name"], path + ("name",)) if "name" in p else f"{kind}_{index}"
     if name in names or name == "input":
         raise CaseError(f"layer name `{name}` is already used", path + ("name",))
     names.add(name)

@@ -25,12 +25,13 @@ def test_every_bundled_xfail_cites_a_catalogue_id():
 
 
 def test_catalogue_lists_its_ids():
-    assert {"TF-ADAM-EPS", "TF-HYPER32", "TF-WD", "TF-LR32"} <= IDS
+    assert {"TF-ADAM-EPS", "TF-HYPER32", "TF-WD", "TF-LR32", "TF-ADAM-BF16", "HALF-ADAM"} <= IDS
     for path in re.findall(r"`(cases/[^`*]+\.yaml)`", CATALOGUE):
         assert os.path.exists(os.path.join(ROOT, path)), path
 
 
-@pytest.mark.parametrize("name", ["tf_adam_eps_tiny_gradients", "tf_adam_weight_decay", "tf_momentum_float64"])
+@pytest.mark.parametrize("name", ["tf_adam_eps_tiny_gradients", "tf_adam_weight_decay", "tf_momentum_float64",
+                                  "tf_adam_bfloat16", "half_adam_underflow"])
 def test_unmarked_divergence_is_a_failure(name):
     tf_adapter = pytest.importorskip("adapters.tensorflow_adapter")
     pytest.importorskip("tensorflow")
@@ -43,7 +44,8 @@ def test_unmarked_divergence_is_a_failure(name):
     assert "fail" in unmarked
 
 
-@pytest.mark.parametrize("name", ["tf_adam_eps_tiny_gradients", "tf_adam_weight_decay", "tf_momentum_float64"])
+@pytest.mark.parametrize("name", ["tf_adam_eps_tiny_gradients", "tf_adam_weight_decay", "tf_momentum_float64",
+                                  "tf_adam_bfloat16"])
 def test_torch_conforms_on_the_divergence_cases(name):
     torch_adapter = pytest.importorskip("adapters.torch_adapter")
     pytest.importorskip("torch")
@@ -70,3 +72,12 @@ def test_tf_lr32_is_real_and_avoided():
     assert step("float32") != 1.0 - 0.01 * 96  # 0.0400000214576721 with a float32 learning rate
     assert abs(step("float32") - 0.04) > 1e-8
     assert step("float64") == 1.0 - 0.01 * 96  # the adapter's configuration: exact
+
+
+def test_half_adam_diverges_in_torch_too():
+    torch_adapter = pytest.importorskip("adapters.torch_adapter")
+    pytest.importorskip("torch")
+    (case,) = load_file(os.path.join(ROOT, "cases", "divergences", "half_adam_underflow.yaml"))
+    runner = Runner(NumpyReference(), [torch_adapter.TorchAdapter()])
+    unmarked = [r for r in runner.run_case(dataclasses.replace(case, xfail={})).records if r.framework == "torch"]
+    assert any(r.status == "fail" and r.quantity == "param" for r in unmarked)

@@ -181,3 +181,10 @@ def test_scalar_target_broadcasts_and_random_target_takes_output_shape():
     case = make_case(input={"shape": [2, 3]}, model=[{"dense": {"out_features": 4}}],
                      loss={"grad_output": {"value": {"init": "normal"}}})
     assert case.loss.target.shape == (2, 4) and case.loss.target.values is None
+
+
+def test_parameterless_layers_may_be_bare_words_and_default_names_use_the_written_type():
+    case = make_case(input={"shape": [2, 1, 3, 3]}, loss={"sum": {}},
+                     model=["relu", "flatten", {"linear": {"out_features": 2}}, {"dense": {"out_features": 1}}])
+    assert [L.name for L in case.layers] == ["relu_0", "flatten_1", "linear_2", "dense_3"]
+    assert [p.name for p in case.params] == ["linear_2.weight", "linear_2.bias", "dense_3.weight", "dense_3.bias"]
