@@ -32,8 +32,9 @@ def _draw(v, rng: np.random.Generator, path):
             i = int(rng.integers(len(arg)))
             return _draw(arg[i], rng, path + ("choice", i))
         if (not isinstance(arg, list) or len(arg) != 2
-                or not all(isinstance(x, int) and not isinstance(x, bool) for x in arg) or arg[0] > arg[1]):
-            raise CaseError(f"`range` takes two integers [lo, hi] with lo <= hi, got {arg!r}", path + ("range",))
+                or not all(isinstance(x, int) and not isinstance(x, bool) and abs(x) < 2 ** 62 for x in arg)
+                or arg[0] > arg[1]):
+            raise CaseError(f"`range` takes two integers [lo, hi] with lo <= hi, got {arg!r:.60}", path + ("range",))
         return int(rng.integers(arg[0], arg[1] + 1))
     if isinstance(v, dict):
         return {k: _draw(x, rng, path + (k,)) for k, x in v.items()}
@@ -59,7 +60,9 @@ def draw_variant(data: dict, file: str, lines: dict, index: int) -> Case:
         drawn = _draw(body, rng, ())
         drawn["name"] = f"{name}[{index}]"
         drawn["seed"] = variant_seed(_int(drawn.get("seed", 0), ("seed",), min=0), index)
-        drawn["tags"] = list(dict.fromkeys([*(drawn.get("tags") or []), "family", name]))
+        tags = drawn.get("tags") or []
+        if isinstance(tags, list) and all(isinstance(t, str) for t in tags):  # else parse_case reports it
+            drawn["tags"] = list(dict.fromkeys([*tags, "family", name]))
         try:
             return parse_case(drawn, file, lines, family=name)
         except ShapeError as e:  # an impossible network: draw again

@@ -33,6 +33,7 @@ OPT_KEYS = {"sgd": ("lr", "momentum", "nesterov", "weight_decay"),
 TENSOR_KEYS = ("shape", "init", "low", "high", "mean", "std")
 TOL_KEYS = ("rtol", "atol")
 CASE_SUFFIXES = (".yaml", ".yml")
+MAX_ELEMENTS = 1 << 28  # per tensor: 2 GiB in float64, far beyond a conformance case; stops absurd sizes early
 
 
 # ---------------------------------------------------------------- files
@@ -118,12 +119,20 @@ def _check_keys(d, allowed: Sequence[str], path, what: str) -> dict:
     return d
 
 
+def _finite(v) -> bool:
+    """math.isfinite without the OverflowError a huge YAML integer (10**400) would raise."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _number(v, path, *, min=None, max=None, strict_min=False) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise CaseError(f"must be a number, got {_kind(v)} {v!r}" if isinstance(v, str) else
                         f"must be a number, got {_kind(v)}", path)
-    if not math.isfinite(v):
-        raise CaseError(f"must be finite, got {v}", path)
+    if not _finite(v):
+        raise CaseError(f"must be a finite number within float range, got {v!r:.40}", path)
     if min is not None and (v <= min if strict_min else v < min):
         raise CaseError(f"must be {'>' if strict_min else '>='} {min}, got {v}", path)
     if max is not None and v > max:
@@ -191,8 +200,8 @@ def _literal(v, path, what="tensor") -> np.ndarray:
                 check(y, p + (i,))
         elif isinstance(x, bool) or not isinstance(x, (int, float)):
             raise CaseError(f"entries must be numbers, got {_kind(x)} {x!r}", p)
-        elif not math.isfinite(x):
-            raise CaseError(f"entries must be finite, got {x}", p)
+        elif not _finite(x):
+            raise CaseError(f"entries must be finite numbers within float range, got {x!r:.40}", p)
     check(v, path)
     try:
         arr = np.array(v, dtype=np.float64)
@@ -210,7 +219,8 @@ def tensor(v, path, shape: Shape | None = None, what="tensor") -> TensorSpec:
         if "shape" in v:
             if not isinstance(v["shape"], list):
                 raise CaseError(f"must be a list of sizes, got {_kind(v['shape'])}", path + ("shape",))
-            got = tuple(_int(x, path + ("shape", i), min=1) for i, x in enumerate(v["shape"]))
+            got = _check_size(tuple(_int(x, path + ("shape", i), min=1) for i, x in enumerate(v["shape"])),
+                              path + ("shape",), what)
             if shape is not None and got != shape:
                 raise CaseError(f"shape {list(got)} does not match the expected {list(shape)}", path + ("shape",))
             shape = got
@@ -233,6 +243,14 @@ def tensor(v, path, shape: Shape | None = None, what="tensor") -> TensorSpec:
     if shape is not None and arr.shape != shape:
         raise CaseError(f"shape {list(arr.shape)} does not match the expected {list(shape)}", path)
     return TensorSpec(arr.shape, arr)
+
+
+def _check_size(shape: Shape, path, what: str) -> Shape:
+    n = math.prod(shape)
+    if n > MAX_ELEMENTS:
+        raise CaseError(f"{what} of shape {list(shape)} has {n:,} elements; the limit is {MAX_ELEMENTS:,} per tensor",
+                        path)
+    return shape
 
 
 def _default_param(shape: Shape, fan_in: int) -> TensorSpec:
@@ -304,6 +322,7 @@ def _conv(kind: str, p: dict, path, name: str, shape: Shape) -> Layer:
     if min(out_hw) < 1:
         raise ShapeError(f"output size would be {out_hw[0]}x{out_hw[1]} for a {h}x{w} input "
                          f"(kernel {k}, stride {s}, padding {pad}, dilation {d})", path)
+    _check_size(wshape_expected, path + ("weight",), "the weight")
     fan_in = (c // groups if not transposed else out_c // groups) * k[0] * k[1]
     weight = (tensor(p["weight"], path + ("weight",), wshape_expected, "weight") if "weight" in p
               else _default_param(wshape_expected, fan_in))
@@ -360,6 +379,7 @@ def _dense(p: dict, path, name: str, shape: Shape) -> Layer:
         out_f = _literal(w, path + ("weight",), "weight").shape[0]
     else:
         raise CaseError("missing `out_features`", path)
+    _check_size((out_f, fan_in), path + ("weight",), "the weight")
     weight = (tensor(w, path + ("weight",), (out_f, fan_in), "weight") if w is not None
               else _default_param((out_f, fan_in), fan_in))
     params = [Param(f"{name}.weight", weight)] + _bias(p, path, name, out_f, fan_in)
@@ -381,12 +401,26 @@ def _layer(item, path, index: int, shape: Shape, names: set) -> Layer:
     if name in names or name == "input":
         raise CaseError(f"layer name `{name}` is already used", path + ("name",))
     names.add(name)
+    if kind in ("conv2d", "conv_transpose2d", "dense"):
+        for key in ("out_channels", "out_features", "kernel_size"):  # before any arithmetic on them
+            size = p.get(key)
+            for x in (size if isinstance(size, list) else [size]):
+                if isinstance(x, int) and not isinstance(x, bool) and x > MAX_ELEMENTS:
+                    raise CaseError(f"{x:,} is beyond any tensor gradconf can hold ({MAX_ELEMENTS:,} elements)",
+                                    path + (key,))
     if kind in ("conv2d", "conv_transpose2d"):
-        return _conv(kind, p, path, name, shape)
-    if kind in ("max_pool2d", "avg_pool2d"):
-        return _pool(kind, p, path, name, shape)
-    if kind == "dense":
-        return _dense(p, path, name, shape)
+        layer = _conv(kind, p, path, name, shape)
+    elif kind in ("max_pool2d", "avg_pool2d"):
+        layer = _pool(kind, p, path, name, shape)
+    elif kind == "dense":
+        layer = _dense(p, path, name, shape)
+    else:
+        layer = None
+    if layer is not None:
+        _check_size(layer.out_shape, path, "the output")
+        for param in layer.params:
+            _check_size(param.spec.shape, path, param.name)
+        return layer
     if kind in ACTIVATIONS:
         return Activation(name=name, in_shape=shape, out_shape=shape, kind=kind)
     if kind == "flatten":

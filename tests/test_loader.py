@@ -16,6 +16,9 @@ CORPUS = os.path.join(ROOT, "tests", "malformed")
 
 # Every malformed file and the exact message it must produce: file:line: field.path: problem.
 MESSAGES = {
+    'huge_size.yaml':
+        'tests/malformed/huge_size.yaml:3: model[0].conv2d.out_channels: 100,000,000,000 is beyond any tensor gradconf '
+        'can hold (268,435,456 elements)',
     'bad_dtype.yaml':
         'tests/malformed/bad_dtype.yaml:1: dtype: unknown dtype `float31`; did you mean `float32`? (one of: float64, float32, float16, bfloat16)',
     'bias_shape.yaml':
@@ -45,7 +48,7 @@ MESSAGES = {
     'missing_loss.yaml':
         'tests/malformed/missing_loss.yaml:1: missing `loss` (every case needs `input`, `model` and `loss`)',
     'nan_in_tensor.yaml':
-        'tests/malformed/nan_in_tensor.yaml:1: input[0][1]: entries must be finite, got nan',
+        'tests/malformed/nan_in_tensor.yaml:1: input[0][1]: entries must be finite numbers within float range, got nan',
     'not_mapping.yaml':
         'tests/malformed/not_mapping.yaml:1: a case file holds a mapping (name:, input:, model:, ...), got a list',
     'not_yaml.yaml':
