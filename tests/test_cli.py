@@ -121,10 +121,29 @@ def test_schema_is_json_and_names_every_top_level_key():
     p = gradconf("schema")
     schema = json.loads(p.stdout)
     assert p.returncode == 0 and {"input", "model", "loss", "count"} <= set(schema["properties"])
-    assert schema["properties"]["dtype"]["enum"] == ["float64", "float32", "float16", "bfloat16"]
+    assert schema["properties"]["dtype"]["anyOf"][0]["enum"] == ["float64", "float32", "float16", "bfloat16"]
 
 
 def test_run_of_a_file_list_and_folder_mix(tmp_path):
     rc = main(["run", os.path.join(EXAMPLES, "sum_3x3.yaml"), os.path.join(ROOT, "cases", "conventions"),
                "--frameworks", "numpy", "--out", str(tmp_path), "-q"])
     assert rc == 0
+
+
+def test_every_bundled_case_file_validates_against_the_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    import glob
+
+    from harness import yamlio
+    schema = json.loads(gradconf("schema").stdout)
+    validator = jsonschema.Draft202012Validator(schema)
+    files = sorted(glob.glob(os.path.join(ROOT, "cases", "**", "*.yaml"), recursive=True))
+    assert len(files) > 50
+    for f in files:
+        data, _ = yamlio.load(open(f).read(), f)
+        errors = [e.message for e in validator.iter_errors(data)]
+        assert not errors, (f, errors[:2])
+    for bad in ({"input": [[1]], "modle": [], "loss": {"sum": {}}}, {"input": [[1]], "model": [{"conv3d": {}}],
+                                                                     "loss": {"sum": {}}},
+                {"input": [[1]], "model": ["relu"], "loss": {"sum": {}}, "dtype": "float31"}):
+        assert list(validator.iter_errors(bad)), bad
