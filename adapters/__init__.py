@@ -77,9 +77,13 @@ def _entry_points() -> dict[str, str]:
         return {}
 
 
+_LOADED: dict[str, str] = {}  # name -> spec of adapters loaded by `module:attr` in this process
+
+
 def known_names() -> list[str]:
-    """Every framework name a case may mention (in `xfail:`): built-ins and installed plug-ins."""
-    return list(dict.fromkeys([*_BUILTIN, *_entry_points()]))
+    """Every framework name a case may mention (in `xfail:`): built-ins, installed plug-ins, and any
+    adapter loaded with --adapter."""
+    return list(dict.fromkeys([*_BUILTIN, *_entry_points(), *_LOADED]))
 
 
 def load_adapter(spec: str) -> Adapter:
@@ -95,6 +99,7 @@ def load_adapter(spec: str) -> Adapter:
     for attr_name in ("name", "missing", "version", "run"):
         if not hasattr(adapter, attr_name):
             raise ValueError(f"adapter {spec!r} lacks `{attr_name}` (see the adapter protocol in the README)")
+    _LOADED.setdefault(adapter.name, spec)
     return adapter
 
 

@@ -156,8 +156,8 @@ def cmd_shrink(args) -> int:
     from .runner import FAILING, Runner
     from .shrink import failing_predicate, regression_text, shrink, write_regression
     try:
-        case = find_case(args.id, args.paths)
         reference, frameworks = select_adapters(args.frameworks, args.reference, args.adapter)
+        case = find_case(args.id, args.paths)
     except CaseError as e:
         return _report_invalid([e])
     runner = Runner(reference, frameworks)
@@ -272,10 +272,10 @@ def summarize(records) -> str:
 def cmd_run(args, argv) -> int:
     from .runner import FAILING, Runner
     from .select import compile_expr
-    try:
+    try:  # adapters first: a case may name an --adapter's framework in `xfail:`
+        reference, frameworks = select_adapters(args.frameworks, args.reference, args.adapter)
         cases, errors = _load(args.paths, args.count)
         pred = compile_expr(args.keyword) if args.keyword else None
-        reference, frameworks = select_adapters(args.frameworks, args.reference, args.adapter)
     except CaseError as e:
         return _report_invalid([e])
     if errors:

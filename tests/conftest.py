@@ -19,3 +19,14 @@ def root():
     return ROOT
 
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_adapter_registry():
+    """Adapters loaded with --adapter register their names process-wide (as a CLI run needs); tests
+    that run the CLI in-process must not leak them into later tests."""
+    import adapters
+    saved = dict(adapters._LOADED)
+    yield
+    adapters._LOADED.clear()
+    adapters._LOADED.update(saved)

@@ -147,3 +147,23 @@ def test_every_bundled_case_file_validates_against_the_schema():
                                                                      "loss": {"sum": {}}},
                 {"input": [[1]], "model": ["relu"], "loss": {"sum": {}}, "dtype": "float31"}):
         assert list(validator.iter_errors(bad)), bad
+
+
+def test_a_case_may_xfail_an_adapter_loaded_with_dash_dash_adapter(tmp_path, monkeypatch):
+    (tmp_path / "halving.py").write_text(
+        "from adapters.numpy_ref import NumpyReference\n"
+        "class Halving(NumpyReference):\n"
+        "    name = 'halving'\n"
+        "    def run(self, case, initial):\n"
+        "        t = super().run(case, initial)\n"
+        "        for s in t.steps:\n"
+        "            s.grads['input'] = 0.5 * s.grads['input']\n"
+        "        return t\n")
+    text = open(os.path.join(EXAMPLES, "sum_3x3.yaml")).read() + 'xfail: {halving: "TEST: halves input gradients"}\n'
+    (tmp_path / "case.yaml").write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rc = main(["run", str(tmp_path / "case.yaml"), "--frameworks", "numpy", "--adapter", "halving:Halving",
+               "--out", str(tmp_path / "out"), "-q"])
+    assert rc == 0
+    records = json.loads((tmp_path / "out" / "results.json").read_text())["records"]
+    assert "xfail" in {r["status"] for r in records if r["framework"] == "halving"}
