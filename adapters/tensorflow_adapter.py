@@ -4,9 +4,11 @@ Layouts convert once, here: activations NCHW <-> NHWC, conv kernels OIHW -> HWIO
 kernels IOHW -> (kh, kw, out, in), dense (out, in) -> Keras (in, out). `flatten` goes back to NCHW
 first, so features come out in the canonical (PyTorch) row-major order.
 What TF lacks is composed exactly: per-side padding is an explicit tf.pad (-inf for max-pool)
-followed by VALID; `count_include_pad: false` is a window sum over a window count; grouped
-transposed conv is one conv2d_transpose per group, concatenated; per-side transposed-conv cropping
-and output_padding are a slice of the full output, zero-extended where needed.
+followed by VALID; `count_include_pad: false` is a window mean over the mean of a ones-mask; TF's
+CPU kernels cannot back-propagate dilated or grouped convolutions, so dilation is a zero-inserted
+kernel and groups are one convolution per group, concatenated; per-side transposed-conv cropping
+and output_padding are a slice of the full output, zero-extended where needed. Eager execution:
+each case runs once, and tracing a tf.function per case costs more than it saves (benchmarks).
 """
 from __future__ import annotations
 
@@ -83,16 +85,16 @@ class TensorflowAdapter:
         return tf.reshape(w, (kh * d[0], kw * d[1], i, o))[:d[0] * (kh - 1) + 1, :d[1] * (kw - 1) + 1]
 
     @staticmethod
-    def _per_group(tf, g, x, w, w_axis, op):
+    def _per_group(tf, g, x, w, op):
         """Grouped convolution as one convolution per group, concatenated (TF's CPU kernels cannot
-        back-propagate grouped convolutions)."""
+        back-propagate grouped convolutions). Groups split x's channels and w's last axis."""
         if g == 1:
             return op(x, w)
-        return tf.concat([op(xi, wi) for xi, wi in zip(tf.split(x, g, axis=3), tf.split(w, g, axis=w_axis))], axis=3)
+        return tf.concat([op(xi, wi) for xi, wi in zip(tf.split(x, g, axis=3), tf.split(w, g, axis=3))], axis=3)
 
     def _conv(self, tf, L: Conv2d, x, w):
         w = self._dilate(tf, w, L.dilation)
-        return self._per_group(tf, L.groups, self._pad(tf, x, L.padding), w, 3,
+        return self._per_group(tf, L.groups, self._pad(tf, x, L.padding), w,
                                lambda xi, wi: tf.nn.conv2d(xi, wi, [1, *L.stride, 1], "VALID"))
 
     def _conv_transpose(self, tf, L: ConvTranspose2d, x, w):
@@ -101,7 +103,7 @@ class TensorflowAdapter:
         full = [(h - 1) * s[0] + d[0] * (k[0] - 1) + 1, (wd - 1) * s[1] + d[1] * (k[1] - 1) + 1]
         cout_g = L.out_channels // L.groups
         # w is (kh, kw, out/g, in): groups split its last axis.
-        y = self._per_group(tf, L.groups, x, self._dilate(tf, w, d), 3,
+        y = self._per_group(tf, L.groups, x, self._dilate(tf, w, d),
                             lambda xi, wi: tf.nn.conv2d_transpose(xi, wi, [n, *full, cout_g], [1, *s, 1], "VALID"))
         # Output rows [top, top + H_out) of the full output, zero-extended past its end (output_padding).
         (t, _), (le, _) = L.padding
