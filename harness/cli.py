@@ -93,18 +93,34 @@ def cmd_validate(args) -> int:
     return EXIT_OK
 
 
-def cmd_list(args) -> int:
+class _Invalid(Exception):
+    """Invalid case files or options: reported together, nothing is run."""
+
+    def __init__(self, errors):
+        super().__init__(f"{len(errors)} error(s)")
+        self.errors = errors
+
+
+def _selected_cases(args) -> list:
+    """The cases under args.paths (families at --count), filtered by -k. Raises _Invalid."""
     from .select import compile_expr
     try:
         cases, errors = _load(args.paths, args.count)
         pred = compile_expr(args.keyword) if args.keyword else None
     except CaseError as e:
-        return _report_invalid([e])
+        raise _Invalid([e]) from None
     if errors:
-        return _report_invalid(errors)
+        raise _Invalid(errors)
+    return [c for c in cases if pred is None or pred(c)]
+
+
+def cmd_list(args) -> int:
+    try:
+        cases = _selected_cases(args)
+    except _Invalid as e:
+        return _report_invalid(e.errors)
     for c in cases:
-        if pred is None or pred(c):
-            print(f"{c.id}\t{c.file}\t{','.join(c.tags)}" if args.verbose else c.id)
+        print(f"{c.id}\t{c.file}\t{','.join(c.tags)}" if args.verbose else c.id)
     return EXIT_OK
 
 
@@ -271,17 +287,13 @@ def summarize(records) -> str:
 
 def cmd_run(args, argv) -> int:
     from .runner import FAILING, Runner
-    from .select import compile_expr
     try:  # adapters first: a case may name an --adapter's framework in `xfail:`
         reference, frameworks = select_adapters(args.frameworks, args.reference, args.adapter)
-        cases, errors = _load(args.paths, args.count)
-        pred = compile_expr(args.keyword) if args.keyword else None
+        cases = _selected_cases(args)
     except CaseError as e:
         return _report_invalid([e])
-    if errors:
-        return _report_invalid(errors)
-    if pred is not None:
-        cases = [c for c in cases if pred(c)]
+    except _Invalid as e:
+        return _report_invalid(e.errors)
     if not cases:
         _err("no cases selected")
         return EXIT_INVALID
