@@ -104,8 +104,7 @@ def load_adapter(spec: str) -> Adapter:
 
 
 def builtin(name: str) -> Adapter:
-    specs = {**_entry_points(), **_BUILTIN}
-    return load_adapter(specs[name])
+    return load_adapter(all_specs()[name])
 
 
 def all_specs() -> dict[str, str]:

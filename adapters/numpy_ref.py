@@ -245,20 +245,22 @@ _PLAIN = {Activation: (activation_forward, activation_backward), Flatten: (flatt
 _POOLS = {"max": (max_pool2d_forward, max_pool2d_backward), "avg": (avg_pool2d_forward, avg_pool2d_backward)}
 
 
-def layer_forward(L: Layer, x, params: dict):
+def _pair_for(L: Layer):
+    """The (forward, backward) pair that implements a layer."""
     if type(L) in _PARAMETRIC:
-        b = params.get(f"{L.name}.bias")
-        return _PARAMETRIC[type(L)][0](x, params[f"{L.name}.weight"], b, L)
-    fwd = _POOLS[L.kind][0] if isinstance(L, Pool2d) else _PLAIN[type(L)][0]
-    return fwd(x, L)
+        return _PARAMETRIC[type(L)]
+    return _POOLS[L.kind] if isinstance(L, Pool2d) else _PLAIN[type(L)]
+
+
+def layer_forward(L: Layer, x, params: dict):
+    forward = _pair_for(L)[0]
+    if type(L) in _PARAMETRIC:
+        return forward(x, params[f"{L.name}.weight"], params.get(f"{L.name}.bias"), L)
+    return forward(x, L)
 
 
 def layer_backward(L: Layer, dy, cache):
-    if type(L) in _PARAMETRIC:
-        bwd = _PARAMETRIC[type(L)][1]
-    else:
-        bwd = _POOLS[L.kind][1] if isinstance(L, Pool2d) else _PLAIN[type(L)][1]
-    dx, grads = bwd(dy, cache, L)
+    dx, grads = _pair_for(L)[1](dy, cache, L)
     return dx, {f"{L.name}.{kind}": g for kind, g in grads.items()}
 
 

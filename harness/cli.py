@@ -6,10 +6,8 @@ Exit status: 0 all passed (xfail counts as passed); 1 a mismatch, an xpass or an
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 
@@ -250,18 +248,6 @@ class Progress:
             sys.stderr.write("\r" + " " * 90 + "\r")
 
 
-def run_info(argv, reference, frameworks) -> dict:
-    versions = {}
-    for a in [reference, *frameworks]:
-        try:
-            versions[a.name] = a.version() if not a.missing() else f"not available ({a.missing()})"
-        except Exception as e:  # a version lookup must not stop the run
-            versions[a.name] = f"unknown ({type(e).__name__})"
-    return {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": "gradconf " + " ".join(argv), "gradconf": __version__, "platform": platform.platform(),
-            "python": platform.python_version(), "reference": reference.name, "frameworks": versions}
-
-
 def summarize(records) -> str:
     from .report import counts, failures, families, frame, verdicts
     df = frame(records)
@@ -306,9 +292,9 @@ def cmd_run(args, argv) -> int:
         progress.step(case.id)
     progress.close()
     elapsed = time.perf_counter() - t0
-    info = run_info(argv, reference, frameworks)
+    from .report import run_fingerprint, write_reports
+    info = run_fingerprint("gradconf " + " ".join(argv), reference.name, [reference, *frameworks])
     info["seconds"] = round(elapsed, 3)
-    from .report import write_reports
     paths = write_reports(records, info, args.out)
     print(summarize(records))
     bad = sum(r.status in FAILING for r in records)

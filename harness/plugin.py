@@ -159,23 +159,11 @@ def pytest_sessionfinish(session):
     out = session.config.getoption("gradconf_report")
     if not out or hasattr(session.config, "workerinput"):  # only the controller writes reports
         return
-    import datetime as dt
-    import platform
     import sys
 
-    from .report import write_reports
+    from .report import run_fingerprint, write_reports
     from .runner import Record
     records = [Record(**d) for batch in _SESSION_RECORDS for d in batch]
-    info = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": "pytest " + " ".join(sys.argv[1:]), "platform": platform.platform(),
-            "python": platform.python_version(), "reference": "numpy",
-            "frameworks": {name: _version(name) for name in sorted({r.framework for r in records})}}
+    names = sorted({r.framework for r in records})
+    info = run_fingerprint("pytest " + " ".join(sys.argv[1:]), "numpy", [_adapter(n) for n in names])
     write_reports(records, info, out)
-
-
-def _version(name: str) -> str:
-    try:
-        a = _adapter(name)
-        return a.version() if not a.missing() else f"not available ({a.missing()})"
-    except Exception as e:
-        return f"unknown ({type(e).__name__})"

@@ -21,6 +21,23 @@ FAILURE_COLUMNS = ["case", "framework", "reference", "step", "quantity", "tensor
                    "worst_index", "actual", "desired", "status", "message"]
 
 
+def run_fingerprint(command: str, reference: str, adapters) -> dict:
+    """The `run` block of results.json: start time, command, platform, Python, every framework's version."""
+    import datetime as dt
+    import platform
+
+    from . import __version__
+    versions = {}
+    for a in adapters:
+        try:
+            versions[a.name] = a.version() if not a.missing() else f"not available ({a.missing()})"
+        except Exception as e:  # a version lookup must not stop the run
+            versions[a.name] = f"unknown ({type(e).__name__})"
+    return {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": command,
+            "gradconf": __version__, "platform": platform.platform(), "python": platform.python_version(),
+            "reference": reference, "frameworks": versions}
+
+
 def _atomic_write(path: str, text: str) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a report."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=os.path.basename(path))

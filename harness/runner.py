@@ -59,7 +59,7 @@ class Reference:
     """The reference's run of one case, shared by every framework compared against it."""
     initial: Initial | None
     trace: Trace | None
-    noise: dict          # (step, quantity, tensor) -> largest movement under rounding-level perturbations
+    slack: dict          # (step, quantity, tensor) -> extra atol the reference's conditioning warrants
     why: str = ""        # why there is no trace
 
 
@@ -130,9 +130,7 @@ class Runner:
             cmp = Comparison(False, None, None, None, None, None, None, f"{framework} returned no {quantity}"
                              f"{' for ' + tensor if tensor else ''} at step {step}")
         else:
-            extra = NOISE_FACTOR[case.dtype] * ref.noise.get((step, quantity, tensor), 0.0)
-            if quantity == "param":
-                extra = extra + adam_slack(case, tensor, [s.grads[tensor] for s in ref.trace.steps[:step]])
+            extra = ref.slack.get((step, quantity, tensor), 0.0)
             own = override(case, quantity, tensor)
             if own.rtol is not None or own.atol is not None:  # a case's own tolerance is applied exactly
                 extra = None
@@ -190,7 +188,17 @@ class Runner:
             if not np.all(np.isfinite(arr)):
                 return Reference(initial, None, {}, f"reference {self.reference.name} produced non-finite values "
                                                     f"in {q}{' ' + t if t else ''} at step {step}")
-        return Reference(initial, trace, self._noise(case, initial, trace))
+        return Reference(initial, trace, self._slack(case, trace, self._noise(case, initial, trace)))
+
+    @staticmethod
+    def _slack(case: Case, trace: Trace, noise: dict) -> dict:
+        """Once per case, for every framework compared: measured movement, plus Adam's slack on parameters."""
+        slack = {key: NOISE_FACTOR[case.dtype] * moved for key, moved in noise.items()}
+        for step, q, t, _ in _quantities(case, trace):
+            if q == "param":
+                grads = [s.grads[t] for s in trace.steps[:step]]
+                slack[(step, q, t)] = slack.get((step, q, t), 0.0) + adam_slack(case, t, grads)
+        return slack
 
     def _noise(self, case: Case, initial: Initial, trace: Trace) -> dict:
         """(step, quantity, tensor) -> how far each element moves under rounding-level perturbations."""

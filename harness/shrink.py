@@ -22,6 +22,11 @@ from .runner import FAILING, Runner
 SMALL = 4  # spatial sizes and channels are pushed down towards this (and below where possible)
 
 
+def _plain(source: dict) -> dict:
+    """A case's (drawn) data without what a small standalone reproducer must not carry."""
+    return {k: v for k, v in copy.deepcopy(source).items() if k not in ("count", "xfail", "expect")}
+
+
 def _set(data: dict, path: tuple, value) -> dict:
     out = copy.deepcopy(data)
     node = out
@@ -89,7 +94,7 @@ def size(data: dict) -> tuple:
 def shrink(case: Case, fails: Callable[[Case], bool], budget_s: float = 60.0,
            log: Callable[[str], None] = lambda s: None) -> Case:
     """The smallest case found (within `budget_s`) for which `fails` still holds."""
-    data = {k: v for k, v in copy.deepcopy(case.source).items() if k not in ("count", "xfail", "expect")}
+    data = _plain(case.source)
     best, start = case, time.perf_counter()
     improved = True
     while improved and time.perf_counter() - start < budget_s:
@@ -114,7 +119,7 @@ def failing_predicate(runner: Runner, framework: str) -> Callable[[Case], bool]:
 
 
 def regression_text(original: Case, small: Case, framework: str) -> str:
-    data = {k: v for k, v in copy.deepcopy(small.source).items() if k not in ("count", "xfail", "expect")}
+    data = _plain(small.source)
     data["name"] = "regression_" + original.id.replace("[", "_").replace("]", "")
     data["description"] = (f"Shrunk from {original.id} ({original.file}): fails on {framework}. "
                            f"{original.description}").strip()
