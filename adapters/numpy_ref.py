@@ -16,7 +16,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from harness.case import Activation, Conv2d, ConvTranspose2d, Dense, Flatten, Layer, Optimizer, Pool2d, Sum
 
-from . import Initial, Step, Trace
+from . import Initial, Step, Trace, thread_limit
 
 
 # ---------------------------------------------------------------- windows
@@ -47,7 +47,7 @@ _POOL = None
 
 
 def _threads() -> int:
-    return min(4, os.cpu_count() or 1)
+    return thread_limit() or min(4, os.cpu_count() or 1)
 
 
 def _pool():

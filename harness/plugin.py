@@ -9,6 +9,7 @@ It runs through the same Runner as `gradconf run`; the reference runs once per c
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -23,6 +24,7 @@ _MODEL_KEY = re.compile(r"^model\s*:", re.M)
 _REF_CACHE: dict = {}        # (file, case id) -> the reference run, shared by that case's framework tests
 _ADAPTERS: dict = {}         # framework name -> adapter, one per process
 _SESSION_RECORDS: list = []  # every test's records, gathered in the controlling process for the reports
+_RECORDS_KEY = "gradconf_records"
 
 
 class CaseFailure(Exception):
@@ -37,13 +39,22 @@ def pytest_addoption(parser):
     group.addoption("--gradconf-count", type=int, metavar="N", help="override every family's count")
 
 
+# Native thread pools read these once, when their library loads: set before any worker starts.
+_POOL_SIZE_VARIABLES = ("GRADCONF_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def pytest_configure(config):
     import adapters
     for name in adapters.known_names():
         config.addinivalue_line("markers", f"{name}: gradconf cases run through the {name} adapter")
-    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-    if workers and workers.isdigit():  # an xdist worker: share the cores instead of oversubscribing them
-        os.environ.setdefault("GRADCONF_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
+    workers = getattr(config.option, "numprocesses", None) or os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if str(workers).isdigit() and int(workers) > 0:
+        # xdist: N workers on the same cores share them. Left alone, every worker starts a pool per
+        # core in BLAS, OpenMP, torch and TF, and spinning idle threads steal the other workers' time.
+        # The controller sets this before it spawns the workers, which inherit it; a user's own setting wins.
+        share = str(max(1, (os.cpu_count() or 1) // int(workers)))
+        for variable in _POOL_SIZE_VARIABLES:
+            os.environ.setdefault(variable, share)
 
 
 def is_case_file(path: Path) -> bool:
@@ -130,7 +141,10 @@ class CaseItem(pytest.Item):
         fw = _adapter(self.framework)
         result = runner.run_case(self.case, [fw], reference=self._reference(runner))
         records = [r for r in result.records if r.framework == self.framework]
-        self.user_properties.append(("gradconf_records", [r.to_dict() for r in records]))
+        if self.config.getoption("gradconf_report"):
+            # Travels to the controller with the call report (under xdist, serialised by execnet in
+            # pure Python): one JSON string is far cheaper to ship than a list of dicts.
+            self.user_properties.append((_RECORDS_KEY, json.dumps([r.to_dict() for r in records])))
         statuses = {r.status for r in records}
         if statuses & {"fail", "error", "xfail"}:  # xfail: the marker set at collection reports it
             raise CaseFailure(records)
@@ -147,11 +161,19 @@ class CaseItem(pytest.Item):
         return self.path, self.case.line - 1, f"{self.case.id}[{self.framework}]"
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if call.when == "teardown":  # pytest copies user_properties into every phase's report: ship them once
+        report.user_properties = [p for p in report.user_properties if p[0] != _RECORDS_KEY]
+    return report
+
+
 def pytest_runtest_logreport(report):
     """Runs in the controlling process (also under xdist): gather every test's records."""
     for key, value in getattr(report, "user_properties", ()):
-        if key == "gradconf_records" and report.when == "call":
-            _SESSION_RECORDS.append(value)
+        if key == _RECORDS_KEY and report.when == "call":
+            _SESSION_RECORDS.append(json.loads(value))
 
 
 
