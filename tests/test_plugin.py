@@ -46,6 +46,10 @@ def test_xfail_with_reason(pytester, cases):
     result = pytester.runpytest_subprocess("cases", "--gradconf-frameworks", "numpy,torch", "-rxX")
     result.assert_outcomes(failed=1, xfailed=1)  # numpy has no xfail: its golden mismatch fails
     result.stdout.fnmatch_lines(["*TEST-1: a documented divergence*"])
+    # --runxfail: the expected failure is an ordinary failure again, with the full diagnosis
+    result = pytester.runpytest_subprocess("cases", "--gradconf-frameworks", "torch", "--runxfail")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*conv.weight*0.04 vs 0.05*"])
 
 
 def test_xpass_fails(pytester, cases):
