@@ -11,9 +11,9 @@ import os
 import numpy as np
 
 try:
-    from benchmarks.timing import best_of
+    from benchmarks.timing import best_of, best_of_each
 except ImportError:  # run as a script from benchmarks/
-    from timing import best_of
+    from timing import best_of, best_of_each
 
 from harness.loader import load_file
 from harness.tensors import materialize
@@ -145,8 +145,8 @@ def main(repeat: int = 5) -> list[dict]:
             if adapter.missing():
                 continue
             script = scripts[adapter.name]
-            a = best_of(lambda: adapter.run(case, init), repeat if label == "tiny" else 2)
-            s = best_of(lambda: script(init), repeat if label == "tiny" else 2)
+            a, s = best_of_each([lambda: adapter.run(case, init), lambda: script(init)],
+                                repeat if label == "tiny" else 2)
             rows.append({"benchmark": f"adapter vs script ({label})", "framework": adapter.name,
                          "adapter_s": a, "script_s": s, "ratio": a / s})
     if not TensorflowAdapter().missing():
