@@ -9,6 +9,7 @@ so the reference is the exact answer for the numbers every framework was given.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -34,13 +35,35 @@ def _im2col(x, k, s, d, pad, out_hw):
     """(N,C,H,W) -> (N, C·kh·kw, Ho·Wo): column l is the receptive field of output pixel l."""
     n, c = x.shape[:2]
     windows = _windows(x, k, s, d, pad, out_hw)
-    cols = np.empty(windows.shape, dtype=x.dtype)
+    cols = _take_spare(windows.shape, x.dtype)
     if cols.size < 1 << 20 or n < 2:
         cols[...] = windows
     else:  # a big copy: split the batch over threads (NumPy copies release the GIL; BLAS already uses every core)
         bounds = np.linspace(0, n, min(n, _threads()) + 1, dtype=int)
         list(_pool().map(lambda ab: cols.__setitem__(slice(*ab), windows[slice(*ab)]), zip(bounds, bounds[1:])))
     return cols.reshape(n, c * k[0] * k[1], -1)
+
+
+# im2col's columns are the reference's one big allocation (kh·kw times the input), and a fresh
+# 100 MB array costs about as much in page faults as filling it. So a backward gives back the
+# columns it has finished with, one array per thread, for the next im2col to write over.
+_SPARE = threading.local()
+
+
+def _take_spare(shape, dtype) -> np.ndarray:
+    size, spare = int(np.prod(shape)), getattr(_SPARE, "cols", None)
+    if spare is None or spare.dtype != dtype or spare.size < size:
+        return np.empty(shape, dtype=dtype)
+    _SPARE.cols = None
+    return spare.reshape(-1)[:size].reshape(shape)
+
+
+def _give_back(cols: np.ndarray) -> None:
+    """`cols` and the buffer under it are dead. The latest is kept (loops repeat their shapes)."""
+    while isinstance(cols.base, np.ndarray):  # the whole buffer, not the part this im2col used
+        cols = cols.base
+    if cols.size >= 1 << 20 and cols.flags.c_contiguous:
+        _SPARE.cols = cols
 
 
 _POOL = None
@@ -82,15 +105,21 @@ def _correlate(x, w, groups, k, s, d, pad, out_hw):
 def conv2d_forward(x, w, b, L: Conv2d):
     # y[n,o] = Σ_{c,i,j} w[o,c,i,j] · xpad[n, c, y·s + i·d, x·s + j·d] + b[o]   (cross-correlation)
     y, cols = _correlate(x, w, L.groups, L.kernel_size, L.stride, L.dilation, L.padding, L.out_shape[2:])
-    return (y if b is None else y + b[:, None, None]), (x.shape, cols, w, b is not None)
+    if b is not None:
+        y += b[:, None, None]  # in place: y is the matmul's own new array
+    return y, [x.shape, cols, w, b is not None]
 
 
 def conv2d_backward(dy, cache, L: Conv2d):
     # dW = Σ_n dY·colsᵀ ;  db = Σ dY ;  dX = dY ⋆ rot180(W) (stride 1), else col2im(Wᵀ·dY)
     x_shape, cols, w, has_bias = cache
+    if cols is None:
+        raise RuntimeError(f"conv2d_backward: the forward cache of {L.name} was already used by a backward")
+    cache[1] = None  # a backward consumes its forward's columns: they become scratch once dW is done
     n, g = dy.shape[0], L.groups
     dyg = dy.reshape(n, g, -1, cols.shape[-1])
     dw = (dyg @ np.swapaxes(cols, -1, -2)).sum(axis=0)
+    _give_back(cols)
     grads = {"weight": dw.reshape(w.shape)}
     if has_bias:
         grads["bias"] = dy.sum(axis=(0, 2, 3))
@@ -106,7 +135,9 @@ def _conv2d_input_grad(dy, dyg, w, L: Conv2d, x_shape):
         g, (o, cg) = L.groups, w.shape[:2]
         rotated = w[:, :, ::-1, ::-1].reshape(g, o // g, cg, *k).swapaxes(1, 2).reshape(g * cg, o // g, *k)
         full = ((reach[0] - pad_h[0], reach[0] - pad_h[1]), (reach[1] - pad_w[0], reach[1] - pad_w[1]))
-        return _correlate(dy, rotated, g, k, (1, 1), d, full, x_shape[2:])[0]
+        dx, cols = _correlate(dy, rotated, g, k, (1, 1), d, full, x_shape[2:])
+        _give_back(cols)
+        return dx
     wg = w.reshape(L.groups, w.shape[0] // L.groups, -1)
     return _col2im(np.swapaxes(wg, 1, 2) @ dyg, x_shape, k, L.stride, d, L.padding, L.out_shape[2:])
 
@@ -132,6 +163,7 @@ def conv_transpose2d_backward(dy, cache, L: ConvTranspose2d):
     xg = x.reshape(n, g, -1, cols.shape[-1])
     dx = (wg @ cols).reshape(x.shape)
     dw = np.einsum("ngcl,ngkl->gck", xg, cols, optimize=True)
+    _give_back(cols)
     grads = {"weight": dw.reshape(L.in_shape[1], -1, *L.kernel_size)}
     if has_bias:
         grads["bias"] = dy.sum(axis=(0, 2, 3))

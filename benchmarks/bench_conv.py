@@ -1,7 +1,8 @@
 """Reference conv2d forward+backward against torch on the same data (issue: "reference conv benchmark").
 
-Batch 16, 64 -> 64 channels, 56x56, 3x3, padding 1; float32 and float64; one run: three
-rounds in which the reference, then torch, run three times each; each side's best time. Prints the ratio reference / torch (lower is
+Batch 16, 64 -> 64 channels, 56x56, 3x3, padding 1; float32 and float64; one run of five
+rounds; in each the reference, then torch, run three times (after one untimed call) and the round's
+ratio is of the two best times; printed: the medians over the rounds. Prints the ratio reference / torch (lower is
 better; target <= 1.5 in float32, <= 1.0 in float64). The reference adapter itself always computes in float64; the float32 row runs
 the same layer functions on float32 arrays to compare like with like.
 """
@@ -11,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 try:
-    from benchmarks.timing import best_of_each
+    from benchmarks.timing import median_ratio
 except ImportError:  # run as a script from benchmarks/
-    from timing import best_of_each
+    from timing import median_ratio
 
 from adapters.numpy_ref import conv2d_backward, conv2d_forward
 from harness.case import Conv2d
@@ -54,9 +55,9 @@ def main(repeat: int = 3) -> list[dict]:
         tol = 1e-3 if dtype == "float32" else 1e-9
         np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=tol, atol=tol * np.abs(dx).max())
         np.testing.assert_allclose(grads["weight"], tw.grad.numpy(), rtol=tol, atol=tol * np.abs(grads["weight"]).max())
-        ref_s, torch_s = best_of_each([reference, with_torch], repeat)
+        ref_s, torch_s, ratio = median_ratio(reference, with_torch, repeat)
         rows.append({"benchmark": "conv2d fwd+bwd 16x64x56x56 3x3", "dtype": dtype, "reference_s": ref_s,
-                     "torch_s": torch_s, "ratio": ref_s / torch_s})
+                     "torch_s": torch_s, "ratio": ratio})
     return rows
 
 

@@ -140,7 +140,7 @@ def test_sum_layer():
 
 def _flipped_kernel_dx(dy, cache, L):
     x_shape, cols, wg, has_bias = cache
-    return numpy_ref.conv2d_backward(dy, (x_shape, cols, wg[..., ::-1], has_bias), L)  # the flipped kernel
+    return numpy_ref.conv2d_backward(dy, [x_shape, cols, wg[..., ::-1], has_bias], L)  # the flipped kernel
 
 
 def _sigmoid_without_chain(dy, cache, L):
@@ -174,3 +174,45 @@ def _entry(target, fake):
     if target == "activation_backward":
         return Activation, (numpy_ref.activation_forward, fake)
     return "max", (numpy_ref.max_pool2d_forward, fake)
+
+
+# The conv reuses the im2col columns a backward has finished with (numpy_ref._give_back): results
+# must not depend on what the buffer held before, and a forward cache is good for one backward only.
+
+def _conv(n, c, o, hw, stride=1, pad=1):
+    from harness.case import Conv2d
+    out = (hw + 2 * pad - 3) // stride + 1
+    return Conv2d(name="conv", in_shape=(n, c, hw, hw), out_shape=(n, o, out, out), out_channels=o,
+                  kernel_size=(3, 3), stride=(stride, stride), padding=((pad, pad), (pad, pad)),
+                  dilation=(1, 1), groups=1)
+
+
+def _fwd_bwd(L, seed):
+    rng = np.random.default_rng(seed)
+    x, dy = rng.standard_normal(L.in_shape), rng.standard_normal(L.out_shape)
+    w, b = rng.standard_normal((L.out_channels, L.in_shape[1], 3, 3)), rng.standard_normal(L.out_channels)
+    y, cache = numpy_ref.conv2d_forward(x, w, b, L)
+    dx, grads = numpy_ref.conv2d_backward(dy, cache, L)
+    return y, dx, grads["weight"], grads["bias"]
+
+
+def test_reused_columns_change_no_result(monkeypatch):
+    layers = [_conv(2, 16, 8, 64), _conv(2, 8, 16, 48, stride=2), _conv(2, 16, 8, 64), _conv(1, 16, 16, 70, pad=0)]
+    assert all(L.in_shape[1] * 9 * L.out_shape[0] * L.out_shape[2] ** 2 >= 1 << 20 for L in layers[:1])
+    reused = [_fwd_bwd(L, seed) for seed, L in enumerate(layers)]
+    assert getattr(numpy_ref._SPARE, "cols", None) is not None  # the buffer was kept and handed on
+    monkeypatch.setattr(numpy_ref, "_give_back", lambda cols: None)
+    numpy_ref._SPARE.cols = None
+    fresh = [_fwd_bwd(L, seed) for seed, L in enumerate(layers)]
+    for a, b in zip(reused, fresh):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_a_forward_cache_serves_one_backward():
+    L = _conv(1, 2, 2, 5)
+    rng = np.random.default_rng(0)
+    y, cache = numpy_ref.conv2d_forward(rng.standard_normal(L.in_shape), rng.standard_normal((2, 2, 3, 3)), None, L)
+    numpy_ref.conv2d_backward(np.ones_like(y), cache, L)
+    with pytest.raises(RuntimeError, match="already used by a backward"):
+        numpy_ref.conv2d_backward(np.ones_like(y), cache, L)
