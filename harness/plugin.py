@@ -164,12 +164,12 @@ class CaseItem(pytest.Item):
         return self.path, self.case.line - 1, f"{self.case.id}[{self.framework}]"
 
 
-@pytest.hookimpl(wrapper=True)
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    report = yield
+    outcome = yield
     if call.when == "teardown":  # pytest copies user_properties into every phase's report: ship them once
+        report = outcome.get_result()
         report.user_properties = [p for p in report.user_properties if p[0] != _RECORDS_KEY]
-    return report
 
 
 def pytest_runtest_logreport(report):
