@@ -1,10 +1,11 @@
 """Reference conv2d forward+backward against torch on the same data (issue: "reference conv benchmark").
 
-Batch 16, 64 -> 64 channels, 56x56, 3x3, padding 1; float32 and float64; one run of five
-rounds; in each the reference, then torch, run three times (after one untimed call) and the round's
-ratio is of the two best times; printed: the medians over the rounds. Prints the ratio reference / torch (lower is
-better; target <= 1.5 in float32, <= 1.0 in float64). The reference adapter itself always computes in float64; the float32 row runs
-the same layer functions on float32 arrays to compare like with like.
+Batch 16, 64 -> 64 channels, 56x56, 3x3, padding 1; float32 and float64. One run of five rounds:
+in each, the reference and then torch run three times (after one untimed call) and the round's
+ratio is of the two best times. Printed: the medians over the rounds of the times and of the ratio
+reference / torch (lower is better; target <= 1.5 in float32, <= 1.0 in float64). The reference
+adapter itself always computes in float64; the float32 row runs the same layer functions on
+float32 arrays to compare like with like.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 This machine's speed drifts (by 20% and more within a minute), so two things compared as a ratio
 are timed in alternating blocks, and the ratio is taken within each round, where both sides met
-the same machine (`round_ratios`). Each block starts with an untimed call, because one library's
+the same machine (`median_ratio`). Each block starts with an untimed call, because one library's
 idle worker threads keep spinning for a while after it returns and slow down whatever runs next
 (OpenBLAS and OpenMP both do).
 """

@@ -120,9 +120,10 @@ _SETTLED: set[str] = set()  # adapters whose first run (and so their framework's
 
 
 def _settle(adapter: Adapter) -> None:
-    """After an adapter's first run its framework is imported, and its ~10^5 objects live until exit.
-    gc.freeze() takes them out of the cyclic collector's view: with torch and TF loaded, each full
-    collection (several per run, one at exit, five in pytest's teardown) would walk them all, ~0.3 s."""
+    """After an adapter's first run its framework is imported, and its objects live until exit.
+    gc.freeze() takes them out of the cyclic collector's view: with torch and TF loaded (~5·10^5
+    objects), each full collection (several per run, one in pytest's teardown, one at exit) would
+    walk them all, ~0.3 s each."""
     if adapter.name not in _SETTLED:
         _SETTLED.add(adapter.name)
         gc.freeze()

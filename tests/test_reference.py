@@ -196,14 +196,29 @@ def _fwd_bwd(L, seed):
     return y, dx, grads["weight"], grads["bias"]
 
 
+def _two_alive(L):
+    """Two forwards before their backwards, as in a network: each needs its own columns."""
+    rng = np.random.default_rng(7)
+    xs, dys = rng.standard_normal((2, *L.in_shape)), rng.standard_normal((2, *L.out_shape))
+    w = rng.standard_normal((L.out_channels, L.in_shape[1], 3, 3))
+    caches = [numpy_ref.conv2d_forward(x, w, None, L)[1] for x in xs]
+    return tuple(numpy_ref.conv2d_backward(dy, c, L)[1]["weight"] for dy, c in zip(dys[::-1], caches[::-1]))
+
+
 def test_reused_columns_change_no_result(monkeypatch):
+    # big enough to be kept; then a stride-2 conv (col2im path) and a larger-input one write over it
     layers = [_conv(2, 16, 8, 64), _conv(2, 8, 16, 48, stride=2), _conv(2, 16, 8, 64), _conv(1, 16, 16, 70, pad=0)]
-    assert all(L.in_shape[1] * 9 * L.out_shape[0] * L.out_shape[2] ** 2 >= 1 << 20 for L in layers[:1])
-    reused = [_fwd_bwd(L, seed) for seed, L in enumerate(layers)]
-    assert getattr(numpy_ref._SPARE, "cols", None) is not None  # the buffer was kept and handed on
+    numpy_ref._SPARE.cols = None
+    reused = [_fwd_bwd(layers[0], 0)]
+    spare = numpy_ref._SPARE.cols
+    assert spare is not None and spare.size >= 1 << 20  # kept...
+    _, cache = numpy_ref.conv2d_forward(np.ones(layers[0].in_shape), np.ones((8, 16, 3, 3)), None, layers[0])
+    assert np.shares_memory(cache[1], spare)  # ...and written over by the next im2col
+    numpy_ref.conv2d_backward(np.ones(layers[0].out_shape), cache, layers[0])
+    reused += [_fwd_bwd(L, seed) for seed, L in enumerate(layers) if seed] + [_two_alive(layers[0])]
     monkeypatch.setattr(numpy_ref, "_give_back", lambda cols: None)
     numpy_ref._SPARE.cols = None
-    fresh = [_fwd_bwd(L, seed) for seed, L in enumerate(layers)]
+    fresh = [_fwd_bwd(L, seed) for seed, L in enumerate(layers)] + [_two_alive(layers[0])]
     for a, b in zip(reused, fresh):
         for u, v in zip(a, b):
             np.testing.assert_array_equal(u, v)
