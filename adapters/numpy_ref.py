@@ -36,11 +36,7 @@ def _im2col(x, k, s, d, pad, out_hw):
     n, c = x.shape[:2]
     windows = _windows(x, k, s, d, pad, out_hw)
     cols = _take_spare(windows.shape, x.dtype)
-    if cols.size < 1 << 20 or n < 2:
-        cols[...] = windows
-    else:  # a big copy: split the batch over threads (NumPy copies release the GIL; BLAS already uses every core)
-        bounds = np.linspace(0, n, min(n, _threads()) + 1, dtype=int)
-        list(_pool().map(lambda ab: cols.__setitem__(slice(*ab), windows[slice(*ab)]), zip(bounds, bounds[1:])))
+    _over_batch(n, cols.size, lambda b: cols.__setitem__(b, windows[b]))
     return cols.reshape(n, c * k[0] * k[1], -1)
 
 
@@ -66,7 +62,13 @@ def _give_back(cols: np.ndarray) -> None:
         _SPARE.cols = cols
 
 
-_POOL = None
+# ---------------------------------------------------------------- batch parallelism
+# A big layer splits its batch over threads, and each thread runs its share's copies and GEMMs on
+# one BLAS thread. NumPy releases the GIL for both. A multi-threaded BLAS instead splits every GEMM
+# and makes its threads meet after each one; on a shared machine one late core stalls them all.
+
+_POOL, _BLAS = None, None
+_BATCH_LOCK = threading.Lock()  # one split at a time: BLAS's thread count is process-wide
 
 
 def _threads() -> int:
@@ -78,6 +80,21 @@ def _pool():
     if _POOL is None:
         _POOL = ThreadPoolExecutor(_threads())
     return _POOL
+
+
+def _over_batch(n: int, size: int, work) -> list:
+    """[work(batch slice) for each thread's share of the batch]; no threads for small work (size elements)."""
+    global _BLAS
+    threads = min(n, _threads())
+    if size < 1 << 20 or threads < 2:
+        return [work(slice(None))]
+    bounds = np.linspace(0, n, threads + 1, dtype=int)
+    with _BATCH_LOCK:
+        if _BLAS is None:
+            from threadpoolctl import ThreadpoolController
+            _BLAS = ThreadpoolController()
+        with _BLAS.limit(limits=1, user_api="blas"):
+            return list(_pool().map(work, [slice(a, b) for a, b in zip(bounds, bounds[1:])]))
 
 
 def _col2im(cols, x_shape, k, s, d, pad, out_hw):
@@ -95,11 +112,19 @@ def _col2im(cols, x_shape, k, s, d, pad, out_hw):
 # ---------------------------------------------------------------- conv2d (weight OIHW)
 
 def _correlate(x, w, groups, k, s, d, pad, out_hw):
-    """Grouped cross-correlation, im2col + batched matmul. Returns (y, cols)."""
-    n = x.shape[0]
-    cols = _im2col(x, k, s, d, pad, out_hw).reshape(n, groups, -1, int(np.prod(out_hw)))
+    """Grouped cross-correlation, im2col + batched matmul, share by share of the batch. Returns (y, cols)."""
+    n, length = x.shape[0], int(np.prod(out_hw))
+    windows = _windows(x, k, s, d, pad, out_hw)
+    cols = _take_spare(windows.shape, x.dtype)
     wg = w.reshape(groups, w.shape[0] // groups, -1)
-    return (wg @ cols).reshape(n, -1, *out_hw), cols
+    y = np.empty((n, groups, wg.shape[1], length), dtype=np.result_type(x, w))
+
+    def share(b):
+        cols[b] = windows[b]
+        np.matmul(wg, cols[b].reshape(-1, groups, wg.shape[2], length), out=y[b])
+
+    _over_batch(n, cols.size, share)
+    return y.reshape(n, -1, *out_hw), cols.reshape(n, groups, -1, length)
 
 
 def conv2d_forward(x, w, b, L: Conv2d):
@@ -118,7 +143,7 @@ def conv2d_backward(dy, cache, L: Conv2d):
     cache[1] = None  # a backward consumes its forward's columns: they become scratch once dW is done
     n, g = dy.shape[0], L.groups
     dyg = dy.reshape(n, g, -1, cols.shape[-1])
-    dw = (dyg @ np.swapaxes(cols, -1, -2)).sum(axis=0)
+    dw = sum(_over_batch(n, cols.size, lambda b: (dyg[b] @ np.swapaxes(cols[b], -1, -2)).sum(axis=0)))
     _give_back(cols)
     grads = {"weight": dw.reshape(w.shape)}
     if has_bias:

@@ -231,3 +231,17 @@ def test_a_forward_cache_serves_one_backward():
     numpy_ref.conv2d_backward(np.ones_like(y), cache, L)
     with pytest.raises(RuntimeError, match="already used by a backward"):
         numpy_ref.conv2d_backward(np.ones_like(y), cache, L)
+
+
+def test_batch_split_over_threads_matches_one_thread(monkeypatch):
+    """A big conv splits its batch over threads, one BLAS thread each (numpy_ref._over_batch)."""
+    from threadpoolctl import threadpool_info
+    before = [i["num_threads"] for i in threadpool_info()]
+    L = _conv(4, 16, 8, 64)
+    monkeypatch.setattr(numpy_ref, "_threads", lambda: 2)
+    split = _fwd_bwd(L, 3)
+    assert [i["num_threads"] for i in threadpool_info()] == before  # BLAS's own pool size is restored
+    monkeypatch.setattr(numpy_ref, "_threads", lambda: 1)
+    whole = _fwd_bwd(L, 3)
+    for u, v in zip(split, whole):
+        np.testing.assert_allclose(u, v, rtol=1e-13, atol=1e-13 * np.abs(v).max())
