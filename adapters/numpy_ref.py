@@ -34,9 +34,8 @@ def _windows(x, k, s, d, pad, out_hw, fill=0.0):
 def _im2col(x, k, s, d, pad, out_hw):
     """(N,C,H,W) -> (N, C·kh·kw, Ho·Wo): column l is the receptive field of output pixel l."""
     n, c = x.shape[:2]
-    windows = _windows(x, k, s, d, pad, out_hw)
-    cols = _take_spare(windows.shape, x.dtype)
-    _over_batch(n, cols.size, lambda b: cols.__setitem__(b, windows[b]))
+    cols = _take_spare((n, c, *k, *out_hw), x.dtype)
+    _over_batch(n, cols.size, lambda b: cols.__setitem__(b, _windows(x[b], k, s, d, pad, out_hw)))
     return cols.reshape(n, c * k[0] * k[1], -1)
 
 
@@ -111,17 +110,19 @@ def _col2im(cols, x_shape, k, s, d, pad, out_hw):
 
 # ---------------------------------------------------------------- conv2d (weight OIHW)
 
-def _correlate(x, w, groups, k, s, d, pad, out_hw):
-    """Grouped cross-correlation, im2col + batched matmul, share by share of the batch. Returns (y, cols)."""
+def _correlate(x, w, groups, k, s, d, pad, out_hw, bias=None):
+    """Grouped cross-correlation (+ bias): im2col + batched matmul, share by share of the batch.
+    Returns (y, cols)."""
     n, length = x.shape[0], int(np.prod(out_hw))
-    windows = _windows(x, k, s, d, pad, out_hw)
-    cols = _take_spare(windows.shape, x.dtype)
+    cols = _take_spare((*x.shape[:2], *k, *out_hw), x.dtype)
     wg = w.reshape(groups, w.shape[0] // groups, -1)
     y = np.empty((n, groups, wg.shape[1], length), dtype=np.result_type(x, w))
 
     def share(b):
-        cols[b] = windows[b]
+        cols[b] = _windows(x[b], k, s, d, pad, out_hw)
         np.matmul(wg, cols[b].reshape(-1, groups, wg.shape[2], length), out=y[b])
+        if bias is not None:
+            y[b] += bias.reshape(groups, -1, 1)
 
     _over_batch(n, cols.size, share)
     return y.reshape(n, -1, *out_hw), cols.reshape(n, groups, -1, length)
@@ -129,9 +130,7 @@ def _correlate(x, w, groups, k, s, d, pad, out_hw):
 
 def conv2d_forward(x, w, b, L: Conv2d):
     # y[n,o] = Σ_{c,i,j} w[o,c,i,j] · xpad[n, c, y·s + i·d, x·s + j·d] + b[o]   (cross-correlation)
-    y, cols = _correlate(x, w, L.groups, L.kernel_size, L.stride, L.dilation, L.padding, L.out_shape[2:])
-    if b is not None:
-        y += b[:, None, None]  # in place: y is the matmul's own new array
+    y, cols = _correlate(x, w, L.groups, L.kernel_size, L.stride, L.dilation, L.padding, L.out_shape[2:], b)
     return y, [x.shape, cols, w, b is not None]
 
 
@@ -143,7 +142,11 @@ def conv2d_backward(dy, cache, L: Conv2d):
     cache[1] = None  # a backward consumes its forward's columns: they become scratch once dW is done
     n, g = dy.shape[0], L.groups
     dyg = dy.reshape(n, g, -1, cols.shape[-1])
-    dw = sum(_over_batch(n, cols.size, lambda b: (dyg[b] @ np.swapaxes(cols[b], -1, -2)).sum(axis=0)))
+
+    def dw_share(b):  # Σ_n cols·dYᵀ = dWᵀ: the same products, in the operand order OpenBLAS runs ~12% faster
+        return (cols[b] @ np.swapaxes(dyg[b], -1, -2)).sum(axis=0)
+
+    dw = np.swapaxes(sum(_over_batch(n, cols.size, dw_share)), -1, -2)
     _give_back(cols)
     grads = {"weight": dw.reshape(w.shape)}
     if has_bias:
