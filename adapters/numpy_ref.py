@@ -2,7 +2,8 @@
 
 Each layer is a forward/backward pair. Forward returns (output, cache); backward takes the
 output gradient and the cache and returns (input gradient, {param kind: gradient}).
-Convolutions are im2col + batched matmul (BLAS); pools are strided window views.
+Convolutions are im2col + batched matmul (BLAS), a big batch split over threads; pools are
+strided window views. A conv's forward cache serves one backward, which recycles its columns.
 Computation is float64 whatever the case dtype: the inputs were rounded to the case dtype once,
 so the reference is the exact answer for the numbers every framework was given.
 """
