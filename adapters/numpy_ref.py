@@ -85,8 +85,8 @@ def _pool():
 def _over_batch(n: int, size: int, work) -> list:
     """[work(batch slice) for each thread's share of the batch]; no threads for small work (size elements)."""
     global _BLAS
-    threads = min(n, _threads())
-    if size < 1 << 20 or threads < 2:
+    threads = min(n, _threads()) if size >= 1 << 20 else 1  # small work (every bundled case): no env lookup
+    if threads < 2:
         return [work(slice(None))]
     bounds = np.linspace(0, n, threads + 1, dtype=int)
     with _BATCH_LOCK:
