@@ -31,7 +31,7 @@ def main(paths: str = "cases", rounds: int = 2) -> list[dict]:
     py = sys.executable
     wall([py, "-c", "import torch, tensorflow, keras"])
     commands = {"gradconf_run_s": [py, "-m", "harness", "run", paths, "-q", "--out"],
-                "pytest_s": [py, "-m", "pytest", paths, "-q", "-p", "no:randomly"],
+                "pytest_s": [py, "-m", "pytest", paths, "-q"],
                 "pytest_n2_s": [py, "-m", "pytest", paths, "-q", "-n", "2"]}
     best = {name: float("inf") for name in commands}
     for _ in range(int(rounds)):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,33 @@ from .errors import CaseError
 _MODEL_KEY = re.compile(r"^model\s*:", re.M)
 
 
-_REF_CACHE: dict = {}        # (file, case id) -> the reference run, shared by that case's framework tests
+class _References:
+    """(file, case id) -> the reference run of that case, shared by its framework tests in this process.
+
+    Bounded by bytes, not entries: a shuffled order (pytest-randomly, `-p random-order`) puts a case's
+    tests far apart, and all the bundled cases' references take ~12 MB, while one large case can take
+    hundreds. Least recently used goes first; the newest is always kept.
+    """
+
+    def __init__(self, budget: int = 256 << 20):
+        self.budget, self.held = budget, 0
+        self._runs: OrderedDict = OrderedDict()  # key -> (reference, its bytes)
+
+    def get(self, key, compute):
+        if key in self._runs:
+            self._runs.move_to_end(key)
+            return self._runs[key][0]
+        reference = compute()
+        size = reference.nbytes()
+        self._runs[key] = (reference, size)
+        self.held += size
+        while self.held > self.budget and len(self._runs) > 1:
+            _, (_, freed) = self._runs.popitem(last=False)
+            self.held -= freed
+        return reference
+
+
+_REFERENCES = _References()
 _ADAPTERS: dict = {}         # framework name -> adapter, one per process
 _SESSION_RECORDS: list = []  # every test's records, gathered in the controlling process for the reports
 _RECORDS_KEY = "gradconf_records"
@@ -125,14 +152,9 @@ class CaseItem(pytest.Item):
         self.case, self.framework = case, framework
 
     def _reference(self, runner):
-        """The reference run of this case, shared by its framework tests in this process."""
-        key = (self.case.file, self.case.id)
-        if key not in _REF_CACHE:
-            from .runner import CaseResult
-            if len(_REF_CACHE) >= 64:  # tests of one case run close together: a small window suffices
-                _REF_CACHE.pop(next(iter(_REF_CACHE)))
-            _REF_CACHE[key] = runner.reference_trace(self.case, CaseResult(self.case))
-        return _REF_CACHE[key]
+        from .runner import CaseResult
+        return _REFERENCES.get((self.case.file, self.case.id),
+                               lambda: runner.reference_trace(self.case, CaseResult(self.case)))
 
     def runtest(self):
         from .runner import Runner

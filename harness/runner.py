@@ -63,6 +63,13 @@ class Reference:
     slack: dict          # (step, quantity, tensor) -> extra atol the reference's conditioning warrants
     why: str = ""        # why there is no trace
 
+    def nbytes(self) -> int:
+        """Memory held by this run's arrays, for a caller that keeps it."""
+        arrays = [self.initial.input, self.initial.target, *self.initial.params.values()] if self.initial else []
+        for s in self.trace.steps if self.trace else ():
+            arrays += [s.loss, s.output, *s.grads.values(), *s.params.values()]
+        return sum(np.asarray(a).nbytes for a in arrays if a is not None)
+
 
 @dataclass
 class CaseResult:

@@ -115,3 +115,61 @@ def test_xdist_gives_the_same_results_and_merged_reports(pytester, cases):
                        r["max_abs_err"]) for r in data)
     assert records("serial") == records("parallel") and len(records("serial")) > 20
     assert (pytester.path / "parallel" / "report.html").exists()
+
+
+COUNT_REFERENCES = """
+import harness.runner
+
+runs = []
+_reference_trace = harness.runner.Runner.reference_trace
+
+
+def counted(self, case, result):
+    runs.append(case.id)
+    return _reference_trace(self, case, result)
+
+
+harness.runner.Runner.reference_trace = counted
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.framework)  # every numpy test, then every torch test: far apart
+
+
+def pytest_unconfigure(config):
+    print(f"\\nreference runs: {len(runs)} for {len(set(runs))} cases")
+"""
+
+
+def test_reference_runs_once_per_case_even_when_its_tests_are_far_apart(pytester, cases):
+    shutil.copy(os.path.join(ROOT, "cases", "families", "pool2d.yaml"), cases / "pool2d.yaml")
+    pytester.makeconftest(COUNT_REFERENCES)
+    result = pytester.runpytest_subprocess("cases", "--gradconf-count", "80", "--gradconf-frameworks", "numpy,torch",
+                                           "-s")
+    result.assert_outcomes(passed=162)
+    result.stdout.fnmatch_lines(["*reference runs: 81 for 81 cases*"])
+
+
+class _Run:
+    def __init__(self, size):
+        self.size = size
+
+    def nbytes(self):
+        return self.size
+
+
+def test_reference_cache_is_bounded_by_bytes_least_recently_used_first():
+    from harness.plugin import _References
+    cache, computed = _References(budget=100), []
+
+    def get(key, size):
+        return cache.get(key, lambda: computed.append(key) or _Run(size))
+    get("a", 40), get("b", 40), get("a", 40)   # a hit: computed once, and now the most recent
+    assert computed == ["a", "b"] and cache.held == 80
+    get("c", 40)                                # over budget: b, the least recently used, goes
+    get("a", 40)
+    assert computed == ["a", "b", "c"] and cache.held == 80
+    get("b", 40)
+    assert computed == ["a", "b", "c", "b"]
+    get("huge", 500)                            # larger than the budget alone: kept, everything else goes
+    assert cache.held == 500 and get("huge", 500).size == 500 and computed[-1] == "huge"
