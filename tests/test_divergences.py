@@ -31,7 +31,7 @@ def test_catalogue_lists_its_ids():
 
 
 @pytest.mark.parametrize("name", ["tf_adam_eps_tiny_gradients", "tf_adam_weight_decay", "tf_momentum_float64",
-                                  "tf_adam_bfloat16", "half_adam_underflow"])
+                                  "tf_weight_decay_float64", "tf_adam_bfloat16", "half_adam_underflow"])
 def test_unmarked_divergence_is_a_failure(name):
     tf_adapter = pytest.importorskip("adapters.tensorflow_adapter")
     pytest.importorskip("tensorflow")
@@ -45,7 +45,7 @@ def test_unmarked_divergence_is_a_failure(name):
 
 
 @pytest.mark.parametrize("name", ["tf_adam_eps_tiny_gradients", "tf_adam_weight_decay", "tf_momentum_float64",
-                                  "tf_adam_bfloat16"])
+                                  "tf_weight_decay_float64", "tf_adam_bfloat16"])
 def test_torch_conforms_on_the_divergence_cases(name):
     torch_adapter = pytest.importorskip("adapters.torch_adapter")
     pytest.importorskip("torch")
