@@ -66,8 +66,7 @@ class Reference:
     def nbytes(self) -> int:
         """Memory held by this run's arrays, for a caller that keeps it."""
         arrays = [self.initial.input, self.initial.target, *self.initial.params.values()] if self.initial else []
-        for s in self.trace.steps if self.trace else ():
-            arrays += [s.loss, s.output, *s.grads.values(), *s.params.values()]
+        arrays += [a for *_, a in _quantities(self.trace)] if self.trace else []
         return sum(np.asarray(a).nbytes for a in arrays if a is not None)
 
 
@@ -90,7 +89,7 @@ def _brief(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}{where}"
 
 
-def _quantities(case: Case, trace: Trace):
+def _quantities(trace: Trace):
     """(step, quantity, tensor, array) for everything an adapter returned, reference order."""
     for i, s in enumerate(trace.steps, start=1):
         yield i, "loss", None, np.asarray(s.loss)
@@ -167,7 +166,7 @@ class Runner:
                                                     f"expected {len(ref.trace.steps)}", self.reference.name)]
         return [self._record(case, framework, self.reference.name, step, q, t, _lookup(trace, step, q, t), desired,
                              ref)
-                for step, q, t, desired in _quantities(case, ref.trace)]
+                for step, q, t, desired in _quantities(ref.trace)]
 
     def compare_golden(self, case: Case, framework: str, trace: Trace, ref: Reference) -> list[Record]:
         if len(trace.steps) != len(ref.trace.steps):
@@ -206,7 +205,7 @@ class Runner:
         trace, note = self._run_adapter(self.reference, case, initial, result)
         if note is not None:
             return Reference(initial, None, {}, f"reference {self.reference.name} {note.status}: {note.message}")
-        for step, q, t, arr in _quantities(case, trace):
+        for step, q, t, arr in _quantities(trace):
             if not np.all(np.isfinite(arr)):
                 return Reference(initial, None, {}, f"reference {self.reference.name} produced non-finite values "
                                                     f"in {q}{' ' + t if t else ''} at step {step}")
@@ -216,7 +215,7 @@ class Runner:
     def _slack(case: Case, trace: Trace, noise: dict) -> dict:
         """Once per case, for every framework compared: measured movement, plus Adam's slack on parameters."""
         slack = {key: NOISE_FACTOR[case.dtype] * moved for key, moved in noise.items()}
-        for step, q, t, _ in _quantities(case, trace):
+        for step, q, t, _ in _quantities(trace):
             if q == "param":
                 grads = [s.grads[t] for s in trace.steps[:step]]
                 slack[(step, q, t)] = slack.get((step, q, t), 0.0) + adam_slack(case, t, grads)
@@ -231,7 +230,7 @@ class Runner:
                 other = self.reference.run(case, shaken)
             except Exception:
                 return {}
-            for (step, q, t, a), (_, _, _, b) in zip(_quantities(case, trace), _quantities(case, other)):
+            for (step, q, t, a), (_, _, _, b) in zip(_quantities(trace), _quantities(other)):
                 moved = np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
                 moved = float(np.max(np.where(np.isfinite(moved), moved, 0.0), initial=0.0))
                 noise[(step, q, t)] = max(noise.get((step, q, t), 0.0), moved)
