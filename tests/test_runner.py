@@ -8,7 +8,7 @@ from adapters import Unsupported
 from adapters.numpy_ref import NumpyReference
 from harness.case import Conv2d, ConvTranspose2d
 from harness.loader import load_paths
-from harness.runner import FAILING, Runner
+from harness.runner import FAILING, CaseResult, Runner
 from tests.conftest import ROOT, make_case
 
 
@@ -160,6 +160,24 @@ def test_records_carry_allowance_and_ratio():
     for r in records:
         if r.framework == "same":
             assert r.rtol > 0 and r.atol > 0 and r.ratio == 0.0 and r.status == "pass"
+
+
+def test_a_records_atol_is_the_allowance_applied_measured_slack_included():
+    """Near a fit, dL/dw = 2(y − t)·x is a difference of nearly equal numbers: the measured slack is most
+    of the allowance, and a record that passes on it must say so in its `atol`."""
+    case = make_case(input=[[1.0, 2.0]], model=[{"dense": {"name": "fc", "out_features": 1, "bias": False,
+                                                           "weight": [[1.0, 1.0]]}}],
+                     loss={"mse": {"target": 3.0 + 1e-9}}, dtype="float64")
+    slack = Runner(NumpyReference(), []).reference_trace(case, CaseResult(case)).slack[(1, "grad", "fc.weight")]
+
+    def nudge(trace):
+        trace.steps[0].grads["fc.weight"] += slack / 2
+
+    records = Runner(NumpyReference(), [Scripted("nudged", nudge)]).run_case(case).records
+    r = next(r for r in records if r.framework == "nudged" and r.tensor == "fc.weight")
+    assert r.status == "pass" and r.max_abs_err == pytest.approx(slack / 2)
+    assert r.max_abs_err > r.rtol * 4e-9  # not covered by the computed allowance alone (max|ref| = 4e-9)
+    assert r.max_abs_err <= r.atol + r.rtol * abs(r.desired)
 
 
 def test_transposed_conv_cases_exist():  # the flipped-kernel check above skips them; they are FD-tested
