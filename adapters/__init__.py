@@ -61,7 +61,8 @@ class Adapter(Protocol):
         """The framework's version (may import it)."""
 
     def run(self, case, initial: Initial) -> Trace:
-        """Run `case.steps` steps; raise `Unsupported(reason)` for a case it cannot express faithfully."""
+        """Run `case.steps` steps; raise `Unsupported(reason)` for a case it cannot express faithfully.
+        A reference may also take `round_off=` (see NumpyReference.run and tolerance.rounded_layers)."""
 
 
 _BUILTIN = {"numpy": "adapters.numpy_ref:NumpyReference", "torch": "adapters.torch_adapter:TorchAdapter",

@@ -408,26 +408,29 @@ class NumpyReference:
     def version(self):
         return np.__version__
 
-    def run(self, case, initial: Initial) -> Trace:
+    def run(self, case, initial: Initial, round_off=None) -> Trace:
+        """`round_off` (the runner's conditioning runs only): called on each sigmoid and tanh output, in place."""
         params = {k: np.array(v, dtype=np.float64) for k, v in initial.params.items()}
         x0 = np.array(initial.input, dtype=np.float64)
         opt = make_optimizer(case.optimizer)
         steps = []
         for _ in range(case.steps):
             with np.errstate(all="ignore"):  # overflow shows up as non-finite values, which the runner reports
-                loss, output, grads, magnitude = gradients(case, x0, params, initial.target)
+                loss, output, grads, magnitude = gradients(case, x0, params, initial.target, round_off)
             if opt is not None:
                 params = {k: opt.update(k, p, grads[k]) for k, p in params.items()}
             steps.append(Step(np.asarray(loss), output, grads, dict(params) if opt is not None else {}, magnitude))
         return Trace(steps)
 
 
-def gradients(case, x, params, target):
+def gradients(case, x, params, target, round_off=None):
     """Forward through every layer, then backward in reverse: (loss, output, {name: gradient}, magnitudes)."""
     caches, last_input = [], x
     for L in case.layers:
         last_input = x
         x, cache = layer_forward(L, x, params)
+        if round_off is not None and isinstance(L, Activation) and L.kind != "relu":
+            round_off(x)  # in place: σ' = σ(1 − σ) and tanh' = 1 − y² read this same (cached) array
         caches.append(cache)
     loss, dy = loss_and_grad(case.loss.kind, x, target)
     # How big an error in the loss an output error of one part in max|y| makes: Σ|dL/dy|·max|y|.

@@ -8,6 +8,7 @@ another's records.
 from __future__ import annotations
 
 import gc
+import inspect
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from .case import Case
 from .compare import Comparison, compare
 from .errors import Unsupported
 from .tensors import materialize
-from .tolerance import NOISE_FACTOR, Allowance, adam_slack, allowance, override, perturbed
+from .tolerance import NOISE_FACTOR, Allowance, adam_slack, allowance, override, perturbed, rounded_layers
 
 FAILING = ("fail", "error", "xpass")
 
@@ -125,6 +126,13 @@ def _lookup(trace: Trace, step: int, quantity: str, tensor: str | None):
 _SETTLED: set[str] = set()  # adapters whose first run (and so their framework's import) is behind us
 
 
+def _accepts(function, keyword: str) -> bool:
+    try:
+        return keyword in inspect.signature(function).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        return False
+
+
 def _settle(adapter: Adapter) -> None:
     """After an adapter's first run its framework is imported, and its objects live until exit.
     gc.freeze() takes them out of the cyclic collector's view: with torch and TF loaded (~5·10^5
@@ -139,6 +147,7 @@ class Runner:
     def __init__(self, reference: Adapter, frameworks: list[Adapter]):
         self.reference = reference
         self.frameworks = frameworks
+        self._reference_rounds = _accepts(reference.run, "round_off")  # optional: see tolerance.rounded_layers
 
     # -------------------------------------------------------------- comparing
 
@@ -228,8 +237,9 @@ class Runner:
         noise: dict = {}
         for draw in range(2):
             shaken = perturbed(case, initial, draw)
+            rounding = {"round_off": rounded_layers(case, draw)} if self._reference_rounds else {}
             try:
-                other = self.reference.run(case, shaken)
+                other = self.reference.run(case, shaken, **rounding)
             except Exception:
                 return {}
             for (step, q, t, a), (_, _, _, b) in zip(_quantities(trace), _quantities(other)):

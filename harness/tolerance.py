@@ -18,7 +18,10 @@ An element passes when |actual - ref| <= atol + rtol·|ref|, where, unless the c
   error grows like eps·sqrt(depth) rather than with the reduction width.
 
 - Conditioning, measured: the reference is re-run from initial tensors perturbed at the rounding
-  level above (relative PERTURBATION·rounding_scale, random signs, twice). How far a
+  level above (relative PERTURBATION·rounding_scale, random signs, twice), and, where the reference
+  can (the NumPy one), with each sigmoid and tanh output rounded by ±PERTURBATION·eps as well: a
+  framework's last bits of tanh(x) ≈ 1 decide tanh' = 1 − y² outright, which no input perturbation
+  shows. How far a
   tensor moves is how far rounding alone can move it — through cancellation (an MSE gradient y - t
   once the net fits its target), through multi-step feedback, through an ill-conditioned optimizer
   step — and NOISE_FACTOR[dtype] times its largest movement is added to its atol. For a well-conditioned
@@ -144,3 +147,16 @@ def perturbed(case: Case, initial, draw: int):
         return a * (1.0 + delta * rng.choice([-1.0, 1.0], size=np.shape(a)))
     target = initial.target if keep_target or initial.target is None else shake(initial.target)
     return Initial(shake(initial.input), {k: shake(v) for k, v in initial.params.items()}, target)
+
+
+def rounded_layers(case: Case, draw: int):
+    """A `round_off` for the reference's perturbed runs: scales an activation's output in place by
+    (1 ± PERTURBATION·eps), signs at random. Every framework computes tanh and the sigmoid to within
+    an ulp or a few of the dtype, each with its own last bits, and reads the derivative back from that
+    output (tanh' = 1 − y², σ' = σ(1 − σ)); near saturation those bits decide it."""
+    rng = np.random.default_rng([case.seed, 0x6E015E, draw, 1])
+    delta = PERTURBATION * EPS[case.dtype]
+
+    def round_off(a: np.ndarray) -> None:
+        a *= 1.0 + delta * rng.choice([-1.0, 1.0], size=np.shape(a))
+    return round_off

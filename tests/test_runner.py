@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 
 from adapters import Unsupported
+from adapters import numpy_ref
 from adapters.numpy_ref import NumpyReference
-from harness.case import Conv2d, ConvTranspose2d
+from harness.case import Activation, Conv2d, ConvTranspose2d
 from harness.loader import load_paths
 from harness.runner import FAILING, CaseResult, Runner
 from tests.conftest import ROOT, make_case
+from tests.planted import WrongTanhDerivative
 
 
 class FlippedKernelGradient(NumpyReference):
@@ -178,6 +180,48 @@ def test_a_records_atol_is_the_allowance_applied_measured_slack_included():
     assert r.status == "pass" and r.max_abs_err == pytest.approx(slack / 2)
     assert r.max_abs_err > r.rtol * 4e-9  # not covered by the computed allowance alone (max|ref| = 4e-9)
     assert r.max_abs_err <= r.atol + r.rtol * abs(r.desired)
+
+
+def _other_tanh(x):
+    return np.sign(x) * (1.0 - 2.0 / (np.exp(2.0 * np.abs(x)) + 1.0))
+
+
+class OtherTanh(NumpyReference):
+    """A correct tanh with other last bits: 1 − 2/(e^2|x| + 1), within an ulp or two of np.tanh."""
+    name = "other_tanh"
+
+    def run(self, case, initial):
+        original = numpy_ref._PLAIN[Activation]
+
+        def forward(x, L):
+            if L.kind != "tanh":
+                return original[0](x, L)
+            y = _other_tanh(x)
+            return y, (x, y)
+        numpy_ref._PLAIN[Activation] = (forward, original[1])
+        try:
+            return super().run(case, initial)
+        finally:
+            numpy_ref._PLAIN[Activation] = original
+
+
+class WithoutRounding(NumpyReference):
+    """The reference, for a runner that cannot round its layer outputs (a `run` without `round_off`)."""
+    def run(self, case, initial):
+        return super().run(case, initial)
+
+
+def test_saturated_tanh_is_judged_by_the_rounding_of_its_output():
+    """Near saturation tanh' = 1 − y² is decided by y's last bits: a correct tanh with other last bits
+    passes, because the conditioning runs round every layer's output; without that it would be
+    called wrong. A wrong derivative (1 − y) still fails."""
+    case = next(c for c in _bundled() if c.id == "saturated_activations")
+    x = np.arange(6.0, 17.0, 0.25)
+    assert np.any(np.tanh(x) != _other_tanh(x)) and np.allclose(np.tanh(x), _other_tanh(x), rtol=1e-15, atol=0)
+    assert _statuses(Runner(NumpyReference(), [OtherTanh()]).run_case(case).records, "other_tanh") == {"pass"}
+    assert "fail" in _statuses(Runner(WithoutRounding(), [OtherTanh()]).run_case(case).records, "other_tanh")
+    assert "fail" in _statuses(Runner(NumpyReference(), [WrongTanhDerivative()]).run_case(case).records,
+                               "wrong_tanh")
 
 
 def test_transposed_conv_cases_exist():  # the flipped-kernel check above skips them; they are FD-tested
