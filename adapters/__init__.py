@@ -62,7 +62,9 @@ class Adapter(Protocol):
 
     def run(self, case, initial: Initial) -> Trace:
         """Run `case.steps` steps; raise `Unsupported(reason)` for a case it cannot express faithfully.
-        A reference may also take `round_off=` (see NumpyReference.run and tolerance.rounded_layers)."""
+        A reference may also take `round_off=` (see NumpyReference.run and tolerance.rounded_layers).
+        Optional too: `known_divergences(case) -> {id: gist}`, the docs/divergences.md entries whose
+        conditions the case meets (named on its failures)."""
 
 
 _BUILTIN = {"numpy": "adapters.numpy_ref:NumpyReference", "torch": "adapters.torch_adapter:TorchAdapter",

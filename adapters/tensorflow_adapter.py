@@ -66,6 +66,25 @@ class TensorflowAdapter:
         import keras
         return f"{tf.__version__} (keras {keras.__version__})"
 
+    def known_divergences(self, case: Case) -> dict[str, str]:
+        """The catalogued divergences (docs/divergences.md) whose conditions `case` meets: id -> gist."""
+        opt, found = case.optimizer, {}
+        if opt is None:
+            return found
+        adam = opt.kind == "adam"
+        if adam:
+            found["TF-ADAM-EPS"] = "Keras' Adam adds epsilon to sqrt(v), torch.optim to the bias-corrected sqrt(v̂)"
+        if opt.weight_decay and (adam or opt.momentum):
+            found["TF-WD"] = "Keras' weight_decay is decoupled; torch.optim's is L2 added to the gradient"
+        hyper = [opt.weight_decay, *(opt.betas if adam else [opt.momentum])]
+        if case.dtype == "float64" and any(h != float(np.float32(h)) for h in hyper):
+            found["TF-HYPER32"] = "Keras casts momentum, betas and weight_decay through float32"
+        if adam and case.dtype == "bfloat16" and 1.0 - opt.betas[1] <= 2.0 ** -9:  # beta_2 rounds to 1.0
+            found["TF-ADAM-BF16"] = "beta_2 is 1.0 in bfloat16, so Keras' Adam step size is 0"
+        if adam and case.dtype == "float16":
+            found["HALF-ADAM"] = "Adam's moments kept in float16 underflow for small gradients"
+        return found
+
     # -------------------------------------------------------------- layers (x is NHWC when 4-D)
 
     @staticmethod

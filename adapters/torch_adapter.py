@@ -35,6 +35,12 @@ class TorchAdapter:
         import torch
         return torch.__version__
 
+    def known_divergences(self, case) -> dict[str, str]:
+        """The catalogued divergences (docs/divergences.md) whose conditions `case` meets: id -> gist."""
+        if case.optimizer is not None and case.optimizer.kind == "adam" and case.dtype == "float16":
+            return {"HALF-ADAM": "Adam's moments kept in float16 underflow for small gradients"}
+        return {}
+
     # -------------------------------------------------------------- layers
 
     def _layer(self, L, x, p):

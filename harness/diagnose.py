@@ -26,4 +26,7 @@ def describe_failures(case, framework: str, records) -> str:
                                              "err/allowed", "worst at", "actual vs expected", "note"],
                               tablefmt="simple"))
     parts += notes
+    known = next((r.known for r in bad if r.known), None)
+    if known:
+        parts.append(f"the case fits known divergence(s) of {framework}: {known} (docs/divergences.md)")
     return "\n".join(parts)

@@ -18,7 +18,7 @@ SEVERITY = ["error", "fail", "xpass", "xfail", "unsupported", "skipped", "pass"]
 COLOURS = {"pass": "#d8f3dc", "fail": "#ffccd5", "error": "#ff8fa3", "xfail": "#fff3b0", "xpass": "#ffd6a5",
            "unsupported": "#e2e2e2", "skipped": "#f0f0f0"}
 FAILURE_COLUMNS = ["case", "framework", "reference", "step", "quantity", "tensor", "max_abs_err", "ratio",
-                   "worst_index", "actual", "desired", "status", "message"]
+                   "worst_index", "actual", "desired", "status", "message", "known"]
 
 
 def run_fingerprint(command: str, reference: str, adapters) -> dict:
@@ -94,7 +94,8 @@ def verdicts(df: pd.DataFrame) -> pd.DataFrame:
 
     - every framework matches the reference, and they all miss a golden value: the `expect:` value;
     - some frameworks match the reference and others do not: those others (or their adapters);
-    - no framework matches the reference: the reference, or a convention of the case.
+    - no framework matches the reference: the reference, or a convention of the case;
+    and, for a failing framework whose adapter names them, the catalogued divergences the case fits.
     """
     rows = []
     for case, g in df[df.status.isin(["fail", "error", "xpass"])].groupby("case", sort=False):
@@ -111,6 +112,8 @@ def verdicts(df: pd.DataFrame) -> pd.DataFrame:
             found.append(f"{', '.join(bad_vs_ref)}: differs from the reference, which {', '.join(agree)} match(es)")
         elif bad_vs_ref:
             found.append("the reference or the case: no framework matches the reference")
+        known = {fw: k for fw, k in zip(g.framework, g.known) if isinstance(k, str)}
+        found += [f"{fw} fits known divergence(s) {k} (docs/divergences.md)" for fw, k in known.items()]
         # Golden values missed by the reference and by every framework that agrees with it.
         references = set(everyone[everyone.reference.ne("expected")].reference.dropna())
         agreeing = references | (set(others) - set(bad_vs_ref))

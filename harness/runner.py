@@ -48,6 +48,9 @@ class Record:
     family: str | None = None
     file: str | None = None
     line: int | None = None
+    # On a failing framework's records: the catalogued divergences (docs/divergences.md) whose
+    # conditions the case meets, as the adapter declares them, e.g. "TF-ADAM-EPS, TF-HYPER32".
+    known: str | None = None
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in _FIELDS}  # shallow: every field is a plain value
@@ -124,6 +127,18 @@ def _lookup(trace: Trace, step: int, quantity: str, tensor: str | None):
 
 
 _SETTLED: set[str] = set()  # adapters whose first run (and so their framework's import) is behind us
+
+
+def _known_divergences(adapter: Adapter, case: Case) -> str | None:
+    """The ids an adapter's optional `known_divergences(case)` names, or None."""
+    declare = getattr(adapter, "known_divergences", None)
+    if declare is None:
+        return None
+    try:
+        ids = sorted(declare(case))
+    except Exception:  # a hint must never cost a result
+        return None
+    return ", ".join(ids) or None
 
 
 def _accepts(function, keyword: str) -> bool:
@@ -267,8 +282,12 @@ class Runner:
             if note is not None:
                 records.append(note)
                 continue
-            records += self.compare_traces(case, fw.name, trace, ref)
-            records += self.compare_golden(case, fw.name, trace, ref)
+            mine = self.compare_traces(case, fw.name, trace, ref) + self.compare_golden(case, fw.name, trace, ref)
+            if any(r.status == "fail" for r in mine):
+                known = _known_divergences(fw, case)
+                for r in mine:
+                    r.known = known if r.status == "fail" else None
+            records += mine
         result.records = records
         return self.apply_xfail(case, result)
 

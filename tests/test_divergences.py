@@ -24,6 +24,26 @@ def test_every_bundled_xfail_cites_a_catalogue_id():
         assert cited and cited <= IDS, (case_id, fw, why)
 
 
+def test_adapters_name_the_divergences_that_bundled_xfail_marks_cite():
+    """An adapter's `known_divergences(case)` (the hint on a failure nobody marked) agrees with the
+    catalogue and with the marks: every cited id is named for its case, and every named id is real."""
+    import adapters
+    cases, _ = load_paths([os.path.join(ROOT, "cases")], 12)
+    named, per_mark = set(), {}  # a family's mark cites what any of its variants may show: compare the union
+    for case in cases:
+        for fw in ("torch", "tensorflow"):
+            ids = set(adapters.builtin(fw).known_divergences(case))
+            named |= ids
+            if fw in case.xfail:
+                per_mark.setdefault((case.family or case.id, fw, case.xfail[fw]), set()).update(ids)
+    assert per_mark
+    for (name, fw, why), ids in per_mark.items():
+        assert set(re.findall(r"\b[A-Z]+-[A-Z0-9-]+\b", why)) <= ids, (name, fw, ids)
+    assert named <= IDS and {"TF-ADAM-EPS", "TF-HYPER32", "TF-WD", "TF-ADAM-BF16", "HALF-ADAM"} <= named
+    (plain,) = load_file(os.path.join(ROOT, "cases", "examples", "sum_3x3.yaml"))  # float64 SGD, no momentum
+    assert adapters.builtin("tensorflow").known_divergences(plain) == {}
+
+
 def test_catalogue_lists_its_ids():
     assert {"TF-ADAM-EPS", "TF-HYPER32", "TF-WD", "TF-LR32", "TF-ADAM-BF16", "HALF-ADAM"} <= IDS
     for path in re.findall(r"`(cases/[^`*]+\.yaml)`", CATALOGUE):

@@ -224,5 +224,33 @@ def test_saturated_tanh_is_judged_by_the_rounding_of_its_output():
                                "wrong_tanh")
 
 
+def test_a_failure_that_fits_a_known_divergence_says_so():
+    from harness.diagnose import describe_failures
+    from harness.report import frame, verdicts
+
+    def off(trace):
+        trace.steps[0].grads["fc.weight"] *= 1.01
+
+    class Declares(Scripted):
+        def known_divergences(self, case):
+            return {"TF-WD": "gist", "TF-ADAM-EPS": "gist"}
+
+    class Raises(Scripted):
+        def known_divergences(self, case):
+            raise RuntimeError("broken hint")
+
+    case = _simple()
+    fws = [Declares("declares", off), Declares("fine", lambda t: None), Raises("raises", off), Scripted("silent", off)]
+    records = Runner(NumpyReference(), fws).run_case(case).records
+    known = {(r.framework, r.status): r.known for r in records if r.framework != "numpy"}
+    assert known[("declares", "fail")] == "TF-ADAM-EPS, TF-WD" and known[("declares", "pass")] is None
+    assert {k for (fw, _), k in known.items() if fw != "declares"} == {None}
+    assert "fail" in _statuses(records, "raises")  # a broken hint costs nothing
+    verdict = verdicts(frame(records)).iloc[0]["likely wrong"]
+    assert "declares fits known divergence(s) TF-ADAM-EPS, TF-WD" in verdict and "silent fits" not in verdict
+    mine = [r for r in records if r.framework == "declares"]
+    assert "fits known divergence(s) of declares: TF-ADAM-EPS, TF-WD" in describe_failures(case, "declares", mine)
+
+
 def test_transposed_conv_cases_exist():  # the flipped-kernel check above skips them; they are FD-tested
     assert any(isinstance(L, ConvTranspose2d) for c in _bundled() for L in c.layers)
