@@ -122,7 +122,8 @@ def _frameworks(config) -> list[str]:
 class CaseFile(pytest.File):
     def collect(self):
         from .loader import load_file
-        rel = os.path.relpath(self.path, self.config.rootpath)
+        # Named as the user can open it from where pytest runs (the rootdir may be elsewhere).
+        rel = os.path.relpath(self.path)
         try:
             cases = load_file(rel if not rel.startswith("..") else str(self.path),
                               self.config.getoption("gradconf_count"))

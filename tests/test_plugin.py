@@ -93,6 +93,18 @@ def test_non_case_yaml_is_left_alone_and_model_key_files_anywhere_are_cases(pyte
     result.stdout.fnmatch_lines(["*mine.yaml::mine[[]numpy[]] PASSED*"])
 
 
+def test_runs_from_a_folder_other_than_the_rootdir(pytester, cases, monkeypatch):
+    """The rootdir (here: the ini file's folder) need not be where pytest runs; files are read
+    wherever they are and named as the user can open them from there."""
+    pytester.makeini("[pytest]\n")
+    (cases / "broken.yaml").write_text(TINY.replace("out_features: 1", "out_features: 0"))
+    elsewhere = pytester.mkdir("elsewhere")
+    monkeypatch.chdir(elsewhere)
+    result = pytester.runpytest(str(cases), "--gradconf-frameworks", "numpy", "--continue-on-collection-errors")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines([f"{cases}/broken.yaml:2: model[[]0[]].dense.out_features: must be >= 1, got 0"])
+
+
 def test_families_expand_and_count_overrides(pytester, cases):
     shutil.copy(os.path.join(ROOT, "cases", "families", "conv2d.yaml"), cases / "conv2d.yaml")
     result = pytester.runpytest("cases/conv2d.yaml", "--collect-only", "-q", "--gradconf-count", "3",
