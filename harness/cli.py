@@ -14,7 +14,7 @@ import time
 from tabulate import tabulate
 
 from . import __version__
-from .errors import CaseError
+from .errors import COMMAND_LINE, CaseError
 
 EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
 
@@ -67,7 +67,7 @@ def _err(msg: str) -> None:
 def _load(paths, count=None):
     from .loader import load_paths
     if count is not None and count < 1:
-        raise CaseError(f"must be >= 1, got {count}", ("--count",), "<command line>")
+        raise CaseError(f"must be >= 1, got {count}", ("--count",), COMMAND_LINE)
     cases, errors = load_paths(paths, count)
     return cases, errors
 
@@ -75,8 +75,10 @@ def _load(paths, count=None):
 def _report_invalid(errors) -> int:
     for e in errors:
         print(str(e), file=sys.stderr)
-    files = len({e.file for e in errors})
-    _err(f"{files} invalid case file(s); nothing was run")
+    files = len({e.file for e in errors if e.file != COMMAND_LINE})
+    options = sum(e.file == COMMAND_LINE for e in errors)
+    what = [f"{files} invalid case file(s)"] * bool(files) + [f"{options} invalid option(s)"] * bool(options)
+    _err(f"{' and '.join(what)}; nothing was run")
     return EXIT_INVALID
 
 
@@ -163,7 +165,7 @@ def find_case(case_id: str, paths):
         if c.id == case_id:
             return c
     raise CaseError(f"no case `{case_id}` under {', '.join(paths)}" + (f" ({len(errors)} invalid file(s) skipped)"
-                                                                        if errors else ""), ("ID",), "<command line>")
+                                                                        if errors else ""), ("ID",), COMMAND_LINE)
 
 
 def cmd_shrink(args) -> int:
@@ -200,7 +202,7 @@ def select_adapters(frameworks: str | None, reference: str, extra: list[str]):
         try:
             a = registry.load_adapter(spec)
         except ValueError as e:
-            raise CaseError(str(e), ("--adapter",), "<command line>") from None
+            raise CaseError(str(e), ("--adapter",), COMMAND_LINE) from None
         plugins[a.name] = a
     known = {**registry.all_specs(), **dict.fromkeys(plugins)}
 
@@ -210,18 +212,18 @@ def select_adapters(frameworks: str | None, reference: str, extra: list[str]):
         try:
             return registry.builtin(name)
         except ValueError as e:  # a broken entry point: report, do not crash
-            raise CaseError(str(e), ("--frameworks",), "<command line>") from None
+            raise CaseError(str(e), ("--frameworks",), COMMAND_LINE) from None
 
     if reference not in known:
         raise CaseError(f"unknown reference `{reference}`; known: {', '.join(known)}", ("--reference",),
-                        "<command line>")
+                        COMMAND_LINE)
     if frameworks:
         names = [n.strip() for n in frameworks.split(",") if n.strip()]
         for n in names:
             if n not in known:
                 from .errors import did_you_mean
                 raise CaseError(f"unknown framework `{n}`{did_you_mean(n, known)}; known: {', '.join(known)}",
-                                ("--frameworks",), "<command line>")
+                                ("--frameworks",), COMMAND_LINE)
         chosen = [get(n) for n in dict.fromkeys([*names, *plugins])]  # an --adapter always runs
     else:  # every installed one, plus every --adapter
         chosen = [a for a in (get(n) for n in known) if not a.missing()]
@@ -283,6 +285,10 @@ def cmd_run(args, argv) -> int:
     if not cases:
         _err("no cases selected")
         return EXIT_INVALID
+    from .report import check_out_dir, run_fingerprint, write_reports
+    why = check_out_dir(args.out)
+    if why:
+        return _report_invalid([CaseError(why, ("--out",), COMMAND_LINE)])
     runner = Runner(reference, frameworks)
     progress = Progress(len(cases), sys.stderr.isatty() and not os.environ.get("CI") and not args.quiet)
     records = []
@@ -292,7 +298,6 @@ def cmd_run(args, argv) -> int:
         progress.step(case.id)
     progress.close()
     elapsed = time.perf_counter() - t0
-    from .report import run_fingerprint, write_reports
     info = run_fingerprint("gradconf " + " ".join(argv), reference.name, [reference, *frameworks])
     info["seconds"] = round(elapsed, 3)
     paths = write_reports(records, info, args.out)

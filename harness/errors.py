@@ -18,6 +18,9 @@ def format_path(path: Path) -> str:
     return out or "<top>"
 
 
+COMMAND_LINE = "<command line>"  # the "file" an error in an option or argument names
+
+
 class CaseError(Exception):
     """A case file (or option) is invalid. Reads `file:line: field.path: problem`."""
 

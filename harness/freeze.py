@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from . import yamlio
-from .errors import CaseError
+from .errors import COMMAND_LINE, CaseError
 from .family import draw_variant, is_family, split_id
 from .loader import discover, read_file
 
@@ -16,13 +16,13 @@ def find_family(name: str, paths) -> tuple[str, dict, dict]:
         stem = f.rsplit("/", 1)[-1].rsplit(".", 1)[0]
         if is_family(data) and data.get("name", stem) == name:
             return f, data, lines
-    raise CaseError(f"no family named `{name}` under {', '.join(paths)}", ("ID",), "<command line>")
+    raise CaseError(f"no family named `{name}` under {', '.join(paths)}", ("ID",), COMMAND_LINE)
 
 
 def freeze(case_id: str, paths) -> str:
     parsed = split_id(case_id)
     if parsed is None:
-        raise CaseError(f"`{case_id}` is not a family variant id like `conv_random[17]`", ("ID",), "<command line>")
+        raise CaseError(f"`{case_id}` is not a family variant id like `conv_random[17]`", ("ID",), COMMAND_LINE)
     name, index = parsed
     file, data, lines = find_family(name, paths)
     try:

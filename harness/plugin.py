@@ -74,6 +74,12 @@ def pytest_configure(config):
     import adapters
     for name in adapters.known_names():
         config.addinivalue_line("markers", f"{name}: gradconf cases run through the {name} adapter")
+    out = config.getoption("gradconf_report")
+    if out and not hasattr(config, "workerinput"):  # asked now, so that a long session never loses its report
+        from .report import check_out_dir
+        why = check_out_dir(out)
+        if why:
+            raise pytest.UsageError(f"--gradconf-report: {why}")
     workers = getattr(config.option, "numprocesses", None) or os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if str(workers).isdigit() and int(workers) > 0:
         # xdist: N workers on the same cores share them. Left alone, every worker starts a pool per

@@ -208,6 +208,20 @@ def _json_safe(v):
     return v
 
 
+def check_out_dir(out_dir: str) -> str | None:
+    """Why reports cannot be written to `out_dir` (created if missing), or None: asked before a run,
+    so that a long run never ends in a lost report."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        return f"cannot write reports to {out_dir}: it is a file, not a folder"
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        return f"cannot write reports to {out_dir}: {e.strerror or e}"
+    return None
+
+
 def write_reports(records: Sequence[Record], run: dict, out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     df = frame(records)

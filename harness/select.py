@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from .case import Case
-from .errors import CaseError
+from .errors import COMMAND_LINE, CaseError
 
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")
 
@@ -21,7 +21,7 @@ def compile_expr(expr: str):
     try:
         compiled = compile(code or "True", "<-k>", "eval")
     except SyntaxError:
-        raise CaseError(f"cannot parse -k expression {expr!r}", ("-k",), "<command line>") from None
+        raise CaseError(f"cannot parse -k expression {expr!r}", ("-k",), COMMAND_LINE) from None
 
     def predicate(case: Case) -> bool:
         words = {case.id, *case.tags, *(f for f in [case.family] if f)}

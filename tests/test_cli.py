@@ -63,10 +63,14 @@ def test_one_invalid_file_stops_a_run_before_anything_runs(tmp_path):
     (["--adapter", "nosuchmodule:Thing"], "cannot load adapter 'nosuchmodule:Thing'"),
     (["--count", "0"], "--count: must be >= 1, got 0"),
     (["-k", "conv and ("], "cannot parse -k expression"),
+    (["--out", "README.md"], "--out: cannot write reports to README.md: it is a file, not a folder"),
+    (["--out", "/proc/gradconf"], "--out: cannot write reports to /proc/gradconf: "),
 ])
 def test_bad_options_exit_2(args, message):
-    p = gradconf("run", "cases/examples", *args)
+    """Checked before anything runs (a report that cannot be written would lose a long run)."""
+    p = gradconf("run", "cases/examples", "--frameworks", "numpy", *args)
     assert p.returncode == 2 and message in p.stderr, p.stderr
+    assert p.stderr.endswith("gradconf: 1 invalid option(s); nothing was run\n") and "Traceback" not in p.stderr
 
 
 def test_numpy_only_run_and_validate_never_import_frameworks(tmp_path):

@@ -105,6 +105,13 @@ def test_runs_from_a_folder_other_than_the_rootdir(pytester, cases, monkeypatch)
     result.stdout.fnmatch_lines([f"{cases}/broken.yaml:2: model[[]0[]].dense.out_features: must be >= 1, got 0"])
 
 
+def test_report_folder_that_cannot_be_written_is_a_usage_error(pytester, cases):
+    pytester.makefile(".txt", taken="a file where the report folder should go")
+    result = pytester.runpytest("cases", "--gradconf-frameworks", "numpy", "--gradconf-report", "taken.txt")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--gradconf-report: cannot write reports to taken.txt: it is a file, not a folder"])
+
+
 def test_families_expand_and_count_overrides(pytester, cases):
     shutil.copy(os.path.join(ROOT, "cases", "families", "conv2d.yaml"), cases / "conv2d.yaml")
     result = pytester.runpytest("cases/conv2d.yaml", "--collect-only", "-q", "--gradconf-count", "3",
