@@ -300,11 +300,17 @@ def cmd_run(args, argv) -> int:
     elapsed = time.perf_counter() - t0
     info = run_fingerprint("gradconf " + " ".join(argv), reference.name, [reference, *frameworks])
     info["seconds"] = round(elapsed, 3)
-    paths = write_reports(records, info, args.out)
+    try:
+        paths, lost = write_reports(records, info, args.out), None
+    except OSError as e:  # checked before the run, but a disk can fill up meanwhile: keep the summary
+        paths, lost = [], f"cannot write reports to {args.out}: {e}"
     print(summarize(records))
     bad = sum(r.status in FAILING for r in records)
     print(f"\n{len(cases)} case(s), {len(records)} record(s), {bad} failing, {elapsed:.1f}s; "
-          f"reports: {', '.join(paths)}")
+          f"reports: {', '.join(paths) or 'none'}")
+    if lost:
+        _err(lost)
+        return EXIT_INVALID
     return EXIT_FAIL if bad else EXIT_OK
 
 

@@ -73,6 +73,18 @@ def test_bad_options_exit_2(args, message):
     assert p.stderr.endswith("gradconf: 1 invalid option(s); nothing was run\n") and "Traceback" not in p.stderr
 
 
+def test_reports_that_fail_to_write_after_the_run_keep_the_summary(tmp_path, monkeypatch, capsys):
+    import harness.report
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(harness.report, "_atomic_write", disk_full)
+    assert main(["run", EXAMPLES, "--frameworks", "numpy", "--out", str(tmp_path), "-q"]) == 2
+    out, err = capsys.readouterr()
+    assert "5 case(s)" in out and "0 failing" in out and "reports: none" in out
+    assert f"cannot write reports to {tmp_path}: [Errno 28] No space left on device" in err
+
+
 def test_numpy_only_run_and_validate_never_import_frameworks(tmp_path):
     code = ("import sys; from harness.cli import main; "
             f"rc = main(['run', 'cases/examples', '--frameworks', 'numpy', '--out', {str(tmp_path)!r}, '-q']); "
