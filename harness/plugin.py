@@ -52,6 +52,7 @@ _REFERENCES = _References()
 _ADAPTERS: dict = {}         # framework name -> adapter, one per process
 _SESSION_RECORDS: list = []  # every test's records, gathered in the controlling process for the reports
 _RECORDS_KEY = "gradconf_records"
+_CASE_IDS = pytest.StashKey[dict]()  # case id -> the file that defined it, per session (ids are unique, SPEC §1)
 
 
 class CaseFailure(Exception):
@@ -135,6 +136,12 @@ class CaseFile(pytest.File):
                               self.config.getoption("gradconf_count"))
         except CaseError as e:
             raise self.CollectError(str(e)) from None
+        seen = self.config.stash.setdefault(_CASE_IDS, {})
+        for case in cases:
+            first = seen.setdefault(case.id, case.file)
+            if first != case.file:  # as `gradconf run` says it: reports and records name cases by id
+                raise self.CollectError(str(CaseError(f"case id `{case.id}` is also used by {first}", ("name",),
+                                                      case.file, case.line_of("name"))))
         for case in cases:
             for fw in _frameworks(self.config):
                 item = CaseItem.from_parent(self, name=f"{case.id}[{fw}]", case=case, framework=fw)

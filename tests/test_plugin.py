@@ -105,6 +105,13 @@ def test_runs_from_a_folder_other_than_the_rootdir(pytester, cases, monkeypatch)
     result.stdout.fnmatch_lines([f"{cases}/broken.yaml:2: model[[]0[]].dense.out_features: must be >= 1, got 0"])
 
 
+def test_a_case_id_used_twice_is_a_collection_error_as_in_the_cli(pytester, cases):
+    (cases / "copy.yaml").write_text(SUM_3X3.replace("description:", "# a tweaked copy\ndescription:"))
+    result = pytester.runpytest("cases", "--gradconf-frameworks", "numpy", "--continue-on-collection-errors")
+    result.assert_outcomes(passed=1, errors=1)  # the first file to define the id keeps it
+    result.stdout.fnmatch_lines(["cases/sum_3x3.yaml:2: name: case id `sum_3x3` is also used by cases/copy.yaml"])
+
+
 def test_report_folder_that_cannot_be_written_is_a_usage_error(pytester, cases):
     pytester.makefile(".txt", taken="a file where the report folder should go")
     result = pytester.runpytest("cases", "--gradconf-frameworks", "numpy", "--gradconf-report", "taken.txt")
