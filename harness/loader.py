@@ -55,10 +55,15 @@ def discover(paths: Iterable[str]) -> list[str]:
 
 def read_file(path: str) -> tuple[dict, dict]:
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CaseError(f"cannot read: {e}", (), path) from None
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as e:
+        raise CaseError(f"cannot read: {e.strerror or e}", (), path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CaseError(f"not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as UTF-8", (), path,
+                        raw[:e.start].count(b"\n") + 1) from None
     data, lines = yamlio.load(text, path)
     if not isinstance(data, dict):
         raise CaseError(f"a case file holds a mapping (name:, input:, model:, ...), got {_kind(data)}", (), path, 1)

@@ -33,6 +33,8 @@ MESSAGES = {
         'tests/malformed/duplicate_key.yaml:5: loss: duplicate key `loss`',
     'duplicate_layer_name.yaml':
         'tests/malformed/duplicate_layer_name.yaml:4: model[1].dense.name: layer name `fc` is already used',
+    'not_utf8.yaml':
+        'tests/malformed/not_utf8.yaml:2: not UTF-8 text (byte 0xef); save the file as UTF-8',
     'empty.yaml':
         'tests/malformed/empty.yaml:1: a case file holds a mapping (name:, input:, model:, ...), got nothing',
     'expect_unknown_tensor.yaml':
