@@ -2,6 +2,8 @@
 import dataclasses
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -101,3 +103,15 @@ def test_half_adam_diverges_in_torch_too():
     runner = Runner(NumpyReference(), [torch_adapter.TorchAdapter()])
     unmarked = [r for r in runner.run_case(dataclasses.replace(case, xfail={})).records if r.framework == "torch"]
     assert any(r.status == "fail" and r.quantity == "param" for r in unmarked)
+
+
+def test_tf_strided_1x1_conv_whose_input_runs_past_the_last_window_runs_clean(tmp_path):
+    """TF 2.21's CPU filter gradient of a strided 1x1 conv corrupts the heap when some input columns
+    are read by no window; the adapter crops them. Run in a child process with glibc's heap checks on,
+    so that a regression is a clean test failure, not a crashed test session."""
+    pytest.importorskip("tensorflow")
+    env = {**os.environ, "MALLOC_CHECK_": "3"}
+    p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/layers/strided_1x1_conv_f32.yaml",
+                        "--frameworks", "tensorflow", "--out", str(tmp_path), "-q"],
+                       cwd=ROOT, capture_output=True, text=True, env=env)
+    assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
