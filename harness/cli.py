@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--adapter", action="append", default=[], metavar="MODULE:ATTR", help="a third-party adapter")
     run.add_argument("--count", type=int, help="override every family's count")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar, summary only")
+    run.add_argument("--in-process", action="store_true",
+                     help="run the frameworks in this process (for a debugger); by default they run in a child "
+                          "process, so that one that crashes costs its case, not the run")
 
     for name, helptext in (("validate", "check case files, run nothing"), ("list", "list case ids")):
         sp = sub.add_parser(name, help=helptext)
@@ -285,20 +288,30 @@ def cmd_run(args, argv) -> int:
     if not cases:
         _err("no cases selected")
         return EXIT_INVALID
-    from .report import check_out_dir, run_fingerprint, write_reports
+    from . import isolate
+    from .report import check_out_dir, now, run_fingerprint, write_reports
     why = check_out_dir(args.out)
     if why:
         return _report_invalid([CaseError(why, ("--out",), COMMAND_LINE)])
     runner = Runner(reference, frameworks)
     progress = Progress(len(cases), sys.stderr.isatty() and not os.environ.get("CI") and not args.quiet)
-    records = []
-    t0 = time.perf_counter()
-    for case in cases:
-        records += runner.run_case(case).records
-        progress.step(case.id)
+    started, t0 = now(), time.perf_counter()
+
+    def fingerprint():  # where the frameworks are loaded: their versions cost nothing more there
+        return run_fingerprint("gradconf " + " ".join(argv), reference.name, [reference, *frameworks], started)
+
+    if isolate.available() and not args.in_process:
+        records, info = isolate.run_isolated(runner, cases, fingerprint, lambda case: progress.step(case.id))
+        # The last child died after its last case (in a version lookup): no versions, rather than risk it here.
+        info = info or run_fingerprint("gradconf " + " ".join(argv), reference.name, [], started)
+    else:
+        records = []
+        for case in cases:
+            records += runner.run_case(case).records
+            progress.step(case.id)
+        info = fingerprint()
     progress.close()
     elapsed = time.perf_counter() - t0
-    info = run_fingerprint("gradconf " + " ".join(argv), reference.name, [reference, *frameworks])
     info["seconds"] = round(elapsed, 3)
     try:
         paths, lost = write_reports(records, info, args.out), None

@@ -21,9 +21,14 @@ FAILURE_COLUMNS = ["case", "framework", "reference", "step", "quantity", "tensor
                    "worst_index", "actual", "desired", "status", "message", "known"]
 
 
-def run_fingerprint(command: str, reference: str, adapters) -> dict:
-    """The `run` block of results.json: start time, command, platform, Python, every framework's version."""
+def now() -> str:
+    """UTC, to the second: when a run started."""
     import datetime as dt
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_fingerprint(command: str, reference: str, adapters, started: str | None = None) -> dict:
+    """The `run` block of results.json: start time, command, platform, Python, every framework's version."""
     import platform
 
     from . import __version__
@@ -33,7 +38,7 @@ def run_fingerprint(command: str, reference: str, adapters) -> dict:
             versions[a.name] = a.version() if not a.missing() else f"not available ({a.missing()})"
         except Exception as e:  # a version lookup must not stop the run
             versions[a.name] = f"unknown ({type(e).__name__})"
-    return {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": command,
+    return {"started": started or now(), "command": command,
             "gradconf": __version__, "platform": platform.platform(), "python": platform.python_version(),
             "reference": reference, "frameworks": versions}
 

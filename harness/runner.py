@@ -163,6 +163,7 @@ class Runner:
         self.reference = reference
         self.frameworks = frameworks
         self._reference_rounds = _accepts(reference.run, "round_off")  # optional: see tolerance.rounded_layers
+        self.on_adapter_start = None  # (case, adapter) -> None, before each adapter run (harness.isolate)
 
     # -------------------------------------------------------------- comparing
 
@@ -210,6 +211,8 @@ class Runner:
             why = f"cannot tell whether {adapter.name} is available: {_brief(e)}"
         if why:
             return None, _note(case, adapter.name, "skipped", why)
+        if self.on_adapter_start is not None:
+            self.on_adapter_start(case, adapter)
         t0 = time.perf_counter()
         try:
             trace = adapter.run(case, initial)

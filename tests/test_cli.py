@@ -85,6 +85,35 @@ def test_reports_that_fail_to_write_after_the_run_keep_the_summary(tmp_path, mon
     assert f"cannot write reports to {tmp_path}: [Errno 28] No space left on device" in err
 
 
+def test_a_framework_that_crashes_its_process_costs_one_case_not_the_run(tmp_path):
+    """A segfault in native code cannot be caught: the run goes on in a fresh process, the crash is an
+    error on that (case, framework), and every other record, the same case's included, is kept."""
+    p = gradconf("run", "cases/examples", "--frameworks", "numpy", "--adapter", "tests.planted:CrashesOnSum3x3",
+                 "--adapter", "tests.planted:Copy", "--out", str(tmp_path))
+    assert p.returncode == 1, p.stderr
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    crashed = [r for r in records if r["framework"] == "crashes" and r["case"] == "sum_3x3"]
+    assert len(crashed) == 1 and crashed[0]["status"] == "error"
+    assert crashed[0]["message"].startswith("the process died (killed by SIGSEGV) while crashes ran this case")
+    for fw in ("copy", "numpy"):
+        assert {r["status"] for r in records if r["framework"] == fw and r["case"] == "sum_3x3"} == {"pass"}
+    others = [r for r in records if r["case"] != "sum_3x3"]
+    assert {r["case"] for r in others} == set(EXAMPLE_IDS) - {"sum_3x3"}
+    assert {r["status"] for r in others} == {"pass"} and {r["framework"] for r in others} == {"numpy", "crashes", "copy"}
+    assert [r["case"] for r in records] == sorted((r["case"] for r in records), key=EXAMPLE_IDS.index)  # in order
+
+
+def test_in_process_run_gives_the_same_records(tmp_path):
+    def records(*extra):
+        out = tmp_path / "-".join(extra or ("isolated",))
+        p = gradconf("run", "cases/examples", "--frameworks", "numpy", "--adapter", "tests.planted:Copy",
+                     "--out", str(out), "-q", *extra)
+        assert p.returncode == 0, p.stderr
+        return json.loads((out / "results.json").read_text())["records"]
+    isolated = records()
+    assert len(isolated) > 50 and isolated == records("--in-process")
+
+
 def test_numpy_only_run_and_validate_never_import_frameworks(tmp_path):
     code = ("import sys; from harness.cli import main; "
             f"rc = main(['run', 'cases/examples', '--frameworks', 'numpy', '--out', {str(tmp_path)!r}, '-q']); "
