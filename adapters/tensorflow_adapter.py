@@ -69,6 +69,10 @@ class TensorflowAdapter:
     def known_divergences(self, case: Case) -> dict[str, str]:
         """The catalogued divergences (docs/divergences.md) whose conditions `case` meets: id -> gist."""
         opt, found = case.optimizer, {}
+        for L in case.layers:
+            if (type(L) is Conv2d and case.dtype == "float32" and L.in_shape[1] // L.groups == 1
+                    and L.stride[0] == 1 and L.stride[1] >= 2 and L.dilation[1] * (L.kernel_size[1] - 1) + 1 >= 6):
+                found["TF-ONEDNN-1CH"] = "oneDNN's float32 conv is wrong for one input channel, wide kernels, strides"
         if opt is None:
             return found
         adam = opt.kind == "adam"

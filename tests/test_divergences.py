@@ -41,19 +41,20 @@ def test_adapters_name_the_divergences_that_bundled_xfail_marks_cite():
     assert per_mark
     for (name, fw, why), ids in per_mark.items():
         assert set(re.findall(r"\b[A-Z]+-[A-Z0-9-]+\b", why)) <= ids, (name, fw, ids)
-    assert named <= IDS and {"TF-ADAM-EPS", "TF-HYPER32", "TF-WD", "TF-ADAM-BF16", "HALF-ADAM"} <= named
+    assert named <= IDS and {"TF-ADAM-EPS", "TF-HYPER32", "TF-WD", "TF-ADAM-BF16", "HALF-ADAM", "TF-ONEDNN-1CH"} <= named
     (plain,) = load_file(os.path.join(ROOT, "cases", "examples", "sum_3x3.yaml"))  # float64 SGD, no momentum
     assert adapters.builtin("tensorflow").known_divergences(plain) == {}
 
 
 def test_catalogue_lists_its_ids():
-    assert {"TF-ADAM-EPS", "TF-HYPER32", "TF-WD", "TF-LR32", "TF-ADAM-BF16", "HALF-ADAM"} <= IDS
+    assert {"TF-ADAM-EPS", "TF-HYPER32", "TF-WD", "TF-LR32", "TF-ADAM-BF16", "HALF-ADAM", "TF-ONEDNN-1CH"} <= IDS
     for path in re.findall(r"`(cases/[^`*]+\.yaml)`", CATALOGUE):
         assert os.path.exists(os.path.join(ROOT, path)), path
 
 
 @pytest.mark.parametrize("name", ["tf_adam_eps_tiny_gradients", "tf_adam_weight_decay", "tf_momentum_float64",
-                                  "tf_weight_decay_float64", "tf_adam_bfloat16", "half_adam_underflow"])
+                                  "tf_weight_decay_float64", "tf_adam_bfloat16", "half_adam_underflow",
+                                  "tf_onednn_single_channel_conv"])
 def test_unmarked_divergence_is_a_failure(name):
     tf_adapter = pytest.importorskip("adapters.tensorflow_adapter")
     pytest.importorskip("tensorflow")
@@ -67,7 +68,7 @@ def test_unmarked_divergence_is_a_failure(name):
 
 
 @pytest.mark.parametrize("name", ["tf_adam_eps_tiny_gradients", "tf_adam_weight_decay", "tf_momentum_float64",
-                                  "tf_weight_decay_float64", "tf_adam_bfloat16"])
+                                  "tf_weight_decay_float64", "tf_adam_bfloat16", "tf_onednn_single_channel_conv"])
 def test_torch_conforms_on_the_divergence_cases(name):
     torch_adapter = pytest.importorskip("adapters.torch_adapter")
     pytest.importorskip("torch")
