@@ -17,7 +17,7 @@ def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
         # bfloat16 is float32's top 16 bits: round to nearest even on the dropped 16 bits.
         bits = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+        return np.array(np.asarray(bits, dtype=np.uint32).view(np.float32), dtype=np.float64)  # 0-d stays an array
     return x.astype(dtype).astype(np.float64)
 
 

@@ -193,3 +193,17 @@ def test_parameterless_layers_may_be_bare_words_and_default_names_use_the_writte
                      model=["relu", "flatten", {"linear": {"out_features": 2}}, {"dense": {"out_features": 1}}])
     assert [L.name for L in case.layers] == ["relu_0", "flatten_1", "linear_2", "dense_3"]
     assert [p.name for p in case.params] == ["linear_2.weight", "linear_2.bias", "dense_3.weight", "dense_3.bias"]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_every_dtype_materialises_scalars_and_arrays_rounded_and_read_only(dtype):
+    from harness.tensors import materialize
+    case = make_case(input=[[1.0 / 3.0, 2.0]], model=[{"dense": {"out_features": 1}}, {"sum": {}}],
+                     loss={"mse": {"target": 0.1}}, dtype=dtype)  # a scalar output: a 0-d target
+    init = materialize(case)
+    for a in (init.input, init.target, *init.params.values()):
+        assert isinstance(a, np.ndarray) and a.dtype == np.float64 and not a.flags.writeable
+    assert init.target.shape == () and init.input.shape == (1, 2)
+    bits = {"float64": 52, "float32": 23, "float16": 10, "bfloat16": 7}[dtype]
+    assert init.input[0, 0] == pytest.approx(1.0 / 3.0, rel=2.0 ** -bits)
+    assert (init.input[0, 0] != 1.0 / 3.0) == (dtype != "float64")  # rounded to the dtype, once
