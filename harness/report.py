@@ -110,7 +110,10 @@ def verdicts(df: pd.DataFrame) -> pd.DataFrame:
         bad_vs_ref = sorted(set(vs_ref[vs_ref.status.isin(["fail", "error"])].framework))
         found = []
         errors = sorted(set(g[g.quantity.isna()].framework))
-        if errors:
+        reference_lost = set(errors) == set(everyone.framework) and g[g.quantity.isna()].message.nunique() == 1
+        if reference_lost:  # no reference run: the case itself (or the reference) says why
+            found.append(f"the case or the reference: {g.message.iloc[0]}")
+        elif errors:
             found.append(f"{', '.join(errors)}: adapter error or xpass (see the message)")
         if bad_vs_ref and len(bad_vs_ref) < len(others):
             agree = [f for f in others if f not in bad_vs_ref]

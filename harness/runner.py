@@ -23,6 +23,9 @@ from .tensors import materialize
 from .tolerance import NOISE_FACTOR, Allowance, adam_slack, allowance, override, perturbed, rounded_layers
 
 FAILING = ("fail", "error", "xpass")
+# The largest finite value of each case dtype: a reference value beyond it cannot be computed in it.
+_LARGEST = {"float64": float(np.finfo(np.float64).max), "float32": float(np.finfo(np.float32).max),
+            "float16": float(np.finfo(np.float16).max), "bfloat16": 3.3895313892515355e38}
 
 
 @dataclass
@@ -234,10 +237,17 @@ class Runner:
         trace, note = self._run_adapter(self.reference, case, initial, result)
         if note is not None:
             return Reference(initial, None, {}, f"reference {self.reference.name} {note.status}: {note.message}")
+        largest = _LARGEST[case.dtype]
         for step, q, t, arr in _quantities(trace):
+            what = f"{q}{' ' + t if t else ''} at step {step}"
             if not np.all(np.isfinite(arr)):
                 return Reference(initial, None, {}, f"reference {self.reference.name} produced non-finite values "
-                                                    f"in {q}{' ' + t if t else ''} at step {step}")
+                                                    f"in {what}")
+            peak = float(np.max(np.abs(arr), initial=0.0))
+            if peak > largest:  # a correct framework must overflow to inf there: nothing to compare
+                return Reference(initial, None, {}, f"the case overflows {case.dtype}: the reference's {what} "
+                                                    f"reaches {peak:.4g}, beyond its largest value {largest:.6g} "
+                                                    f"(scale the inputs, weights or learning rate down)")
         return Reference(initial, trace, self._slack(case, trace, self._noise(case, initial, trace)))
 
     @staticmethod

@@ -157,6 +157,23 @@ def test_reference_failure_is_an_error_for_every_framework():
     assert "non-finite" in records[0].message
 
 
+def test_a_case_that_overflows_its_dtype_is_an_error_that_says_so():
+    """In float16 the loss of this case is 2·10^5: a correct framework overflows to inf, so nothing can be
+    compared; every framework gets one error naming the quantity and the dtype's largest value."""
+    from harness.report import frame, verdicts
+    case = make_case(input=[[300.0, 400.0]], model=[{"dense": {"out_features": 1, "weight": [[1.0, 1.0]]}}],
+                     loss={"mse": {"target": 0.0}}, dtype="float16")
+    records = Runner(NumpyReference(), [Scripted("other", lambda t: None)]).run_case(case).records
+    assert [(r.framework, r.status) for r in records] == [("numpy", "error"), ("other", "error")]
+    assert records[0].message.startswith("the case overflows float16: the reference's loss at step 1 reaches 4.9")
+    assert "65504" in records[0].message
+    assert verdicts(frame(records)).iloc[0]["likely wrong"] == f"the case or the reference: {records[0].message}"
+    in_range = make_case(input=[[3.0, 4.0]], model=[{"dense": {"out_features": 1, "weight": [[1.0, 1.0]]}}],
+                         loss={"mse": {"target": 0.0}}, dtype="float16")
+    in_range_records = Runner(NumpyReference(), [Scripted("other", lambda t: None)]).run_case(in_range).records
+    assert in_range_records and {r.status for r in in_range_records} == {"pass"}
+
+
 def test_records_carry_allowance_and_ratio():
     records = Runner(NumpyReference(), [Scripted("same", lambda t: None)]).run_case(_simple()).records
     for r in records:
