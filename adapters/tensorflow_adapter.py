@@ -147,7 +147,9 @@ class TensorflowAdapter:
             conv = self._conv_transpose if isinstance(L, ConvTranspose2d) else self._conv
             y = conv(tf, L, x, p[f"{L.name}.weight"])
             b = p.get(f"{L.name}.bias")
-            return y if b is None else tf.nn.bias_add(y, b)
+            # A broadcast add, as Keras 3's conv layers do: its gradient sums in float32, while
+            # tf.nn.bias_add's sums bfloat16 in bfloat16 (docs/divergences.md).
+            return y if b is None else y + b
         if isinstance(L, Pool2d):
             k, s, pad = L.kernel_size, L.stride, L.padding
             if L.kind == "max":

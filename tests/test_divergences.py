@@ -116,3 +116,16 @@ def test_tf_strided_1x1_conv_whose_input_runs_past_the_last_window_runs_clean(tm
                         "--frameworks", "tensorflow", "--out", str(tmp_path), "-q"],
                        cwd=ROOT, capture_output=True, text=True, env=env)
     assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
+
+
+def test_tf_bias_add_gradient_sums_bfloat16_in_bfloat16_and_a_broadcast_add_does_not():
+    """Why the adapter adds a conv bias with `+` (as Keras 3 does), not tf.nn.bias_add: the latter's
+    gradient of 4096 ones stalls at 256 in bfloat16, where 256 + 1 rounds back to 256."""
+    tf = pytest.importorskip("tensorflow")
+    ones = tf.ones((1, 64, 64, 1), tf.bfloat16)
+    b = tf.Variable(tf.zeros([1], tf.bfloat16))
+    with tf.GradientTape(persistent=True) as tape:
+        via_bias_add = tf.nn.bias_add(ones, b)
+        via_add = ones + b
+    assert float(tape.gradient(via_bias_add, b)[0]) == 256.0
+    assert float(tape.gradient(via_add, b)[0]) == 4096.0
