@@ -297,13 +297,13 @@ def cmd_run(args, argv) -> int:
     progress = Progress(len(cases), sys.stderr.isatty() and not os.environ.get("CI") and not args.quiet)
     started, t0 = now(), time.perf_counter()
 
-    def fingerprint():  # where the frameworks are loaded: their versions cost nothing more there
-        return run_fingerprint("gradconf " + " ".join(argv), reference.name, [reference, *frameworks], started)
+    def fingerprint(adapters=(reference, *frameworks)):  # where the frameworks are loaded: versions are cheap
+        return run_fingerprint("gradconf " + " ".join(argv), reference.name, adapters, started)
 
     if isolate.available() and not args.in_process:
         records, info = isolate.run_isolated(runner, cases, fingerprint, lambda case: progress.step(case.id))
         # The last child died after its last case (in a version lookup): no versions, rather than risk it here.
-        info = info or run_fingerprint("gradconf " + " ".join(argv), reference.name, [], started)
+        info = info or fingerprint(())
     else:
         records = []
         for case in cases:

@@ -20,12 +20,9 @@ from .case import Case
 from .compare import Comparison, compare
 from .errors import Unsupported
 from .tensors import materialize
-from .tolerance import NOISE_FACTOR, Allowance, adam_slack, allowance, override, perturbed, rounded_layers
+from .tolerance import LARGEST, NOISE_FACTOR, Allowance, adam_slack, allowance, override, perturbed, rounded_layers
 
 FAILING = ("fail", "error", "xpass")
-# The largest finite value of each case dtype: a reference value beyond it cannot be computed in it.
-_LARGEST = {"float64": float(np.finfo(np.float64).max), "float32": float(np.finfo(np.float32).max),
-            "float16": float(np.finfo(np.float16).max), "bfloat16": 3.3895313892515355e38}
 
 
 @dataclass
@@ -237,7 +234,7 @@ class Runner:
         trace, note = self._run_adapter(self.reference, case, initial, result)
         if note is not None:
             return Reference(initial, None, {}, f"reference {self.reference.name} {note.status}: {note.message}")
-        largest = _LARGEST[case.dtype]
+        largest = LARGEST[case.dtype]
         for step, q, t, arr in _quantities(trace):
             what = f"{q}{' ' + t if t else ''} at step {step}"
             if not np.all(np.isfinite(arr)):
@@ -298,8 +295,8 @@ class Runner:
             mine = self.compare_traces(case, fw.name, trace, ref) + self.compare_golden(case, fw.name, trace, ref)
             if any(r.status == "fail" for r in mine):
                 known = _known_divergences(fw, case)
-                for r in mine:
-                    r.known = known if r.status == "fail" else None
+                for r in (r for r in mine if r.status == "fail"):
+                    r.known = known
             records += mine
         result.records = records
         return self.apply_xfail(case, result)

@@ -41,6 +41,9 @@ import numpy as np
 from .case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Pool2d, Sum, Tol
 
 EPS = {"float64": 2.0 ** -52, "float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
+# The largest finite value of each dtype: a reference value beyond it cannot be computed in it.
+LARGEST = {"float64": float(np.finfo(np.float64).max), "float32": float(np.finfo(np.float32).max),
+           "float16": 65504.0, "bfloat16": (2.0 - 2.0 ** -7) * 2.0 ** 127}
 SAFETY = {"float64": 16.0, "float32": 16.0, "float16": 2.0, "bfloat16": 2.0}
 HALF = ("float16", "bfloat16")
 PERTURBATION = 2.0   # relative size of the rounding-level perturbation, in units of rounding_scale(case)
