@@ -409,7 +409,8 @@ class NumpyReference:
         return np.__version__
 
     def run(self, case, initial: Initial, round_off=None) -> Trace:
-        """`round_off` (the runner's conditioning runs only): called on each sigmoid and tanh output, in place."""
+        """`round_off(array, layer)` (the runner's conditioning runs only): called in place on each layer's
+        output and, with layer None, on each updated parameter (tolerance.rounded_layers, stored_in_dtype)."""
         params = {k: np.array(v, dtype=np.float64) for k, v in initial.params.items()}
         x0 = np.array(initial.input, dtype=np.float64)
         opt = make_optimizer(case.optimizer)
@@ -419,6 +420,8 @@ class NumpyReference:
                 loss, output, grads, magnitude = gradients(case, x0, params, initial.target, round_off)
             if opt is not None:
                 params = {k: opt.update(k, p, grads[k]) for k, p in params.items()}
+                for p in params.values() if round_off is not None else ():
+                    round_off(p, None)
             steps.append(Step(np.asarray(loss), output, grads, dict(params) if opt is not None else {}, magnitude))
         return Trace(steps)
 
@@ -429,8 +432,8 @@ def gradients(case, x, params, target, round_off=None):
     for L in case.layers:
         last_input = x
         x, cache = layer_forward(L, x, params)
-        if round_off is not None and isinstance(L, Activation) and L.kind != "relu":
-            round_off(x)  # in place: σ' = σ(1 − σ) and tanh' = 1 − y² read this same (cached) array
+        if round_off is not None and not isinstance(L, Flatten):  # a flatten's output is a view of its input
+            round_off(x, L)  # in place: an activation's cache holds this same array, and its derivative reads it
         caches.append(cache)
     loss, dy = loss_and_grad(case.loss.kind, x, target)
     # How big an error in the loss an output error of one part in max|y| makes: Σ|dL/dy|·max|y|.

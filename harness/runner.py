@@ -20,7 +20,8 @@ from .case import Case
 from .compare import Comparison, compare
 from .errors import Unsupported
 from .tensors import materialize
-from .tolerance import LARGEST, NOISE_FACTOR, Allowance, adam_slack, allowance, override, perturbed, rounded_layers
+from .tolerance import (HALF, LARGEST, NOISE_FACTOR, Allowance, adam_slack, allowance, override, perturbed,
+                        rounded_layers, stored_in_dtype)
 
 FAILING = ("fail", "error", "xpass")
 
@@ -260,11 +261,13 @@ class Runner:
     def _noise(self, case: Case, initial: Initial, trace: Trace) -> dict:
         """(step, quantity, tensor) -> how far each element moves under rounding-level perturbations."""
         noise: dict = {}
-        for draw in range(2):
-            shaken = perturbed(case, initial, draw)
-            rounding = {"round_off": rounded_layers(case, draw)} if self._reference_rounds else {}
+        runs = [(perturbed(case, initial, draw), rounded_layers(case, draw)) for draw in range(2)]
+        if self._reference_rounds and case.dtype in HALF:
+            runs.append((initial, stored_in_dtype(case)))
+        for start, round_off in runs:
+            rounding = {"round_off": round_off} if self._reference_rounds else {}
             try:
-                other = self.reference.run(case, shaken, **rounding)
+                other = self.reference.run(case, start, **rounding)
             except Exception:
                 return {}
             for (step, q, t, a), (_, _, _, b) in zip(_quantities(trace), _quantities(other)):

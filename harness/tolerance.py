@@ -21,7 +21,8 @@ An element passes when |actual - ref| <= atol + rtol·|ref|, where, unless the c
   level above (relative PERTURBATION·rounding_scale, random signs, twice), and, where the reference
   can (the NumPy one), with each sigmoid and tanh output rounded by PERTURBATION·eps as well: a
   framework's last bits of tanh(x) ≈ 1 decide tanh' = 1 − y² outright, which no input perturbation
-  shows. How far a
+  shows. Half types get a third run: the given tensors, every stored value rounded to the dtype
+  (stored_in_dtype), for the max-pool ties and ReLU zeros that rounding makes. How far a
   tensor moves is how far rounding alone can move it — through cancellation (an MSE gradient y - t
   once the net fits its target), through multi-step feedback, through an ill-conditioned optimizer
   step — and NOISE_FACTOR[dtype] times its largest movement is added to its atol. For a well-conditioned
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Pool2d, Sum, Tol
+from .tensors import round_to
 
 EPS = {"float64": 2.0 ** -52, "float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
 # The largest finite value of each dtype: a reference value beyond it cannot be computed in it.
@@ -163,6 +165,17 @@ def rounded_layers(case: Case, draw: int):
     rng = np.random.default_rng([case.seed, 0x6E015E, draw, 1])
     delta = PERTURBATION * EPS[case.dtype]
 
-    def round_off(a: np.ndarray) -> None:
-        a *= 1.0 + delta * (rng.choice([-1.0, 1.0], size=np.shape(a)) if draw == 0 else 1.0)
+    def round_off(a: np.ndarray, layer) -> None:
+        if isinstance(layer, Activation) and layer.kind != "relu":
+            a *= 1.0 + delta * (rng.choice([-1.0, 1.0], size=np.shape(a)) if draw == 0 else 1.0)
+    return round_off
+
+
+def stored_in_dtype(case: Case):
+    """A `round_off` that rounds every layer output and updated parameter to the case dtype, as a
+    float16 / bfloat16 framework stores them. From the given tensors, that makes the ties a framework
+    meets: two cells of a max-pool window that round to the same value (the gradient goes to the
+    first), an output that rounds to 0 before a ReLU. The float64 reference sees neither."""
+    def round_off(a: np.ndarray, layer) -> None:
+        a[...] = round_to(a, case.dtype)
     return round_off
