@@ -264,10 +264,10 @@ class Runner:
         runs = [(perturbed(case, initial, draw), rounded_layers(case, draw)) for draw in range(2)]
         if self._reference_rounds and case.dtype in HALF:
             runs.append((initial, stored_in_dtype(case)))
-        for start, round_off in runs:
+        for tensors, round_off in runs:
             rounding = {"round_off": round_off} if self._reference_rounds else {}
             try:
-                other = self.reference.run(case, start, **rounding)
+                other = self.reference.run(case, tensors, **rounding)
             except Exception:
                 return {}
             for (step, q, t, a), (_, _, _, b) in zip(_quantities(trace), _quantities(other)):
