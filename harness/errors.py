@@ -47,7 +47,8 @@ class CaseError(Exception):
 
 
 class ShapeError(CaseError):
-    """The network is impossible for these sizes (a family redraws on this one)."""
+    """The case is impossible for these sizes: the network, or a tensor whose shape the network fixes.
+    A family redraws on this one."""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

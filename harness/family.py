@@ -43,6 +43,19 @@ def _draw(v, rng: np.random.Generator, path):
     return v
 
 
+def _through_draw(body: dict, path) -> bool:
+    """Whether the field at `path` (in a drawn variant) lies at or below a choice/range of the family."""
+    node = body
+    for part in path:
+        if _is_draw(node):
+            return True
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return _is_draw(node)
+
+
 def variant_seed(seed: int, index: int) -> int:
     """The tensor seed of variant `index`: a pure function of the family seed and the index."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
@@ -67,6 +80,10 @@ def draw_variant(data: dict, file: str, lines: dict, index: int) -> Case:
             return parse_case(drawn, file, lines, family=name)
         except ShapeError as e:  # an impossible network: draw again
             last = e
+        except CaseError as e:
+            if not _through_draw(body, e.path):  # the same in every variant
+                raise
+            raise CaseError(f"(variant {drawn['name']}) {e.problem}", e.path, e.file, e.line) from None
     raise CaseError(f"variant {index}: no valid network in {MAX_ATTEMPTS} draws; last: {last.problem}",
                     last.path if last else ())
 

@@ -224,8 +224,8 @@ def tensor(v, path, shape: Shape | None = None, what="tensor") -> TensorSpec:
                 raise CaseError(f"must be a list of sizes, got {_kind(v['shape'])}", path + ("shape",))
             got = _check_size(tuple(_int(x, path + ("shape", i), min=1) for i, x in enumerate(v["shape"])),
                               path + ("shape",), what)
-            if shape is not None and got != shape:
-                raise CaseError(f"shape {list(got)} does not match the expected {list(shape)}", path + ("shape",))
+            if shape is not None and got != shape:  # ShapeError: in a family, another draw may fit
+                raise ShapeError(f"shape {list(got)} does not match the expected {list(shape)}", path + ("shape",))
             shape = got
         if shape is None:
             raise CaseError("a random tensor needs `shape`", path)
@@ -244,7 +244,7 @@ def tensor(v, path, shape: Shape | None = None, what="tensor") -> TensorSpec:
         raise CaseError(f"must be a nested list of numbers or a mapping with `shape`, got {_kind(v)}", path)
     arr = _literal(v, path, what)
     if shape is not None and arr.shape != shape:
-        raise CaseError(f"shape {list(arr.shape)} does not match the expected {list(shape)}", path)
+        raise ShapeError(f"shape {list(arr.shape)} does not match the expected {list(shape)}", path)
     return TensorSpec(arr.shape, arr)
 
 
@@ -462,7 +462,7 @@ def _loss(v, out_shape: Shape) -> Loss:
             raise ShapeError(f"{len(ids)} class ids for a batch of {out_shape[0]}", path + (key,))
         for i, x in enumerate(ids):
             if x >= out_shape[1]:
-                raise CaseError(f"class id {x} out of range for {out_shape[1]} classes", path + (key, i))
+                raise ShapeError(f"class id {x} out of range for {out_shape[1]} classes", path + (key, i))
         return Loss(kind, TensorSpec((len(ids),), np.array(ids, dtype=np.float64)))
     return Loss(kind, tensor(p[key], path + (key,), out_shape, key))
 
@@ -513,7 +513,7 @@ def _expect(v, steps: int, out_shape: Shape, params: dict[str, Shape], in_shape:
     if "output" in v:
         output = _literal(v["output"], path + ("output",), "output")
         if output.shape != out_shape and not (out_shape == () and output.size == 1):
-            raise CaseError(f"shape {list(output.shape)} does not match the output shape {list(out_shape)}",
+            raise ShapeError(f"shape {list(output.shape)} does not match the output shape {list(out_shape)}",
                             path + ("output",))
         output = output.reshape(out_shape)
     named = {"grad": {**params, "input": in_shape}, "param": params}
@@ -524,7 +524,7 @@ def _expect(v, steps: int, out_shape: Shape, params: dict[str, Shape], in_shape:
         for name, value in d.items():
             tensors[q][name] = _literal(value, path + (q, name), name)
             if tensors[q][name].shape != named[q][name]:
-                raise CaseError(f"shape {list(tensors[q][name].shape)} does not match {name}'s "
+                raise ShapeError(f"shape {list(tensors[q][name].shape)} does not match {name}'s "
                                 f"{list(named[q][name])}", path + (q, name))
     return Expect(loss, output, tensors["grad"], tensors["param"])
 

@@ -177,8 +177,7 @@ class Runner:
                              f"{' for ' + tensor if tensor else ''} at step {step}")
         else:
             extra = ref.slack.get((step, quantity, tensor), 0.0)
-            own = override(case, quantity, tensor)
-            if own.rtol is not None or own.atol is not None:  # a case's own tolerance is applied exactly
+            if override(case, quantity, tensor).atol is not None:  # a case's own atol is applied exactly
                 extra = None
             cmp = compare(actual, desired, allow, extra)
             if extra is not None:  # the record states the atol applied (Adam's varies by element: its largest)

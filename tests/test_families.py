@@ -5,9 +5,11 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import yaml
 
 from adapters.numpy_ref import NumpyReference
+from harness.errors import CaseError
 from harness.family import draw_variant, variant_seed
 from harness.freeze import freeze
 from harness.loader import load_file, load_paths, read_file
@@ -57,6 +59,45 @@ def test_impossible_draws_are_redrawn_deterministically():
     assert len(cases) == 200  # every variant valid, though many raw draws are impossible networks
     again = load_file(os.path.join(FAMILIES, "conv2d.yaml"))
     assert [c.source for c in cases] == [c.source for c in again]
+
+
+def _family(tmp_path, text):
+    path = tmp_path / "fam.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_tensor_the_drawn_network_does_not_fit_is_redrawn(tmp_path):
+    """A target (or class ids) fixed in the file fits only some drawn batches / widths: those are
+    impossible draws like any other, not an invalid file."""
+    path = _family(tmp_path, """\
+count: 30
+input: {shape: [{range: [1, 3]}, 1, 4, 4]}
+model: [flatten, {dense: {out_features: {range: [2, 5]}}}]
+loss: {choice: [{mse: {target: {shape: [2, 3], init: normal}}}, {cross_entropy: {target: [3, 1]}}]}
+""")
+    cases = load_file(path)
+    assert len(cases) == 30
+    assert {c.input.shape[0] for c in cases} == {2} and all(c.output_shape[1] >= 3 for c in cases)
+    assert {c.loss.kind for c in cases} == {"mse", "cross_entropy"}
+
+
+def test_an_invalid_value_a_draw_gave_names_the_variant(tmp_path):
+    path = _family(tmp_path, """\
+count: 40
+input: {shape: [1, 1, 5, 5]}
+model: [{choice: [relu, {tanhh: {}}]}, sum]
+loss: {sum: {}}
+""")
+    with pytest.raises(CaseError) as drawn:
+        load_file(path)
+    assert str(drawn.value).startswith(f"{path}:3: model[0].tanhh: (variant fam[")
+    assert "unknown layer type `tanhh`; did you mean `tanh`?" in str(drawn.value)
+    # A field no draw reaches is wrong in every variant: the message does not single one out.
+    with pytest.raises(CaseError) as fixed:
+        load_file(_family(tmp_path, "count: 4\ninput: {shape: [1, 1, 5, 5]}\nmodel: [{tanhh: {}}, sum]\n"
+                                    "loss: {sum: {}}\n"))
+    assert "variant" not in str(fixed.value) and "unknown layer type `tanhh`" in str(fixed.value)
 
 
 def test_frozen_variant_reproduces_the_family_records(tmp_path):

@@ -199,6 +199,39 @@ def test_a_records_atol_is_the_allowance_applied_measured_slack_included():
     assert r.max_abs_err <= r.atol + r.rtol * abs(r.desired)
 
 
+def _one_weight_to_zero(tolerance):
+    """w = 2, Σx = 10, target 10: one SGD step of lr 0.01 takes w to 2 − 0.01·200 = 0 exactly in the
+    reference; a fused multiply-add (torch's `add_(g, alpha=-lr)`) leaves −4.2e-17, the rounding of 0.01."""
+    return make_case(input=[[[[1.0, 2.0], [3.0, 4.0]]]], dtype="float64", tolerance=tolerance,
+                     model=[{"conv2d": {"name": "c", "out_channels": 1, "kernel_size": 1, "bias": False,
+                                        "weight": [[[[2.0]]]]}}, {"sum": {}}],
+                     loss={"mse": {"target": 10.0}}, optimizer={"sgd": {"lr": 0.01}})
+
+
+def _fused(trace):
+    trace.steps[0].params["c.weight"][...] = -4.163336342344337e-17
+
+
+def _weight_record(tolerance, change=_fused):
+    records = Runner(NumpyReference(), [Scripted("fma", change)]).run_case(_one_weight_to_zero(tolerance)).records
+    return next(r for r in records if r.framework == "fma" and r.quantity == "param" and r.reference == "numpy")
+
+
+def test_a_cases_rtol_alone_keeps_the_policys_atol_and_its_measured_slack():
+    """A tight rtol must not call a rounding-level cancellation wrong; a real error still fails."""
+    r = _weight_record({"default": {"rtol": 1e-9}})
+    assert r.status == "pass" and r.rtol == 1e-9 and r.atol >= r.max_abs_err > 0
+    off = _weight_record({"default": {"rtol": 1e-9}}, lambda t: t.steps[0].params["c.weight"].__iadd__(1e-6))
+    assert off.status == "fail"
+
+
+def test_a_cases_atol_is_applied_exactly_most_specific_key_first():
+    r = _weight_record({"default": {"rtol": 1e-9, "atol": 1e-3}, "param": {"atol": 1e-20}})
+    assert (r.status, r.rtol, r.atol) == ("fail", 1e-9, 1e-20)
+    r = _weight_record({"param": {"atol": 1e-20}, "param.c.weight": {"atol": 1e-16}})
+    assert (r.status, r.atol) == ("pass", 1e-16)
+
+
 def _other_tanh(x):
     return np.sign(x) * (1.0 - 2.0 / (np.exp(2.0 * np.abs(x)) + 1.0))
 
