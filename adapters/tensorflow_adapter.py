@@ -217,7 +217,7 @@ class TensorflowAdapter:
         if initial.target is not None:
             target = tf.constant(initial.target.astype(np.int64)) if case.loss.kind == "cross_entropy" else \
                 tf.cast(initial.target, dtype)
-        opt = self._optimizer(case.optimizer, case.dtype)
+        opt = self._optimizer(case.optimizer, case.dtype) if variables else None  # nothing to update
         names = list(variables)
         as_np = lambda t: np.asarray(tf.cast(t, tf.float64))  # noqa: E731
         steps = []

@@ -124,7 +124,7 @@ class TorchAdapter:
         target = None
         if initial.target is not None:
             target = torch.tensor(initial.target, dtype=torch.int64 if case.loss.kind == "cross_entropy" else dtype)
-        opt = self._optimizer(case.optimizer, list(params.values()))
+        opt = self._optimizer(case.optimizer, list(params.values())) if params else None  # nothing to update
         steps = []
         try:
             for _ in range(case.steps):
