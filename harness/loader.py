@@ -592,6 +592,9 @@ def parse_case(data: dict, file: str, lines: dict, *, case_id: str | None = None
         raise CaseError(f"{steps} steps need an `optimizer` (without one every step is the same)", ("steps",))
     params = {p.name: p.spec.shape for layer in layers for p in layer.params}
     expect = _expect(data.get("expect"), steps, shape, params, inp.shape)
+    if expect.param and optimizer is None:
+        raise CaseError("expected parameters need an `optimizer` (without one nothing is updated; "
+                        "gradients go under `expect.grad`)", ("expect", "param"))
     tolerance = _tolerance(data.get("tolerance"), list(params))
     xfail = _check_keys(data.get("xfail"), known_names(), ("xfail",), "xfail")
     for fw, why in xfail.items():

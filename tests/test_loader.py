@@ -61,6 +61,8 @@ MESSAGES = {
         'tests/malformed/output_too_small.yaml:3: model[0].conv2d: output size would be -1x-1 for a 3x3 input (kernel (5, 5), stride (1, 1), padding ((0, 0), (0, 0)), dilation (1, 1))',
     'padding_word.yaml':
         "tests/malformed/padding_word.yaml:3: model[0].conv2d.padding: must be an integer, a pair, per-side pairs, `valid` or `same`, got 'sam'; did you mean `same`?",
+    'param_without_optimizer.yaml':
+        'tests/malformed/param_without_optimizer.yaml:5: expect.param: expected parameters need an `optimizer` (without one nothing is updated; gradients go under `expect.grad`)',
     'pool_all_padding.yaml':
         'tests/malformed/pool_all_padding.yaml:3: model[0].max_pool2d.padding: padding (2, 2) makes a pooling window lie entirely in padding',
     'ragged_input.yaml':
