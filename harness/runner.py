@@ -262,7 +262,7 @@ class Runner:
         noise: dict = {}
         runs = [(perturbed(case, initial, draw), rounded_layers(case, draw)) for draw in range(2)]
         if self._reference_rounds and case.dtype in HALF:
-            runs.append((initial, stored_in_dtype(case)))
+            runs += [(initial, stored_in_dtype(case, shift)) for shift in (0.0, 0.5)]
         for tensors, round_off in runs:
             rounding = {"round_off": round_off} if self._reference_rounds else {}
             try:

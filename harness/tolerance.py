@@ -21,8 +21,9 @@ An element passes when |actual - ref| <= atol + rtol·|ref|, where, unless the c
   level above (relative PERTURBATION·rounding_scale, random signs, twice), and, where the reference
   can (the NumPy one), with each sigmoid and tanh output rounded by PERTURBATION·eps as well: a
   framework's last bits of tanh(x) ≈ 1 decide tanh' = 1 − y² outright, which no input perturbation
-  shows. Half types get a third run: the given tensors, every stored value rounded to the dtype
-  (stored_in_dtype), for the max-pool ties and ReLU zeros that rounding makes. How far a
+  shows. Half types get two more runs: the given tensors, every stored value rounded to the dtype
+  and sigmoid/tanh outputs to two ulps (stored_in_dtype), for the max-pool ties and ReLU zeros that
+  rounding makes. How far a
   tensor moves is how far rounding alone can move it — through cancellation (an MSE gradient y - t
   once the net fits its target), through multi-step feedback, through an ill-conditioned optimizer
   step — and NOISE_FACTOR[dtype] times its largest movement is added to its atol. For a well-conditioned
@@ -171,11 +172,25 @@ def rounded_layers(case: Case, draw: int):
     return round_off
 
 
-def stored_in_dtype(case: Case):
+# Mantissa bits and smallest normal exponent of the half types (their ulp, for stored_in_dtype).
+MANTISSA = {"float16": (10, -14), "bfloat16": (7, -126)}
+
+
+def stored_in_dtype(case: Case, shift: float):
     """A `round_off` that rounds every layer output and updated parameter to the case dtype, as a
-    float16 / bfloat16 framework stores them. From the given tensors, that makes the ties a framework
-    meets: two cells of a max-pool window that round to the same value (the gradient goes to the
-    first), an output that rounds to 0 before a ReLU. The float64 reference sees neither."""
+    float16 / bfloat16 framework stores them, and each sigmoid and tanh output onto a grid of two ulps
+    (moved by `shift` of its step; the runner uses shifts 0 and 1/2). From the given tensors, that makes
+    the ties a framework meets: two cells of a max-pool window that round to the same value (the
+    gradient goes to the first), an output that rounds to 0 before a ReLU. The float64 reference sees
+    neither. The two-ulp grid is for the frameworks' own last bits: TensorFlow's float16 sigmoid is one
+    ulp off on 24% of inputs (up to 1.76), so it ties cells whose correctly rounded values differ by one;
+    every pair within an ulp shares a grid cell under one of the two shifts."""
+    bits, lowest = MANTISSA[case.dtype]
+
     def round_off(a: np.ndarray, layer) -> None:
         a[...] = round_to(a, case.dtype)
+        if isinstance(layer, Activation) and layer.kind != "relu":
+            exponent = np.maximum(np.floor(np.log2(np.maximum(np.abs(a), 2.0 ** lowest))), lowest)
+            step = 2.0 ** (exponent - bits + 1)
+            a[...] = round_to((np.floor(a / step + 0.5 + shift) - shift) * step, case.dtype)
     return round_off
