@@ -339,8 +339,8 @@ def layer_backward(L: Layer, dy, cache):
 
 # ---------------------------------------------------------------- losses
 
-def loss_and_grad(kind: str, y, target):
-    """The loss value and dL/dy."""
+def loss_and_grad(kind: str, y, target, round_off=None):
+    """The loss value and dL/dy. `round_off(array, "softmax")`: see NumpyReference.run."""
     if kind == "mse":  # L = mean((y - t)²)
         d = y - target
         return np.mean(d * d), 2.0 * d / d.size
@@ -354,11 +354,15 @@ def loss_and_grad(kind: str, y, target):
     if kind == "cross_entropy":  # L = mean_n(-log softmax(y_n)[t_n]);  dL/dy = (softmax - onehot)/N
         n = y.shape[0]
         z = y - y.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        total = np.exp(z).sum(axis=1, keepdims=True)  # softmax p = exp(z) / total
+        p = np.exp(z) / total
+        if round_off is not None:  # a confident row: total is 1 + tiny, and p − 1 at its class nearly cancels
+            round_off(total, "softmax")
+            round_off(p, "softmax")
         t = target.astype(np.int64)
         onehot = np.zeros_like(y)
         onehot[np.arange(n), t] = 1.0
-        return -logp[np.arange(n), t].mean(), (np.exp(logp) - onehot) / n
+        return (np.log(total)[:, 0] - z[np.arange(n), t]).mean(), (p - onehot) / n
     raise ValueError(f"unknown loss {kind}")
 
 
@@ -410,7 +414,8 @@ class NumpyReference:
 
     def run(self, case, initial: Initial, round_off=None) -> Trace:
         """`round_off(array, layer)` (the runner's conditioning runs only): called in place on each layer's
-        output and, with layer None, on each updated parameter (tolerance.rounded_layers, stored_in_dtype)."""
+        output, with layer "softmax" on cross-entropy's softmax sum and probabilities, and with layer None
+        on each updated parameter (tolerance.rounded_layers, stored_in_dtype)."""
         params = {k: np.array(v, dtype=np.float64) for k, v in initial.params.items()}
         x0 = np.array(initial.input, dtype=np.float64)
         opt = make_optimizer(case.optimizer)
@@ -435,7 +440,7 @@ def gradients(case, x, params, target, round_off=None):
         if round_off is not None and not isinstance(L, Flatten):  # a flatten's output is a view of its input
             round_off(x, L)  # in place: an activation's cache holds this same array, and its derivative reads it
         caches.append(cache)
-    loss, dy = loss_and_grad(case.loss.kind, x, target)
+    loss, dy = loss_and_grad(case.loss.kind, x, target, round_off)
     # How big an error in the loss an output error of one part in max|y| makes: Σ|dL/dy|·max|y|.
     magnitude = {"loss": float(abs(loss) + np.abs(dy).sum() * np.abs(x).max())}
     if isinstance(case.layers[-1], Sum):

@@ -156,18 +156,20 @@ def perturbed(case: Case, initial, draw: int):
 
 
 def rounded_layers(case: Case, draw: int):
-    """A `round_off` for the reference's perturbed runs: scales an activation's output in place by
-    (1 ± PERTURBATION·eps). Every framework computes tanh and the sigmoid to within a few ulps of the
+    """A `round_off` for the reference's perturbed runs: scales a sigmoid, tanh or softmax output in place
+    by (1 ± PERTURBATION·eps). Every framework computes tanh and the sigmoid to within a few ulps of the
     dtype (measured: up to 7 in TensorFlow's float64 tanh, 1 in torch's), each with its own last bits,
     and reads the derivative back from that output (tanh' = 1 − y², σ' = σ(1 − σ)); near saturation
     those bits decide it. Their errors are not random: a tanh that is a few ulps high everywhere moves a
     sum of many derivatives coherently. So draw 0 picks the signs at random, and draw 1 rounds every
-    output up."""
+    output up. Cross-entropy's softmax is rounded the same way: for a confident row its sum is 1 + tiny
+    and p − 1 at the true class a difference of nearly equal numbers; a framework rounds both at eps·1,
+    where the float64 reference keeps the tiny part exactly."""
     rng = np.random.default_rng([case.seed, 0x6E015E, draw, 1])
     delta = PERTURBATION * EPS[case.dtype]
 
     def round_off(a: np.ndarray, layer) -> None:
-        if isinstance(layer, Activation) and layer.kind != "relu":
+        if (isinstance(layer, Activation) and layer.kind != "relu") or layer == "softmax":
             a *= 1.0 + delta * (rng.choice([-1.0, 1.0], size=np.shape(a)) if draw == 0 else 1.0)
     return round_off
 

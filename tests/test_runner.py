@@ -327,5 +327,48 @@ def test_a_max_pool_tie_made_by_tensorflows_float16_sigmoid_is_within_the_allowa
     assert "fail" in _statuses(runner.run_case(case).records, "tensorflow")
 
 
+class SoftmaxOneUlpHigh(NumpyReference):
+    """Cross-entropy as a float32 framework rounds it: the softmax sum and probabilities one float32 ulp
+    high. For a confident row that moves p − 1 by a percent."""
+    name = "ulp_high"
+
+    def run(self, case, initial):
+        def one_ulp_high(a, layer):
+            if layer == "softmax":
+                a[...] = np.nextafter(a.astype(np.float32), np.float32(np.inf)).astype(np.float64)
+        return super().run(case, initial, round_off=one_ulp_high)
+
+
+def test_a_confident_cross_entropy_is_judged_at_the_rounding_of_its_softmax():
+    """A correct softmax with float32's last bits passes; the gradient with its sign slipped (onehot − p,
+    a classic hand-derivation error) still fails, on every bundled cross-entropy case."""
+    cases = [c for c in _bundled() if c.loss.kind == "cross_entropy"]
+    assert any(c.id == "cross_entropy_confident_f32" for c in cases)
+    original = numpy_ref.loss_and_grad
+
+    class SignSlipped(NumpyReference):
+        name = "sign_slipped"
+
+        def run(self, case, initial):
+            def slipped(kind, y, target, round_off=None):
+                loss, dy = original(kind, y, target, round_off)
+                return loss, -dy
+            numpy_ref.loss_and_grad = slipped
+            try:
+                return super().run(case, initial)
+            finally:
+                numpy_ref.loss_and_grad = original
+
+    for case in cases:
+        records = Runner(NumpyReference(), [SoftmaxOneUlpHigh(), SignSlipped()]).run_case(case).records
+        if case.dtype == "float32":
+            assert _statuses(records, "ulp_high") == {"pass"}, case.id
+        if case.id == "cross_entropy_confident_f32":  # passes on the measured slack, not the computed allowance
+            r = next(r for r in records if r.framework == "ulp_high" and r.tensor == "fc.weight" and r.step == 1
+                     and r.quantity == "grad" and r.reference == "numpy")
+            assert r.max_abs_err > 100 * r.rtol * 6.45e-6  # max|dL/dw| = 6.45e-6
+        assert "fail" in {r.status for r in records if r.framework == "sign_slipped" and r.quantity == "grad"}, case.id
+
+
 def test_transposed_conv_cases_exist():  # the flipped-kernel check above skips them; they are FD-tested
     assert any(isinstance(L, ConvTranspose2d) for c in _bundled() for L in c.layers)
