@@ -18,6 +18,7 @@ class Comparison:
     actual: float | None           # the two values at the worst element
     desired: float | None
     message: str
+    non_finite: bool = False       # failed on inf/NaN where the reference is finite
 
 
 def _finite(x: float) -> float | None:
@@ -42,7 +43,8 @@ def compare(actual, desired: np.ndarray, allow: Allowance, extra_atol: np.ndarra
     if bad.any():
         idx = np.unravel_index(int(np.argmax(bad)), actual.shape)
         return Comparison(False, None, None, None, [int(i) for i in idx], _finite(actual[idx]),
-                          float(desired[idx]), f"{int(bad.sum())} non-finite value(s) ({actual[idx]} at {list(idx)})")
+                          float(desired[idx]), f"{int(bad.sum())} non-finite value(s) ({actual[idx]} at {list(idx)}, "
+                                               f"where the reference has {float(desired[idx]):.9g})", True)
     err = np.abs(actual - desired)
     budget = allow.atol + allow.rtol * np.abs(desired)
     if extra_atol is not None:

@@ -7,6 +7,7 @@ another's records.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import inspect
 import time
@@ -180,6 +181,11 @@ class Runner:
             if override(case, quantity, tensor).atol is not None:  # a case's own atol is applied exactly
                 extra = None
             cmp = compare(actual, desired, allow, extra)
+            if cmp.non_finite and (magnitude or 0.0) > LARGEST[case.dtype]:
+                cmp = dataclasses.replace(cmp, message=f"{cmp.message}; the terms it is computed from reach "
+                                          f"{magnitude:.4g}, beyond {case.dtype}'s largest value "
+                                          f"{LARGEST[case.dtype]:.6g}: an intermediate overflows (the case, "
+                                          f"not the framework)")
             if extra is not None:  # the record states the atol applied (Adam's varies by element: its largest)
                 allow = Allowance(allow.rtol, allow.atol + float(np.max(extra)))
         return Record(case.id, framework, reference, step, quantity, tensor, list(np.shape(desired)), case.dtype,

@@ -370,5 +370,21 @@ def test_a_confident_cross_entropy_is_judged_at_the_rounding_of_its_softmax():
         assert "fail" in {r.status for r in records if r.framework == "sign_slipped" and r.quantity == "grad"}, case.id
 
 
+def test_an_overflowing_intermediate_is_named_as_the_cases():
+    """½(t − y)² = 45000 fits float16, (t − y)² = 90000 does not: a float16 framework's inf loss is the
+    case's doing, and the record says so."""
+    case = make_case(input=[[300.0]], model=["sum"], loss={"half_sse": {"target": 0.0}}, dtype="float16")
+
+    def overflow(trace):
+        trace.steps[0].loss = np.asarray(np.inf)
+    records = Runner(NumpyReference(), [Scripted("half", overflow)]).run_case(case).records
+    r = next(r for r in records if r.framework == "half" and r.quantity == "loss" and r.reference == "numpy")
+    assert r.status == "fail" and "where the reference has 45000" in r.message
+    assert "beyond float16's largest value 65504: an intermediate overflows (the case" in r.message
+    nan = Runner(NumpyReference(), [Scripted("nan", lambda t: t.steps[0].grads["input"].fill(np.nan))])
+    r = next(r for r in nan.run_case(case).records if r.framework == "nan" and r.tensor == "input")
+    assert r.status == "fail" and "non-finite" in r.message and "overflows" not in r.message
+
+
 def test_transposed_conv_cases_exist():  # the flipped-kernel check above skips them; they are FD-tested
     assert any(isinstance(L, ConvTranspose2d) for c in _bundled() for L in c.layers)
