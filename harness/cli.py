@@ -33,9 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--adapter", action="append", default=[], metavar="MODULE:ATTR", help="a third-party adapter")
     run.add_argument("--count", type=int, help="override every family's count")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar, summary only")
-    run.add_argument("--in-process", action="store_true",
-                     help="run the frameworks in this process (for a debugger); by default they run in a child "
-                          "process, so that one that crashes costs its case, not the run")
+    in_process = dict(action="store_true", help="run the frameworks in this process (for a debugger); by default "
+                      "they run in a child process, so that one that crashes costs its case, not the run")
+    run.add_argument("--in-process", **in_process)
 
     for name, helptext in (("validate", "check case files, run nothing"), ("list", "list case ids")):
         sp = sub.add_parser(name, help=helptext)
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--adapter", action="append", default=[], metavar="MODULE:ATTR")
     sh.add_argument("--out", default=os.path.join("cases", "regressions"), help="where to write the small case")
     sh.add_argument("--budget", type=float, default=60.0, help="seconds to spend shrinking (default 60)")
+    sh.add_argument("--in-process", **in_process)
 
     sub.add_parser("schema", help="print the JSON Schema of a case file")
     return p
@@ -179,17 +180,29 @@ def cmd_shrink(args) -> int:
         case = find_case(args.id, args.paths)
     except CaseError as e:
         return _report_invalid([e])
-    runner = Runner(reference, frameworks)
+    from . import isolate
+    isolated = isolate.available() and not args.in_process  # a crash is a failure to shrink, not the end
+
+    def runner_for(adapters):
+        runner = Runner(reference, adapters)
+        return isolate.IsolatedRunner(runner) if isolated else runner
+    runner = runner_for(frameworks)
     records = runner.run_case(case).records
     failing = list(dict.fromkeys(r.framework for r in records if r.status in FAILING))
+    if isolated:
+        runner.close()
     if not failing:
         _err(f"{case.id} does not fail on {', '.join(a.name for a in [reference, *frameworks])}: nothing to shrink")
         return EXIT_FAIL
     framework = failing[0]
-    chosen = [a for a in frameworks if a.name == framework]
-    runner = Runner(reference, chosen)
+    runner = runner_for([a for a in frameworks if a.name == framework])
     print(f"shrinking {case.id}, failing on {framework} ...", file=sys.stderr)
-    small = shrink(case, failing_predicate(runner, framework), args.budget, log=lambda m: print("  " + m, file=sys.stderr))
+    try:
+        small = shrink(case, failing_predicate(runner, framework), args.budget,
+                       log=lambda m: print("  " + m, file=sys.stderr))
+    finally:
+        if isolated:
+            runner.close()
     text = regression_text(case, small, framework)
     path = write_regression(text, "regression_" + case.id.replace("[", "_").replace("]", ""), args.out)
     print(f"wrote {path}: {len(small.layers)} layer(s), input {list(small.input.shape)}, {small.steps} step(s)")

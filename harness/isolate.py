@@ -44,6 +44,20 @@ def _death(exitcode: int | None) -> str:
     return f"exited with status {exitcode}"
 
 
+def _died(runner: Runner, case, running, exitcode: int | None) -> tuple[list[Record], str | None]:
+    """The records a child's death on `case` leaves, and the framework to run the case again without
+    (None: the reference or gradconf itself died, so nothing of the case can be compared)."""
+    framework = running[1] if running and running[0] == case.id else None
+    why = (f"the process died ({_death(exitcode)}) while {framework or 'gradconf'} ran this case; "
+           f"gradconf went on in a fresh process")
+    if framework is None or framework == runner.reference.name:
+        names = dict.fromkeys([runner.reference.name, *(fw.name for fw in runner.frameworks)])
+        notes = [_note(case, n, "error", why, runner.reference.name) for n in names]
+        return Runner.apply_xfail(case, CaseResult(case, notes)).records, None
+    note = _note(case, framework, "error", why, runner.reference.name)
+    return Runner.apply_xfail(case, CaseResult(case, [note])).records, framework
+
+
 def run_isolated(runner: Runner, cases: list, finish: Callable[[], dict],
                  on_case: Callable[[object], None] = lambda case: None) -> tuple[list[Record], dict]:
     """Every case's records, in case order, and what `finish()` returned in the last child (run after the
@@ -78,19 +92,12 @@ def run_isolated(runner: Runner, cases: list, finish: Callable[[], dict],
             if start >= len(cases):  # after the last case, in finish(): every record is in
                 finished = {}
                 break
-            case = cases[start]
-            framework = running[1] if running and running[0] == case.id else None
-            why = (f"the process died ({_death(child.exitcode)}) while {framework or 'gradconf'} ran this case; "
-                   f"gradconf went on in a fresh process")
-            if framework is None or framework == runner.reference.name:  # nothing to compare against: the case is lost
-                names = [runner.reference.name, *(fw.name for fw in runner.frameworks)]
-                notes = [_note(case, n, "error", why, runner.reference.name) for n in dict.fromkeys(names)]
-                by_case[start] = Runner.apply_xfail(case, CaseResult(case, notes)).records
+            notes, framework = _died(runner, cases[start], running, child.exitcode)
+            by_case[start] = by_case.get(start, []) + notes
+            if framework is None:  # the case is lost
                 start += 1
-                on_case(case)
+                on_case(cases[start - 1])
             else:  # the same case again, without the framework that died on it
-                note = _note(case, framework, "error", why, runner.reference.name)
-                by_case[start] = by_case.get(start, []) + Runner.apply_xfail(case, CaseResult(case, [note])).records
                 without.setdefault(start, set()).add(framework)
         except BaseException:  # Ctrl-C: stop the child too
             child.terminate()
@@ -99,3 +106,54 @@ def run_isolated(runner: Runner, cases: list, finish: Callable[[], dict],
             receive.close()
         child.join()
     return [r for i in sorted(by_case) for r in by_case[i]], finished
+
+
+def _serve(runner: Runner, conn) -> None:
+    runner.on_adapter_start = lambda case, adapter: conn.send(("start", case.id, adapter.name))
+    for case, names in iter(conn.recv, None):
+        frameworks = [fw for fw in runner.frameworks if fw.name in names]
+        conn.send(("case", runner.run_case(case, frameworks).records))
+
+
+class IsolatedRunner:
+    """`runner.run_case`, one case at a time, in a long-lived forked child (gradconf shrink, which asks
+    for one candidate case after another): a child that dies costs the case it was running an `error` on
+    the framework that was running, the case's other frameworks run in a fresh child, and so on."""
+
+    def __init__(self, runner: Runner):
+        self.runner, self.reference, self._child, self._conn = runner, runner.reference, None, None
+
+    def run_case(self, case) -> CaseResult:
+        names = [fw.name for fw in self.runner.frameworks]
+        records: list[Record] = []
+        while True:
+            if self._child is None:
+                self._conn, theirs = multiprocessing.get_context("fork").Pipe()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                self._child = multiprocessing.get_context("fork").Process(
+                    target=_serve, args=(self.runner, theirs), daemon=True)
+                self._child.start()
+                theirs.close()
+            self._conn.send((case, names))
+            running = None
+            try:
+                while (message := self._conn.recv())[0] == "start":
+                    running = message[1:]
+                return CaseResult(case, records + message[1])
+            except EOFError:  # the child died
+                self._child.join()
+                notes, framework = _died(self.runner, case, running, self._child.exitcode)
+                self._conn.close()
+                self._child = self._conn = None
+                records += notes
+                if framework is None:
+                    return CaseResult(case, records)
+                names.remove(framework)
+
+    def close(self) -> None:
+        if self._child is not None:
+            self._conn.send(None)
+            self._child.join()
+            self._conn.close()
+            self._child = self._conn = None

@@ -13,6 +13,8 @@ import os
 import time
 from collections.abc import Callable, Iterator
 
+import numpy as np
+
 from . import yamlio
 from .case import Case
 from .errors import CaseError
@@ -82,9 +84,15 @@ def candidates(data: dict) -> Iterator[dict]:
             yield {k: v for k, v in data.items() if k != "optimizer"}
 
 
+def _input_shape(data: dict) -> list:
+    """The input's shape, whether written as `{shape: ...}` or as a literal nested list."""
+    inp = data.get("input")
+    return list(inp.get("shape", [])) if isinstance(inp, dict) else list(np.shape(inp))
+
+
 def size(data: dict) -> tuple:
     """What shrinking minimises, in order: steps, layers, then the total input size."""
-    shape = data["input"].get("shape", []) if isinstance(data.get("input"), dict) else []
+    shape = _input_shape(data)
     total = 1
     for s in shape:
         total *= s
@@ -106,14 +114,18 @@ def shrink(case: Case, fails: Callable[[Case], bool], budget_s: float = 60.0,
                 continue
             if fails(c):
                 data, best, improved = cand, c, True
-                log(f"still failing at steps={size(cand)[0]} layers={size(cand)[1]} input={cand['input'].get('shape')}")
+                log(f"still failing at steps={size(cand)[0]} layers={size(cand)[1]} input={_input_shape(cand)}")
                 break
     return best
 
 
 def failing_predicate(runner: Runner, framework: str) -> Callable[[Case], bool]:
+    """Whether `framework` fails on a case that the reference itself can run (a candidate that overflows
+    its dtype, say, errors on every framework: that is not the failure being shrunk)."""
     def fails(case: Case) -> bool:
         records = runner.run_case(case).records
+        if any(r.framework == runner.reference.name and r.status == "error" for r in records):
+            return False
         return any(r.framework == framework and r.status in FAILING for r in records)
     return fails
 

@@ -152,3 +152,15 @@ def test_shrink_command_writes_a_regression_case(tmp_path):
     records = Runner(NumpyReference(), [WrongTanhDerivative()]).run_case(case).records
     assert any(r.framework == "wrong_tanh" and r.status == "fail" for r in records)
     assert all(r.status == "pass" for r in records if r.framework == "numpy")
+
+
+def test_shrinking_a_case_that_crashes_its_framework(tmp_path):
+    """A segfault is a failure like any other: each crash costs a child process, the shrink goes on."""
+    p = subprocess.run([sys.executable, "-m", "harness", "shrink", "sum_3x3", "--paths", "cases/examples",
+                        "--frameworks", "numpy", "--adapter", "tests.planted:CrashesOnSum3x3", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "shrinking sum_3x3, failing on crashes" in p.stderr
+    (written,) = os.listdir(tmp_path)
+    (case,) = load_file(str(tmp_path / written))
+    assert len(case.layers) == 1  # conv + sum: either alone still crashes (the planted adapter keys on the id)
