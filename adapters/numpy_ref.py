@@ -417,8 +417,9 @@ class NumpyReference:
 
     def run(self, case, initial: Initial, round_off=None) -> Trace:
         """`round_off(array, layer)` (the runner's conditioning runs only): called in place on each layer's
-        output, with layer "softmax" on cross-entropy's softmax sum and probabilities, and with layer None
-        on each updated parameter (tolerance.rounded_layers, stored_in_dtype)."""
+        output, with layer "softmax" on cross-entropy's softmax sum and probabilities, with "gradient" on
+        each gradient the backward pass stores, and with layer None on each updated parameter
+        (tolerance.rounded_layers, stored_in_dtype)."""
         params = {k: np.array(v, dtype=np.float64) for k, v in initial.params.items()}
         x0 = np.array(initial.input, dtype=np.float64)
         opt = make_optimizer(case.optimizer)
@@ -449,8 +450,16 @@ def gradients(case, x, params, target, round_off=None):
     if isinstance(case.layers[-1], Sum):
         magnitude["output"] = float(np.abs(last_input).sum())  # the terms the output was summed from
     grads = {}
+    if round_off is not None:
+        dy = np.array(dy)
+        round_off(dy, "gradient")
     for L, cache in zip(reversed(case.layers), reversed(caches)):
         dy, g = layer_backward(L, dy, cache)
+        if round_off is not None:  # as a framework stores them: each layer's input gradient and parameter gradients
+            dy = np.array(dy)
+            round_off(dy, "gradient")
+            for v in g.values():
+                round_off(v, "gradient")
         grads.update(g)
     grads["input"] = dy
     return loss, x, grads, magnitude

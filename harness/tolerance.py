@@ -179,8 +179,8 @@ MANTISSA = {"float16": (10, -14), "bfloat16": (7, -126)}
 
 
 def stored_in_dtype(case: Case, shift: float):
-    """A `round_off` that rounds every layer output and updated parameter to the case dtype, as a
-    float16 / bfloat16 framework stores them, and each sigmoid and tanh output onto a grid of two ulps
+    """A `round_off` that rounds every layer output, gradient and updated parameter to the case dtype, as
+    a float16 / bfloat16 framework stores them, and each sigmoid and tanh output onto a grid of two ulps
     (moved by `shift` of its step; the runner uses shifts 0 and 1/2). From the given tensors, that makes
     the ties a framework meets: two cells of a max-pool window that round to the same value (the
     gradient goes to the first), an output that rounds to 0 before a ReLU. The float64 reference sees
