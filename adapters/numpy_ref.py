@@ -441,6 +441,12 @@ def gradients(case, x, params, target, round_off=None):
     for L in case.layers:
         last_input = x
         x, cache = layer_forward(L, x, params)
+        bias = params.get(f"{L.name}.bias") if type(L) in _PARAMETRIC else None
+        if round_off is not None and bias is not None:  # a framework that adds the bias as its own op
+            b = bias.reshape((1, -1) + (1,) * (x.ndim - 2))
+            before = x - b
+            round_off(before, "before bias")
+            x[...] = before + b
         if round_off is not None and not isinstance(L, Flatten):  # a flatten's output is a view of its input
             round_off(x, L)  # in place: an activation's cache holds this same array, and its derivative reads it
         caches.append(cache)

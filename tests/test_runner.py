@@ -51,9 +51,13 @@ def _has_real_conv(case):  # a 1x1 kernel is its own flip: the bug is not a bug 
 
 def test_flipped_kernel_gradient_is_caught_on_every_bundled_conv_case():
     """Every dtype, every family, every fixed case with a real conv — except the few random variants
-    whose conv gradient is exactly zero (a saturated or dead network), where no bug can show."""
+    whose conv gradient is exactly zero (a saturated or dead network), where no bug can show, and the
+    cases tagged `near_tie`, built around a max-pool window whose routing, and so the conv gradient,
+    the dtype's precision leaves undetermined (the allowance there is as wide as a flipped kernel)."""
     runner = Runner(NumpyReference(), [FlippedKernelGradient()])
-    conv_cases = [c for c in _bundled() if _has_real_conv(c)]
+    near_ties = [c for c in _bundled() if _has_real_conv(c) and "near_tie" in c.tags]
+    assert len(near_ties) <= 2
+    conv_cases = [c for c in _bundled() if _has_real_conv(c) and "near_tie" not in c.tags]
     assert len(conv_cases) > 300
     missed, degenerate = [], []
     for case in conv_cases:
