@@ -457,12 +457,12 @@ def gradients(case, x, params, target, round_off=None):
         magnitude["output"] = float(np.abs(last_input).sum())  # the terms the output was summed from
     grads = {}
     if round_off is not None:
-        dy = np.array(dy)
+        dy = np.require(dy, requirements="W")  # a copy only where dy is read-only
         round_off(dy, "gradient")
     for L, cache in zip(reversed(case.layers), reversed(caches)):
         dy, g = layer_backward(L, dy, cache)
         if round_off is not None:  # as a framework stores them: each layer's input gradient and parameter gradients
-            dy = np.array(dy)
+            dy = np.require(dy, requirements="W")
             round_off(dy, "gradient")
             for v in g.values():
                 round_off(v, "gradient")

@@ -128,11 +128,11 @@ class IsolatedRunner:
         records: list[Record] = []
         while True:
             if self._child is None:
-                self._conn, theirs = multiprocessing.get_context("fork").Pipe()
+                context = multiprocessing.get_context("fork")
+                self._conn, theirs = context.Pipe()
                 sys.stdout.flush()
                 sys.stderr.flush()
-                self._child = multiprocessing.get_context("fork").Process(
-                    target=_serve, args=(self.runner, theirs), daemon=True)
+                self._child = context.Process(target=_serve, args=(self.runner, theirs), daemon=True)
                 self._child.start()
                 theirs.close()
             self._conn.send((case, names))

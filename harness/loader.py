@@ -514,7 +514,7 @@ def _expect(v, steps: int, out_shape: Shape, params: dict[str, Shape], in_shape:
         output = _literal(v["output"], path + ("output",), "output")
         if output.shape != out_shape and not (out_shape == () and output.size == 1):
             raise ShapeError(f"shape {list(output.shape)} does not match the output shape {list(out_shape)}",
-                            path + ("output",))
+                             path + ("output",))
         output = output.reshape(out_shape)
     named = {"grad": {**params, "input": in_shape}, "param": params}
     tensors: dict[str, dict] = {}
@@ -525,7 +525,7 @@ def _expect(v, steps: int, out_shape: Shape, params: dict[str, Shape], in_shape:
             tensors[q][name] = _literal(value, path + (q, name), name)
             if tensors[q][name].shape != named[q][name]:
                 raise ShapeError(f"shape {list(tensors[q][name].shape)} does not match {name}'s "
-                                f"{list(named[q][name])}", path + (q, name))
+                                 f"{list(named[q][name])}", path + (q, name))
     return Expect(loss, output, tensors["grad"], tensors["param"])
 
 
