@@ -21,9 +21,10 @@ An element passes when |actual - ref| <= atol + rtol·|ref|, where, unless the c
   level above (relative PERTURBATION·rounding_scale, random signs, twice), and, where the reference
   can (the NumPy one), with each sigmoid and tanh output rounded by PERTURBATION·eps as well: a
   framework's last bits of tanh(x) ≈ 1 decide tanh' = 1 − y² outright, which no input perturbation
-  shows. Half types get two more runs: the given tensors, every stored value rounded to the dtype
-  and sigmoid/tanh outputs to two ulps (stored_in_dtype), for the max-pool ties and ReLU zeros that
-  rounding makes. How far a
+  shows. Half types get two more runs: the given tensors, every stored value (layer outputs,
+  gradients, parameters; in one run also a conv or dense output before its bias) rounded to the
+  dtype and sigmoid/tanh outputs to two ulps (stored_in_dtype), for the max-pool ties and ReLU zeros
+  that rounding makes. How far a
   tensor moves is how far rounding alone can move it — through cancellation (an MSE gradient y - t
   once the net fits its target), through multi-step feedback, through an ill-conditioned optimizer
   step — and NOISE_FACTOR[dtype] times its largest movement is added to its atol. For a well-conditioned
