@@ -42,9 +42,10 @@ def compare(actual, desired: np.ndarray, allow: Allowance, extra_atol: np.ndarra
     bad = ~np.isfinite(actual) & np.isfinite(desired)
     if bad.any():
         idx = np.unravel_index(int(np.argmax(bad)), actual.shape)
-        return Comparison(False, None, None, None, [int(i) for i in idx], _finite(actual[idx]),
-                          float(desired[idx]), f"{int(bad.sum())} non-finite value(s) ({actual[idx]} at {list(idx)}, "
-                                               f"where the reference has {float(desired[idx]):.9g})", True)
+        where = [int(i) for i in idx]
+        return Comparison(False, None, None, None, where, _finite(actual[idx]), float(desired[idx]),
+                          f"{int(bad.sum())} non-finite value(s) ({actual[idx]} at {where}, "
+                          f"where the reference has {float(desired[idx]):.9g})", True)
     err = np.abs(actual - desired)
     budget = allow.atol + allow.rtol * np.abs(desired)
     if extra_atol is not None:
