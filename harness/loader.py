@@ -505,8 +505,9 @@ def _expect(v, steps: int, out_shape: Shape, params: dict[str, Shape], in_shape:
     loss = None
     if "loss" in v:
         raw = v["loss"] if isinstance(v["loss"], list) else [v["loss"]]
-        if len(raw) > steps:
-            raise CaseError(f"{len(raw)} losses for {steps} step(s)", path + ("loss",))
+        if isinstance(v["loss"], list) and len(raw) != steps:  # a short list is more likely a slip than a choice
+            raise CaseError(f"{len(raw)} loss(es) for {steps} step(s): give one per step, or a single number "
+                            f"for step 1", path + ("loss",))
         loss = tuple(_number(x, path + ("loss", i) if isinstance(v["loss"], list) else path + ("loss",))
                      for i, x in enumerate(raw))
     output = None

@@ -37,6 +37,9 @@ MESSAGES = {
         'tests/malformed/not_utf8.yaml:2: not UTF-8 text (byte 0xef); save the file as UTF-8',
     'empty.yaml':
         'tests/malformed/empty.yaml:1: a case file holds a mapping (name:, input:, model:, ...), got nothing',
+    'expect_loss_short.yaml':
+        'tests/malformed/expect_loss_short.yaml:7: expect.loss: 2 loss(es) for 3 step(s): give one per step, or a '
+        'single number for step 1',
     'expect_unknown_tensor.yaml':
         'tests/malformed/expect_unknown_tensor.yaml:6: expect.grad.fc.weigth: unknown key `fc.weigth`; did you mean `fc.weight`? (one of: fc.weight, fc.bias, input)',
     'family_bad_range.yaml':
