@@ -62,10 +62,9 @@ def variant_seed(seed: int, index: int) -> int:
 
 
 def draw_variant(data: dict, file: str, lines: dict, index: int) -> Case:
-    from .loader import _int, _str, parse_case
-    import os
+    from .loader import _int, case_name, parse_case
 
-    name = _str(data["name"], ("name",)) if "name" in data else os.path.splitext(os.path.basename(file))[0]
+    name = case_name(data, file)
     body = {k: v for k, v in data.items() if k != "count"}
     last: CaseError | None = None
     for attempt in range(MAX_ATTEMPTS):

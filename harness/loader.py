@@ -556,12 +556,25 @@ def _tolerance(v, params: Sequence[str]) -> dict[str, Tol]:
 
 # ---------------------------------------------------------------- the case
 
+def case_name(data: dict, file: str) -> str:
+    """A case's (or family's) `name`, by default the file's stem. It becomes a pytest node id and, for a
+    family, `name[i]`: the characters that delimit those would make ids that cannot be selected."""
+    name = _str(data["name"], ("name",)) if "name" in data else os.path.splitext(os.path.basename(file))[0]
+    clash = next((d for d in ("::", "[", "]") if d in name), None)
+    if clash or not name.isprintable():
+        which = f"name {name!r}" if "name" in data else f"the default name, the file's stem {name!r},"
+        why = (f"holds `{clash}`; `::`, `[` and `]` delimit case ids (`family[3]`, pytest's `file::id`)"
+               if clash else "holds a control character")
+        raise CaseError(f"{which} {why}" + ("" if "name" in data else "; set `name:`"), ("name",))
+    return name
+
+
 def parse_case(data: dict, file: str, lines: dict, *, case_id: str | None = None, family: str | None = None) -> Case:
     """Validate one (already drawn) case mapping. Raises CaseError with the field path."""
     from adapters import known_names
 
     _check_keys(data, TOP_KEYS, (), "a case")
-    name = _str(data["name"], ("name",)) if "name" in data else os.path.splitext(os.path.basename(file))[0]
+    name = _str(data["name"], ("name",)) if family or case_id else case_name(data, file)
     dtype = data.get("dtype", "float32")
     if dtype not in DTYPES:
         raise CaseError(unknown("dtype", dtype, DTYPES), ("dtype",))

@@ -52,6 +52,9 @@ MESSAGES = {
         "tests/malformed/lr_string.yaml:5: optimizer.sgd.lr: must be a number, got a string 'fast'",
     'missing_loss.yaml':
         'tests/malformed/missing_loss.yaml:1: missing `loss` (every case needs `input`, `model` and `loss`)',
+    'name_delimiter.yaml':
+        "tests/malformed/name_delimiter.yaml:1: name: name 'conv::stride[2]' holds `::`; `::`, `[` and `]` delimit case "
+        "ids (`family[3]`, pytest's `file::id`)",
     'nan_in_tensor.yaml':
         'tests/malformed/nan_in_tensor.yaml:1: input[0][1]: entries must be finite numbers within float range, got nan',
     'not_mapping.yaml':
@@ -212,3 +215,13 @@ def test_every_dtype_materialises_scalars_and_arrays_rounded_and_read_only(dtype
     bits = {"float64": 52, "float32": 23, "float16": 10, "bfloat16": 7}[dtype]
     assert init.input[0, 0] == pytest.approx(1.0 / 3.0, rel=2.0 ** -bits)
     assert (init.input[0, 0] != 1.0 / 3.0) == (dtype != "float64")  # rounded to the dtype, once
+
+
+def test_a_file_stem_that_would_make_an_unselectable_id_needs_a_name(tmp_path):
+    """The default name is the file's stem: `x[1].yaml` would give the id `x[1]`, which reads as a variant."""
+    case = "input: {shape: [1, 3]}\nmodel: [relu: {}]\nloss: {sum: {}}\n"
+    (tmp_path / "x[1].yaml").write_text(case)
+    with pytest.raises(CaseError, match=r"name: the default name, the file's stem 'x\[1\]', holds `\[`.*set `name:`"):
+        load_file(str(tmp_path / "x[1].yaml"))
+    (tmp_path / "named.yaml").write_text("name: ok x1\n" + case)
+    assert load_file(str(tmp_path / "named.yaml"))[0].id == "ok x1"
