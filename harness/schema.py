@@ -65,8 +65,10 @@ def case_schema() -> dict:
     tol = {"type": "object", "additionalProperties": False,
            "properties": {"rtol": {"type": "number", "minimum": 0}, "atol": {"type": "number", "minimum": 0}}}
     props = {
-        "name": {"type": "string"}, "description": {"type": "string"},
-        "tags": {"type": "array", "items": {"type": "string"}}, "dtype": {"enum": list(DTYPES)},
+        # no `[`, `]`, `::` or control characters: they delimit variant and pytest ids
+        "name": {"type": "string", "minLength": 1, "pattern": r"^[^\[\]\x00-\x1f\x7f]*$", "not": {"pattern": "::"}},
+        "description": {"type": "string"},
+        "tags": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}, "dtype": {"enum": list(DTYPES)},
         "seed": _INT, "input": _TENSOR,
         "model": {"type": "array", "minItems": 1, "items": {"anyOf": [_one_of(LAYER_KEYS), {"enum": [
             k for k in LAYER_KEYS if not set(LAYER_KEYS[k]) - {"name"}]}]}},  # `- relu` for a parameterless layer
