@@ -267,7 +267,7 @@ class Progress:
 
 
 def summarize(records) -> str:
-    from .report import counts, failures, families, frame, verdicts
+    from .report import cell_text, counts, failures, families, frame, verdicts
     df = frame(records)
     out = [tabulate(counts(df), headers="keys", tablefmt="simple")]
     fam = families(df)
@@ -277,7 +277,7 @@ def summarize(records) -> str:
     fails = failures(df)
     if len(fails):
         shown = fails.head(20)
-        rows = [[r.case, r.framework, r.reference, r.step, r.quantity, r.tensor or "",
+        rows = [[*map(cell_text, (r.case, r.framework, r.reference, r.step, r.quantity, r.tensor)),  # None: NaN in pandas
                  "" if r.ratio != r.ratio or r.ratio is None else f"{r.ratio:.3g}x", r.message[:80]]
                 for r in shown.itertuples()]
         out += ["", f"{len(fails)} failing record(s):",

@@ -143,7 +143,7 @@ def counts(df: pd.DataFrame) -> pd.DataFrame:
     return t[[s for s in SEVERITY[::-1] if s in t.columns]]
 
 
-def _fmt(v) -> str:
+def cell_text(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     if isinstance(v, float):
@@ -155,7 +155,7 @@ def _md_table(df: pd.DataFrame, index: bool = False) -> str:
     if df.empty:
         return "_none_"
     body = df.reset_index() if index else df
-    return tabulate([[_fmt(v) for v in row] for row in body.itertuples(index=False)], headers=list(body.columns),
+    return tabulate([[cell_text(v) for v in row] for row in body.itertuples(index=False)], headers=list(body.columns),
                     tablefmt="github")
 
 
@@ -185,7 +185,7 @@ def _html_table(df: pd.DataFrame, index: bool = False) -> str:
     for row in body.itertuples(index=False):
         cells = []
         for v in row:
-            text = _fmt(v)
+            text = cell_text(v)
             style = f' style="background:{COLOURS[text]}"' if text in COLOURS else ""
             cells.append(f"<td{style}>{html.escape(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")

@@ -43,6 +43,20 @@ def test_changed_golden_number_fails_and_names_the_tensor(tmp_path):
     assert "conv.weight" in failures and "0.05" in failures and "0.04" in failures
 
 
+def test_summary_leaves_absent_fields_blank():
+    """A loss has no tensor and an error no step: the summary shows blanks, not pandas' `nan` / `1.0`."""
+    from harness.cli import summarize
+    from harness.runner import Record
+    base = dict(case="c", framework="torch", reference="numpy", shape=[], dtype="float32", max_abs_err=1.0,
+                max_rel_err=1.0, worst_index=[], rtol=0.0, atol=0.0, status="fail", message="off", ratio=3.0)
+    text = summarize([Record(step=1, quantity="loss", tensor=None, **base),
+                      Record(step=1, quantity="grad", tensor="fc.weight", **base),
+                      Record(**{**base, "framework": "tensorflow", "status": "error", "message": "boom"},
+                             step=None, quantity=None, tensor=None)])
+    table = text.split("failing record(s):")[1].split("Who is wrong")[0]
+    assert "nan" not in table and "1.0" not in table and "fc.weight" in table and "boom" in table
+
+
 def test_malformed_corpus_exits_2_and_runs_nothing(tmp_path):
     p = gradconf("run", "tests/malformed", "--out", str(tmp_path / "out"))
     assert p.returncode == 2
