@@ -46,9 +46,13 @@ class CaseError(Exception):
         return f"{where}:{field} {self.problem}"
 
 
-class ShapeError(CaseError):
-    """The case is impossible for these sizes: the network, or a tensor whose shape the network fixes.
-    A family redraws on this one."""
+class Conflict(CaseError):
+    """Values that are each valid but cannot go together (nesterov without momentum, low above high).
+    A family redraws on this one: another draw may pair them differently."""
+
+
+class ShapeError(Conflict):
+    """The case is impossible for these sizes: the network, or a tensor whose shape the network fixes."""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .case import Case
-from .errors import CaseError, ShapeError
+from .errors import CaseError, Conflict
 
 MAX_ATTEMPTS = 200
 
@@ -77,13 +77,13 @@ def draw_variant(data: dict, file: str, lines: dict, index: int) -> Case:
             drawn["tags"] = list(dict.fromkeys([*tags, "family", name]))
         try:
             return parse_case(drawn, file, lines, family=name)
-        except ShapeError as e:  # an impossible network: draw again
+        except Conflict as e:  # an impossible network or pairing: draw again
             last = e
         except CaseError as e:
             if not _through_draw(body, e.path):  # the same in every variant
                 raise
             raise CaseError(f"(variant {drawn['name']}) {e.problem}", e.path, e.file, e.line) from None
-    raise CaseError(f"variant {index}: no valid network in {MAX_ATTEMPTS} draws; last: {last.problem}",
+    raise CaseError(f"variant {index}: no valid variant in {MAX_ATTEMPTS} draws; last: {last.problem}",
                     last.path if last else ())
 
 

@@ -11,7 +11,7 @@ from . import yamlio
 from .case import (ACTIVATIONS, DTYPES, INITS, LOSSES, OPTIMIZERS, QUANTITIES, Activation, Case, Conv2d,
                    ConvTranspose2d, Dense, Expect, Flatten, Layer, Loss, Optimizer, Padding, Pair, Param,
                    Pool2d, Shape, Sum, TensorSpec, Tol)
-from .errors import CaseError, ShapeError, did_you_mean, unknown
+from .errors import CaseError, Conflict, ShapeError, did_you_mean, unknown
 
 TOP_KEYS = ("name", "description", "tags", "dtype", "seed", "input", "model", "loss", "optimizer", "steps",
             "expect", "tolerance", "xfail", "count")
@@ -235,7 +235,7 @@ def tensor(v, path, shape: Shape | None = None, what="tensor") -> TensorSpec:
         low = _number(v.get("low", -1.0), path + ("low",))
         high = _number(v.get("high", 1.0), path + ("high",))
         if high < low:
-            raise CaseError(f"high ({high}) must be >= low ({low})", path + ("high",))
+            raise Conflict(f"high ({high}) must be >= low ({low})", path + ("high",))
         std = _number(v.get("std", 1.0), path + ("std",), min=0)
         return TensorSpec(shape, None, init, low, high, _number(v.get("mean", 0.0), path + ("mean",)), std)
     if isinstance(v, (int, float)) and not isinstance(v, bool) and shape is not None:
@@ -486,7 +486,7 @@ def _optimizer(v) -> Optimizer | None:
         m = _number(p.get("momentum", 0.0), path + ("momentum",), min=0)
         nesterov = _bool(p.get("nesterov", False), path + ("nesterov",))
         if nesterov and m == 0:
-            raise CaseError("nesterov needs a momentum > 0", path + ("nesterov",))
+            raise Conflict("nesterov needs a momentum > 0", path + ("nesterov",))
         return Optimizer("sgd", lr, momentum=m, nesterov=nesterov, weight_decay=wd)
     betas = p.get("betas", [0.9, 0.999])
     if not isinstance(betas, list) or len(betas) != 2:
@@ -603,11 +603,11 @@ def parse_case(data: dict, file: str, lines: dict, *, case_id: str | None = None
     optimizer = _optimizer(data.get("optimizer"))
     steps = _int(data.get("steps", 1), ("steps",), min=1)
     if steps > 1 and optimizer is None:
-        raise CaseError(f"{steps} steps need an `optimizer` (without one every step is the same)", ("steps",))
+        raise Conflict(f"{steps} steps need an `optimizer` (without one every step is the same)", ("steps",))
     params = {p.name: p.spec.shape for layer in layers for p in layer.params}
     expect = _expect(data.get("expect"), steps, shape, params, inp.shape)
     if expect.param and optimizer is None:
-        raise CaseError("expected parameters need an `optimizer` (without one nothing is updated; "
+        raise Conflict("expected parameters need an `optimizer` (without one nothing is updated; "
                         "gradients go under `expect.grad`)", ("expect", "param"))
     tolerance = _tolerance(data.get("tolerance"), list(params))
     xfail = _check_keys(data.get("xfail"), known_names(), ("xfail",), "xfail")

@@ -82,6 +82,29 @@ loss: {choice: [{mse: {target: {shape: [2, 3], init: normal}}}, {cross_entropy: 
     assert {c.loss.kind for c in cases} == {"mse", "cross_entropy"}
 
 
+def test_values_valid_alone_that_conflict_are_redrawn(tmp_path):
+    """nesterov with a drawn momentum of 0, a drawn high below a drawn low, steps without a drawn
+    optimizer: each value is fine on its own, so the pairing is an impossible draw, not a bad file."""
+    path = _family(tmp_path, """\
+count: 40
+input: {shape: [1, 3], init: uniform, low: {range: [-2, 1]}, high: {range: [-1, 2]}}
+model: [{dense: {out_features: 1}}]
+loss: {sum: {}}
+optimizer: {choice: [null, {sgd: {lr: 0.1, momentum: {choice: [0, 0.9]}, nesterov: {choice: [false, true]}}}]}
+steps: {range: [1, 2]}
+""")
+    cases = load_file(path)
+    assert len(cases) == 40
+    assert all(not o.nesterov or o.momentum > 0 for o in (c.optimizer for c in cases) if o)
+    assert any(c.optimizer and c.optimizer.nesterov for c in cases) and any(c.optimizer is None for c in cases)
+    assert all(c.steps == 1 for c in cases if c.optimizer is None) and max(c.steps for c in cases) == 2
+    assert all(c.input.low <= c.input.high for c in cases)
+    # The same conflict written into the file, in no draw, is still that file's error.
+    with pytest.raises(CaseError, match="no valid variant in 200 draws; last: nesterov needs a momentum > 0"):
+        load_file(_family(tmp_path, "count: 2\ninput: {shape: [1, 3]}\nmodel: [{dense: {out_features: 1}}]\n"
+                                    "loss: {sum: {}}\noptimizer: {sgd: {lr: 0.1, nesterov: true}}\n"))
+
+
 def test_an_invalid_value_a_draw_gave_names_the_variant(tmp_path):
     path = _family(tmp_path, """\
 count: 40

@@ -45,7 +45,7 @@ MESSAGES = {
     'family_bad_range.yaml':
         'tests/malformed/family_bad_range.yaml:2: input.shape[1].range: `range` takes two integers [lo, hi] with lo <= hi, got [4, 2]',
     'family_impossible.yaml':
-        'tests/malformed/family_impossible.yaml:4: model[0].conv2d: variant 0: no valid network in 200 draws; last: output size would be -1x-1 for a 3x3 input (kernel (5, 5), stride (1, 1), padding ((0, 0), (0, 0)), dilation (1, 1))',
+        'tests/malformed/family_impossible.yaml:4: model[0].conv2d: variant 0: no valid variant in 200 draws; last: output size would be -1x-1 for a 3x3 input (kernel (5, 5), stride (1, 1), padding ((0, 0), (0, 0)), dilation (1, 1))',
     'groups_mismatch.yaml':
         'tests/malformed/groups_mismatch.yaml:3: model[0].conv2d.groups: in_channels 3 is not divisible by groups 2',
     'lr_string.yaml':
