@@ -94,11 +94,19 @@ def load_adapter(spec: str) -> Adapter:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ValueError(f"--adapter wants `module:attr`, got {spec!r}")
-    try:
+    try:  # a third party's module may raise anything while it imports: name it, don't trace back
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"cannot load adapter {spec!r}: {e}") from None
-    adapter = obj() if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "run")) else obj
+    except Exception as e:
+        raise ValueError(f"cannot load adapter {spec!r}: importing {module_name} raised "
+                         f"{type(e).__name__}: {e}") from None
+    if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "run")):  # a class or a factory
+        try:
+            obj = obj()
+        except Exception as e:
+            raise ValueError(f"adapter {spec!r}: calling it to make the adapter raised {type(e).__name__}: {e}") from None
+    adapter = obj
     for attr_name in ("name", "missing", "version", "run"):
         if not hasattr(adapter, attr_name):
             raise ValueError(f"adapter {spec!r} lacks `{attr_name}` (see the adapter protocol in the README)")
@@ -108,6 +116,30 @@ def load_adapter(spec: str) -> Adapter:
 
 def builtin(name: str) -> Adapter:
     return load_adapter(all_specs()[name])
+
+
+class Unloadable:
+    """Stands in for an installed adapter (an entry point) that fails to load when nobody asked for it
+    by name: the other frameworks still run, and every case gets one `error` record saying why."""
+
+    def __init__(self, name: str, why: str):
+        self.name, self.why = name, why
+
+    def missing(self) -> str | None:
+        return None
+
+    def version(self) -> str:
+        return f"unloadable ({self.why})"
+
+    def run(self, case, initial: Initial) -> Trace:
+        raise RuntimeError(self.why)
+
+
+def builtin_or_unloadable(name: str) -> Adapter:
+    try:
+        return builtin(name)
+    except ValueError as e:
+        return Unloadable(name, str(e))
 
 
 def all_specs() -> dict[str, str]:

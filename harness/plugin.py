@@ -111,7 +111,7 @@ def pytest_collect_file(file_path: Path, parent):
 def _adapter(name: str):
     import adapters
     if name not in _ADAPTERS:
-        _ADAPTERS[name] = adapters.builtin(name)
+        _ADAPTERS[name] = adapters.builtin_or_unloadable(name)  # a broken plug-in: its tests error, others run
     return _ADAPTERS[name]
 
 

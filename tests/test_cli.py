@@ -168,6 +168,25 @@ def test_third_party_adapter(tmp_path, monkeypatch):
     assert bad == {(c, "input") for c in EXAMPLE_IDS}
 
 
+def test_entry_point_adapters_run_by_default_and_a_broken_one_costs_only_its_records(tmp_path, monkeypatch):
+    import adapters
+    from adapters.numpy_ref import NumpyReference
+    monkeypatch.setattr(adapters, "_entry_points", lambda: {"copy": "tests.planted:Copy",
+                                                            "broken": "no_such_module_x:Adapter"})
+    for name in ("torch", "tensorflow"):  # keep this test light: only the plug-ins and the reference
+        monkeypatch.setattr(adapters.builtin(name).__class__, "missing", lambda self: "not in this test")
+    sum_3x3 = os.path.join(EXAMPLES, "sum_3x3.yaml")
+    assert main(["run", sum_3x3, "--out", str(tmp_path), "-q", "--in-process"]) == 1
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    by_fw = {fw: {r["status"] for r in records if r["framework"] == fw} for fw in ("numpy", "copy", "broken")}
+    assert by_fw == {"numpy": {"pass"}, "copy": {"pass"}, "broken": {"error"}}
+    assert "cannot load adapter 'no_such_module_x:Adapter'" in next(r["message"] for r in records
+                                                                     if r["framework"] == "broken")
+    # Asked for by name, a broken adapter is a bad option: exit 2, nothing run.
+    assert main(["run", sum_3x3, "--frameworks", "broken", "--out", str(tmp_path / "b"), "-q"]) == 2
+    assert issubclass(type(adapters.builtin("copy")), NumpyReference)
+
+
 def test_list_and_keyword_selection():
     p = gradconf("list", "cases", "-k", "example and not delta")
     assert p.returncode == 0
