@@ -75,6 +75,10 @@ def pytest_configure(config):
     import adapters
     for name in adapters.known_names():
         config.addinivalue_line("markers", f"{name}: gradconf cases run through the {name} adapter")
+    _frameworks(config)  # options are checked once, up front: a bad one is a usage error, not N collection errors
+    count = config.getoption("gradconf_count")
+    if count is not None and count < 1:
+        raise pytest.UsageError(f"--gradconf-count: must be >= 1, got {count}")
     out = config.getoption("gradconf_report")
     if out and not hasattr(config, "workerinput"):  # asked now, so that a long session never loses its report
         from .report import check_out_dir

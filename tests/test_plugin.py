@@ -119,6 +119,16 @@ def test_report_folder_that_cannot_be_written_is_a_usage_error(pytester, cases):
     result.stderr.fnmatch_lines(["*--gradconf-report: cannot write reports to taken.txt: it is a file, not a folder"])
 
 
+@pytest.mark.parametrize("option, message", [
+    (("--gradconf-frameworks", "numpy,jax"), "*--gradconf-frameworks: unknown framework `jax`; known: numpy, *"),
+    (("--gradconf-count", "0"), "*--gradconf-count: must be >= 1, got 0"),
+])
+def test_bad_options_are_one_usage_error_not_a_collection_error_per_file(pytester, cases, option, message):
+    result = pytester.runpytest("cases", *option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
 def test_families_expand_and_count_overrides(pytester, cases):
     shutil.copy(os.path.join(ROOT, "cases", "families", "conv2d.yaml"), cases / "conv2d.yaml")
     result = pytester.runpytest("cases/conv2d.yaml", "--collect-only", "-q", "--gradconf-count", "3",
