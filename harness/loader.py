@@ -579,13 +579,13 @@ def parse_case(data: dict, file: str, lines: dict, *, case_id: str | None = None
     if dtype not in DTYPES:
         raise CaseError(unknown("dtype", dtype, DTYPES), ("dtype",))
     seed = _int(data.get("seed", 0), ("seed",), min=0)
-    tags = data.get("tags", [])
+    tags = data.get("tags") or []  # `tags:` left empty is no tags
     if isinstance(tags, str):
         tags = [tags]
     if not isinstance(tags, list):
         raise CaseError("must be a list of words", ("tags",))
     tags = tuple(_str(t, ("tags", i)) for i, t in enumerate(tags))
-    description = data.get("description", "")
+    description = data.get("description") or ""
     if not isinstance(description, str):
         raise CaseError("must be a string", ("description",))
     for key in ("input", "model", "loss"):

@@ -203,6 +203,15 @@ def test_parameterless_layers_may_be_bare_words_and_default_names_use_the_writte
     assert [p.name for p in case.params] == ["linear_2.weight", "linear_2.bias", "dense_3.weight", "dense_3.bias"]
 
 
+def test_optional_keys_left_empty_take_their_defaults(tmp_path):
+    """`tags:` or `optimizer:` with nothing after it is YAML null: the same as leaving the key out."""
+    (tmp_path / "c.yaml").write_text("tags:\ndescription:\ninput: {shape: [1, 1, 3, 3]}\nmodel:\n  - relu:\n"
+                                     "  - sum:\nloss: {sum: }\noptimizer:\nexpect:\ntolerance:\nxfail:\n")
+    case = load_file(str(tmp_path / "c.yaml"))[0]
+    assert (case.tags, case.description, case.optimizer, case.xfail) == ((), "", None, {})
+    assert [L.name for L in case.layers] == ["relu_0", "sum_1"] and case.loss.kind == "sum"
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
 def test_every_dtype_materialises_scalars_and_arrays_rounded_and_read_only(dtype):
     from harness.tensors import materialize
