@@ -574,7 +574,8 @@ def parse_case(data: dict, file: str, lines: dict, *, case_id: str | None = None
     from adapters import known_names
 
     _check_keys(data, TOP_KEYS, (), "a case")
-    name = _str(data["name"], ("name",)) if family or case_id else case_name(data, file)
+    # A variant's `f[i]` and a shrink candidate's id were made from names already checked.
+    name = case_id or (data["name"] if family else case_name(data, file))
     dtype = data.get("dtype", "float32")
     if dtype not in DTYPES:
         raise CaseError(unknown("dtype", dtype, DTYPES), ("dtype",))

@@ -40,8 +40,9 @@ def _set(data: dict, path: tuple, value) -> dict:
 
 def _layer_params(data: dict) -> Iterator[tuple[int, str, dict]]:
     for i, item in enumerate(data.get("model", [])):
-        (kind, params), = item.items()
-        yield i, kind, params or {}
+        if isinstance(item, dict):  # a bare word (`- relu`) has no parameters to simplify
+            (kind, params), = item.items()
+            yield i, kind, params or {}
 
 
 def candidates(data: dict) -> Iterator[dict]:

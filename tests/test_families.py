@@ -163,6 +163,18 @@ def test_shrinking_a_planted_bug_gives_a_small_failing_case():
     assert small.steps == 1
 
 
+def test_shrinking_a_case_written_with_bare_word_layers(tmp_path):
+    """`- tanh` (no parameters) is a string, not a mapping: shrink must step over it, not crash."""
+    path = tmp_path / "bare.yaml"
+    path.write_text("input: {shape: [2, 5]}\nmodel: [{dense: {out_features: 4}}, tanh, {dense: {out_features: 3}},"
+                    " relu, sum]\nloss: {sum: {}}\n")
+    (case,) = load_file(str(path))
+    fails = failing_predicate(Runner(NumpyReference(), [WrongTanhDerivative()]), "wrong_tanh")
+    small = shrink(case, fails, budget_s=30)
+    assert fails(small) and len(small.layers) < len(case.layers)
+    assert any(getattr(L, "kind", "") == "tanh" for L in small.layers)
+
+
 def test_shrink_command_writes_a_regression_case(tmp_path):
     big = "net_random[2]"  # conv, avg-pool, tanh, conv, tanh, flatten, dense
     p = subprocess.run([sys.executable, "-m", "harness", "shrink", big, "--frameworks", "numpy",
