@@ -105,7 +105,8 @@ def load_adapter(spec: str) -> Adapter:
         try:
             obj = obj()
         except Exception as e:
-            raise ValueError(f"adapter {spec!r}: calling it to make the adapter raised {type(e).__name__}: {e}") from None
+            raise ValueError(f"adapter {spec!r}: calling it to make the adapter raised "
+                             f"{type(e).__name__}: {e}") from None
     adapter = obj
     for attr_name in ("name", "missing", "version", "run"):
         if not hasattr(adapter, attr_name):

@@ -277,7 +277,8 @@ def summarize(records) -> str:
     fails = failures(df)
     if len(fails):
         shown = fails.head(20)
-        rows = [[*map(cell_text, (r.case, r.framework, r.reference, r.step, r.quantity, r.tensor)),  # None: NaN in pandas
+        # cell_text: an absent step, quantity or tensor is NaN in pandas, and prints blank
+        rows = [[*map(cell_text, (r.case, r.framework, r.reference, r.step, r.quantity, r.tensor)),
                  "" if r.ratio != r.ratio or r.ratio is None else f"{r.ratio:.3g}x", r.message[:80]]
                 for r in shown.itertuples()]
         out += ["", f"{len(fails)} failing record(s):",

@@ -68,7 +68,8 @@ def case_schema() -> dict:
         # no `[`, `]`, `::` or control characters: they delimit variant and pytest ids
         "name": {"type": "string", "minLength": 1, "pattern": r"^[^\[\]\x00-\x1f\x7f]*$", "not": {"pattern": "::"}},
         "description": {"type": "string"},
-        "tags": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}, "dtype": {"enum": list(DTYPES)},
+        "tags": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        "dtype": {"enum": list(DTYPES)},
         "seed": _INT, "input": _TENSOR,
         "model": {"type": "array", "minItems": 1, "items": {"anyOf": [_one_of(LAYER_KEYS), {"enum": [
             k for k in LAYER_KEYS if not set(LAYER_KEYS[k]) - {"name"}]}]}},  # `- relu` for a parameterless layer
