@@ -73,6 +73,9 @@ class TensorflowAdapter:
             if (type(L) is Conv2d and case.dtype == "float32" and L.in_shape[1] // L.groups == 1
                     and L.stride[0] == 1 and L.stride[1] >= 2 and L.dilation[1] * (L.kernel_size[1] - 1) + 1 >= 6):
                 found["TF-ONEDNN-1CH"] = "oneDNN's float32 conv is wrong for one input channel, wide kernels, strides"
+            if case.dtype == "bfloat16" and L.param("bias") and np.prod(L.out_shape) // L.out_shape[1] >= 64:
+                # a bias gradient sums N·Ho·Wo (dense: N) terms per channel
+                found["TF-BF16-BIASADD"] = "Keras' bias_add sums a bfloat16 bias gradient in bfloat16"
         if opt is None:
             return found
         adam = opt.kind == "adam"
@@ -147,9 +150,10 @@ class TensorflowAdapter:
             conv = self._conv_transpose if isinstance(L, ConvTranspose2d) else self._conv
             y = conv(tf, L, x, p[f"{L.name}.weight"])
             b = p.get(f"{L.name}.bias")
-            # A broadcast add, as Keras 3's conv layers do: its gradient sums in float32, while
-            # tf.nn.bias_add's sums bfloat16 in bfloat16 (docs/divergences.md).
-            return y if b is None else y + b
+            # tf.nn.bias_add, as Keras 3 adds every conv and dense bias (its TF backend's `ops.add`
+            # turns a bias-shaped add into it). Its gradient differs from a broadcast add's in half
+            # types: exact in float16, but summed in bfloat16 for bfloat16 (TF-BF16-BIASADD).
+            return y if b is None else tf.nn.bias_add(y, b)
         if isinstance(L, Pool2d):
             k, s, pad = L.kernel_size, L.stride, L.padding
             if L.kind == "max":
@@ -170,7 +174,7 @@ class TensorflowAdapter:
         if isinstance(L, Dense):
             y = tf.matmul(x, p[f"{L.name}.weight"])
             b = p.get(f"{L.name}.bias")
-            return y if b is None else y + b
+            return y if b is None else tf.nn.bias_add(y, b)  # as Keras' Dense (see conv above)
         raise Unsupported(f"no TensorFlow mapping for layer {L.name} ({L.type})")
 
     @staticmethod

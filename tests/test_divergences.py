@@ -41,20 +41,22 @@ def test_adapters_name_the_divergences_that_bundled_xfail_marks_cite():
     assert per_mark
     for (name, fw, why), ids in per_mark.items():
         assert set(re.findall(r"\b[A-Z]+-[A-Z0-9-]+\b", why)) <= ids, (name, fw, ids)
-    assert named <= IDS and {"TF-ADAM-EPS", "TF-HYPER32", "TF-WD", "TF-ADAM-BF16", "HALF-ADAM", "TF-ONEDNN-1CH"} <= named
+    assert named <= IDS and {"TF-ADAM-EPS", "TF-HYPER32", "TF-WD", "TF-ADAM-BF16", "HALF-ADAM", "TF-ONEDNN-1CH",
+                             "TF-BF16-BIASADD"} <= named
     (plain,) = load_file(os.path.join(ROOT, "cases", "examples", "sum_3x3.yaml"))  # float64 SGD, no momentum
     assert adapters.builtin("tensorflow").known_divergences(plain) == {}
 
 
 def test_catalogue_lists_its_ids():
-    assert {"TF-ADAM-EPS", "TF-HYPER32", "TF-WD", "TF-LR32", "TF-ADAM-BF16", "HALF-ADAM", "TF-ONEDNN-1CH"} <= IDS
+    assert {"TF-ADAM-EPS", "TF-HYPER32", "TF-WD", "TF-LR32", "TF-ADAM-BF16", "HALF-ADAM", "TF-ONEDNN-1CH",
+            "TF-BF16-BIASADD"} <= IDS
     for path in re.findall(r"`(cases/[^`*]+\.yaml)`", CATALOGUE):
         assert os.path.exists(os.path.join(ROOT, path)), path
 
 
 @pytest.mark.parametrize("name", ["tf_adam_eps_tiny_gradients", "tf_adam_weight_decay", "tf_momentum_float64",
                                   "tf_weight_decay_float64", "tf_adam_bfloat16", "half_adam_underflow",
-                                  "tf_onednn_single_channel_conv"])
+                                  "tf_onednn_single_channel_conv", "tf_bfloat16_bias_gradient"])
 def test_unmarked_divergence_is_a_failure(name):
     tf_adapter = pytest.importorskip("adapters.tensorflow_adapter")
     pytest.importorskip("tensorflow")
@@ -68,7 +70,8 @@ def test_unmarked_divergence_is_a_failure(name):
 
 
 @pytest.mark.parametrize("name", ["tf_adam_eps_tiny_gradients", "tf_adam_weight_decay", "tf_momentum_float64",
-                                  "tf_weight_decay_float64", "tf_adam_bfloat16", "tf_onednn_single_channel_conv"])
+                                  "tf_weight_decay_float64", "tf_adam_bfloat16", "tf_onednn_single_channel_conv",
+                                  "tf_bfloat16_bias_gradient"])
 def test_torch_conforms_on_the_divergence_cases(name):
     torch_adapter = pytest.importorskip("adapters.torch_adapter")
     pytest.importorskip("torch")
@@ -118,14 +121,27 @@ def test_tf_strided_1x1_conv_whose_input_runs_past_the_last_window_runs_clean(tm
     assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
 
 
-def test_tf_bias_add_gradient_sums_bfloat16_in_bfloat16_and_a_broadcast_add_does_not():
-    """Why the adapter adds a conv bias with `+` (as Keras 3 does), not tf.nn.bias_add: the latter's
-    gradient of 4096 ones stalls at 256 in bfloat16, where 256 + 1 rounds back to 256."""
+def test_the_adapter_adds_a_bias_as_keras_does_and_gets_keras_bias_gradients():
+    """Keras 3 adds a layer's bias with tf.nn.bias_add, whose gradient of 4096 ones stalls at 256 in
+    bfloat16 (TF-BF16-BIASADD) and is exact in float16; a broadcast `y + b` would do the opposite
+    (2048 in float16, where 2048 + 1 rounds back to 2048). The adapter must match Keras in both."""
     tf = pytest.importorskip("tensorflow")
-    ones = tf.ones((1, 64, 64, 1), tf.bfloat16)
-    b = tf.Variable(tf.zeros([1], tf.bfloat16))
-    with tf.GradientTape(persistent=True) as tape:
-        via_bias_add = tf.nn.bias_add(ones, b)
-        via_add = ones + b
-    assert float(tape.gradient(via_bias_add, b)[0]) == 256.0
-    assert float(tape.gradient(via_add, b)[0]) == 4096.0
+    keras = pytest.importorskip("keras")
+    from adapters.tensorflow_adapter import TensorflowAdapter
+    (case,) = load_file(os.path.join(ROOT, "cases", "divergences", "tf_bfloat16_bias_gradient.yaml"))
+    conv = case.layers[0]
+
+    def bias_grads(dtype):
+        layer = keras.layers.Conv2D(2, 1, dtype=dtype)
+        ones = tf.ones((1, 64, 64, 1), dtype)
+        b = tf.Variable(tf.zeros([2], dtype))
+        w = tf.ones((1, 1, 1, 2), dtype)
+        with tf.GradientTape(persistent=True) as tape:
+            y_keras = layer(ones)
+            y_adapter = TensorflowAdapter()._layer(tf, conv, ones, {"conv.weight": w, "conv.bias": b})
+            y_broadcast = ones * w + b
+        return [float(tape.gradient(y, v)[0]) for y, v in
+                ((y_keras, layer.bias), (y_adapter, b), (y_broadcast, b))]
+
+    assert bias_grads("bfloat16") == [256.0, 256.0, 4096.0]
+    assert bias_grads("float16") == [4096.0, 4096.0, 2048.0]
