@@ -419,7 +419,8 @@ class NumpyReference:
         """`round_off(array, layer)` (the runner's conditioning runs only): called in place on each layer's
         output, with layer "softmax" on cross-entropy's softmax sum and probabilities, with "gradient" on
         each gradient the backward pass stores, and with layer None on each updated parameter
-        (tolerance.rounded_layers, stored_in_dtype)."""
+        (tolerance.rounded_layers, stored_in_dtype). One with `wants_terms` set gets a conv or dense
+        output with `terms=`, the sum of the absolute values of the terms each element adds up."""
         params = {k: np.array(v, dtype=np.float64) for k, v in initial.params.items()}
         x0 = np.array(initial.input, dtype=np.float64)
         opt = make_optimizer(case.optimizer)
@@ -447,7 +448,11 @@ def gradients(case, x, params, target, round_off=None):
             before = x - b
             round_off(before, "before bias")
             x[...] = before + b
-        if round_off is not None and not isinstance(L, Flatten):  # a flatten's output is a view of its input
+        if getattr(round_off, "wants_terms", False) and type(L) in _PARAMETRIC:
+            # Σ|terms| of each output (|x|·|W| + |b|): the scale a framework's rounded accumulation works at
+            terms, _ = layer_forward(L, np.abs(last_input), {k: np.abs(v) for k, v in params.items()})
+            round_off(x, L, terms=terms)
+        elif round_off is not None and not isinstance(L, Flatten):  # a flatten's output is a view of its input
             round_off(x, L)  # in place: an activation's cache holds this same array, and its derivative reads it
         caches.append(cache)
     loss, dy = loss_and_grad(case.loss.kind, x, target, round_off)
