@@ -450,7 +450,8 @@ def gradients(case, x, params, target, round_off=None):
             x[...] = before + b
         if getattr(round_off, "wants_terms", False) and type(L) in _PARAMETRIC:
             # Σ|terms| of each output (|x|·|W| + |b|): the scale a framework's rounded accumulation works at
-            terms, _ = layer_forward(L, np.abs(last_input), {k: np.abs(v) for k, v in params.items()})
+            own = {p.name: np.abs(params[p.name]) for p in L.params}
+            terms, _ = layer_forward(L, np.abs(last_input), own)
             round_off(x, L, terms=terms)
         elif round_off is not None and not isinstance(L, Flatten):  # a flatten's output is a view of its input
             round_off(x, L)  # in place: an activation's cache holds this same array, and its derivative reads it

@@ -242,7 +242,8 @@ def select_adapters(frameworks: str | None, reference: str, extra: list[str]):
                                 ("--frameworks",), COMMAND_LINE)
         chosen = [get(n) for n in dict.fromkeys([*names, *plugins])]  # an --adapter always runs
     else:  # every installed one, plus every --adapter; a broken plug-in nobody named costs only its own records
-        chosen = [a for a in (plugins.get(n) or registry.builtin_or_unloadable(n) for n in known) if not a.missing()]
+        every = (plugins.get(n) or registry.builtin_or_unloadable(n) for n in known)
+        chosen = [a for a in every if not a.missing()]
     return get(reference), chosen
 
 
