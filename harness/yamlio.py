@@ -30,6 +30,12 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
 
 
+# Far beyond any case file, and bounds what a hostile one costs: aliases (`*a`) repeat their anchor's
+# value, so eight lines of them can stand for 43 million values; and nesting is read recursively.
+MAX_VALUES = 2_000_000
+MAX_DEPTH = 32
+
+
 def load(text: str, file: str = "<string>") -> tuple[object, dict[tuple, int]]:
     """Parse YAML text. Returns the data and a map from field path to its 1-based line."""
     loader = _Loader(text)
@@ -39,6 +45,8 @@ def load(text: str, file: str = "<string>") -> tuple[object, dict[tuple, int]]:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else None
         raise CaseError(f"not valid YAML: {getattr(e, 'problem', None) or e}", (), file, line) from None
+    except RecursionError:
+        raise CaseError("not valid YAML: nested too deeply to read", (), file, 1) from None
     finally:
         loader.dispose()
     lines: dict[tuple, int] = {}
@@ -49,6 +57,13 @@ def load(text: str, file: str = "<string>") -> tuple[object, dict[tuple, int]]:
 
 def _build(node, path, lines, loader, file):
     lines[path] = node.start_mark.line + 1
+    if len(lines) > MAX_VALUES:
+        top = path[:1]  # where it happens, not the anchor's deep copy being expanded
+        raise CaseError(f"the file stands for more than {MAX_VALUES:,} values (YAML aliases `*name` repeat "
+                        "their anchor's value); no case file needs that many", top, file, lines[top])
+    if len(path) > MAX_DEPTH:
+        raise CaseError(f"nested deeper than a case file can be (limit {MAX_DEPTH})", path[:MAX_DEPTH], file,
+                        lines[path])
     if isinstance(node, yaml.MappingNode):
         out = {}
         for key_node, value_node in node.value:
@@ -62,7 +77,10 @@ def _build(node, path, lines, loader, file):
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(v, path + (i,), lines, loader, file) for i, v in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as e:  # a tag safe loading does not construct: `!!python/name:...`, `!custom`
+        raise CaseError(f"not valid here: {getattr(e, 'problem', None) or e}", path, file, lines[path]) from None
 
 
 def dump(data: object) -> str:

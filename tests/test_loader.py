@@ -97,6 +97,14 @@ MESSAGES = {
         'tests/malformed/weight_shape.yaml:3: model[0].conv2d.weight: shape [1, 1, 2, 2] does not match the expected [2, 1, 2, 2]',
     'xfail_unknown_framework.yaml':
         'tests/malformed/xfail_unknown_framework.yaml:5: xfail.pytorch: unknown key `pytorch`; did you mean `torch`? (one of: numpy, torch, tensorflow)',
+    'yaml_alias_bomb.yaml':
+        "tests/malformed/yaml_alias_bomb.yaml:7: g: the file stands for more than 2,000,000 values (YAML aliases "
+        "`*name` repeat their anchor's value); no case file needs that many",
+    'yaml_python_tag.yaml':
+        "tests/malformed/yaml_python_tag.yaml:1: input: not valid here: could not determine a constructor for the "
+        "tag 'tag:yaml.org,2002:python/name:os.system'",
+    'yaml_too_deep.yaml':
+        'tests/malformed/yaml_too_deep.yaml:1: not valid YAML: nested too deeply to read',
 }
 
 
