@@ -12,6 +12,7 @@ from .case import (ACTIVATIONS, DTYPES, INITS, LOSSES, OPTIMIZERS, QUANTITIES, A
                    ConvTranspose2d, Dense, Expect, Flatten, Layer, Loss, Optimizer, Padding, Pair, Param,
                    Pool2d, Shape, Sum, TensorSpec, Tol)
 from .errors import CaseError, Conflict, ShapeError, did_you_mean, unknown
+from .tolerance import LARGEST
 
 TOP_KEYS = ("name", "description", "tags", "dtype", "seed", "input", "model", "loss", "optimizer", "steps",
             "expect", "tolerance", "xfail", "count")
@@ -556,6 +557,24 @@ def _tolerance(v, params: Sequence[str]) -> dict[str, Tol]:
 
 # ---------------------------------------------------------------- the case
 
+def _fits_dtype(spec: TensorSpec, path, dtype: str) -> None:
+    """Rounding to the case dtype turns a value beyond its largest into inf, silently: refuse it here."""
+    if spec.values is not None:
+        worst, field, what = float(np.max(np.abs(spec.values), initial=0.0)), path, "an entry"
+    elif spec.init == "uniform":
+        side = "high" if abs(spec.high) >= abs(spec.low) else "low"
+        worst, field, what = abs(getattr(spec, side)), path + (side,), "the range"
+    elif spec.init == "normal":
+        worst, field, what = abs(spec.mean) + 6.0 * spec.std, path + ("std",), "six standard deviations from the mean"
+    elif spec.init == "arange":
+        worst, field, what = float(np.prod(spec.shape)) - 1.0, path + ("shape",), "the arange"
+    else:
+        return
+    if worst > LARGEST[dtype]:
+        raise Conflict(f"{what} reaches {worst:.4g}, beyond {dtype}'s largest value {LARGEST[dtype]:.6g} (it would "
+                       f"be inf)", field)
+
+
 def case_name(data: dict, file: str) -> str:
     """A case's (or family's) `name`, by default the file's stem. It becomes a pytest node id and, for a
     family, `name[i]`: the characters that delimit those would make ids that cannot be selected."""
@@ -611,6 +630,13 @@ def parse_case(data: dict, file: str, lines: dict, *, case_id: str | None = None
         raise Conflict("expected parameters need an `optimizer` (without one nothing is updated; "
                         "gradients go under `expect.grad`)", ("expect", "param"))
     tolerance = _tolerance(data.get("tolerance"), list(params))
+    _fits_dtype(inp, ("input",), dtype)
+    for i, layer in enumerate(layers):
+        written = data["model"][i] if isinstance(data["model"][i], str) else next(iter(data["model"][i]))
+        for p in layer.params:
+            _fits_dtype(p.spec, ("model", i, written, p.name.rsplit(".", 1)[1]), dtype)
+    if loss.target is not None and loss.kind != "cross_entropy":  # class ids are not values of the dtype
+        _fits_dtype(loss.target, ("loss", loss.kind, "value" if loss.kind == "grad_output" else "target"), dtype)
     xfail = _check_keys(data.get("xfail"), known_names(), ("xfail",), "xfail")
     for fw, why in xfail.items():
         _str(why, ("xfail", fw))

@@ -21,6 +21,12 @@ MESSAGES = {
         'can hold (268,435,456 elements)',
     'bad_dtype.yaml':
         'tests/malformed/bad_dtype.yaml:1: dtype: unknown dtype `float31`; did you mean `float32`? (one of: float64, float32, float16, bfloat16)',
+    'beyond_dtype_arange.yaml':
+        "tests/malformed/beyond_dtype_arange.yaml:2: input.shape: the arange reaches 9e+04, beyond float16's largest "
+        "value 65504 (it would be inf)",
+    'beyond_dtype_literal.yaml':
+        "tests/malformed/beyond_dtype_literal.yaml:2: input: an entry reaches 1e+05, beyond float16's largest value "
+        "65504 (it would be inf)",
     'bias_shape.yaml':
         'tests/malformed/bias_shape.yaml:3: model[0].dense.bias: shape [2] does not match the expected [3]',
     'class_out_of_range.yaml':
