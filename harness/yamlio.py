@@ -32,7 +32,7 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123
 
 # Far beyond any case file, and bounds what a hostile one costs: aliases (`*a`) repeat their anchor's
 # value, so eight lines of them can stand for 43 million values; and nesting is read recursively.
-MAX_VALUES = 2_000_000
+MAX_VALUES = 1_000_000
 MAX_DEPTH = 32
 
 

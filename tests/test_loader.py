@@ -104,7 +104,7 @@ MESSAGES = {
     'xfail_unknown_framework.yaml':
         'tests/malformed/xfail_unknown_framework.yaml:5: xfail.pytorch: unknown key `pytorch`; did you mean `torch`? (one of: numpy, torch, tensorflow)',
     'yaml_alias_bomb.yaml':
-        "tests/malformed/yaml_alias_bomb.yaml:7: g: the file stands for more than 2,000,000 values (YAML aliases "
+        "tests/malformed/yaml_alias_bomb.yaml:7: g: the file stands for more than 1,000,000 values (YAML aliases "
         "`*name` repeat their anchor's value); no case file needs that many",
     'yaml_python_tag.yaml':
         "tests/malformed/yaml_python_tag.yaml:1: input: not valid here: could not determine a constructor for the "
