@@ -229,6 +229,13 @@ class Runner:
         finally:
             result.seconds[adapter.name] = time.perf_counter() - t0
         _settle(adapter)
+        steps = getattr(trace, "steps", None)
+        if not isinstance(steps, (list, tuple)) or not all(
+                hasattr(s, "loss") and hasattr(s, "output") and isinstance(getattr(s, "grads", None), dict)
+                and isinstance(getattr(s, "params", None), dict)
+                for s in steps):  # a third-party adapter's slip is its own error, not the run's crash
+            return None, _note(case, adapter.name, "error", f"{adapter.name} returned {type(trace).__name__}, not a "
+                               "Trace of Steps with loss, output and grads (the adapter protocol, README)")
         return trace, None
 
     def reference_trace(self, case: Case, result: CaseResult) -> Reference:

@@ -47,6 +47,17 @@ def test_when_no_framework_matches_the_reference_the_reference_is_suspect():
     assert v == "the reference or the case: no framework matches the reference"
 
 
+def test_frameworks_that_all_differ_from_a_reference_that_meets_the_golden_values_are_named():
+    """Hand-derived values back the reference: the frameworks, not the reference, are then suspect."""
+    v = _verdict(_case(expect={"output": [[11.0]]}), [Scaled("a", 0.5), Scaled("b", 0.5)])
+    assert v == "a, b: differs from the reference, which meets the case's golden values"
+
+
+def test_one_framework_that_differs_from_an_unconfirmed_reference_leaves_both_suspect():
+    v = _verdict(_case(), [Scaled("a", 0.5)])
+    assert v == "a or the reference: the one framework compared differs from the reference"
+
+
 def test_passing_cases_have_no_verdict():
     assert _verdict(_case(), [Scaled("a", 1.0)]) == ""
 

@@ -357,6 +357,19 @@ def test_the_sign_flip_takes_only_outputs_within_the_rounding_of_their_terms():
     assert np.array_equal(np.sign(y), [[-1, 1, 1, 0]])
 
 
+class ReturnsNoTrace(NumpyReference):
+    name = "no_trace"
+
+    def run(self, case, initial):
+        return {"loss": 1.0}  # a third-party slip: not a Trace
+
+
+def test_an_adapter_that_returns_no_trace_is_an_error_record_not_a_crash():
+    records = Runner(NumpyReference(), [ReturnsNoTrace(), NumpyReference()]).run_case(_simple()).records
+    (mine,) = [r for r in records if r.framework == "no_trace"]
+    assert mine.status == "error" and mine.message.startswith("no_trace returned dict, not a Trace of Steps")
+
+
 class SoftmaxOneUlpHigh(NumpyReference):
     """Cross-entropy as a float32 framework rounds it: the softmax sum and probabilities one float32 ulp
     high. For a confident row that moves p − 1 by a percent."""
