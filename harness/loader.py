@@ -628,7 +628,7 @@ def parse_case(data: dict, file: str, lines: dict, *, case_id: str | None = None
     expect = _expect(data.get("expect"), steps, shape, params, inp.shape)
     if expect.param and optimizer is None:
         raise Conflict("expected parameters need an `optimizer` (without one nothing is updated; "
-                        "gradients go under `expect.grad`)", ("expect", "param"))
+                       "gradients go under `expect.grad`)", ("expect", "param"))
     tolerance = _tolerance(data.get("tolerance"), list(params))
     _fits_dtype(inp, ("input",), dtype)
     for i, layer in enumerate(layers):
