@@ -1,9 +1,10 @@
 """pytest plugin (SPEC §4): every case file is a test module, every (case, framework) a test.
 
 Which YAML files are case files: any `*.yaml` / `*.yml` below a folder named `cases`, or any YAML
-file whose top level has a `model:` key. The folder rule makes a broken case file (say, `modle:`)
-a loud collection error instead of a silently ignored file; the key rule lets any folder of case
-files be collected. Other YAML (CI configs, docker-compose files, ...) is left alone.
+file whose top level has the three keys every case needs, `input:`, `model:` and `loss:`. The folder
+rule makes a broken case file (say, `modle:`) a loud collection error instead of a silently ignored
+file; the key rule lets any folder of case files be collected. Other YAML (CI configs, compose files,
+and the training configs of ML projects, which often have a top-level `model:`) is left alone.
 
 It runs through the same Runner as `gradconf run`; the reference runs once per case per process.
 """
@@ -19,7 +20,7 @@ import pytest
 
 from .errors import CaseError
 
-_MODEL_KEY = re.compile(r"^model\s*:", re.M)
+_CASE_KEYS = [re.compile(rf"^{key}\s*:", re.M) for key in ("input", "model", "loss")]
 
 
 class _References:
@@ -101,7 +102,8 @@ def is_case_file(path: Path) -> bool:
     if "cases" in path.parent.parts:
         return True
     try:
-        return bool(_MODEL_KEY.search(path.read_text(encoding="utf-8", errors="replace")))
+        text = path.read_text(encoding="utf-8", errors="replace")
+        return all(key.search(text) for key in _CASE_KEYS)
     except OSError:
         return False
 

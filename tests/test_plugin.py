@@ -87,6 +87,7 @@ def test_keyword_and_marker_selection(pytester, cases):
 
 def test_non_case_yaml_is_left_alone_and_model_key_files_anywhere_are_cases(pytester):
     pytester.makefile(".yaml", ci="jobs: {build: {runs-on: ubuntu}}\n")
+    pytester.makefile(".yaml", train="model: resnet50\noptimizer: {lr: 0.1}\n")  # an ML config, not a case
     pytester.makefile(".yaml", mine=TINY)
     result = pytester.runpytest("--gradconf-frameworks", "numpy", "-v")
     result.assert_outcomes(passed=1)
