@@ -54,6 +54,7 @@ _ADAPTERS: dict = {}         # framework name -> adapter, one per process
 _SESSION_RECORDS: list = []  # every test's records, gathered in the controlling process for the reports
 _RECORDS_KEY = "gradconf_records"
 _CASE_IDS = pytest.StashKey[dict]()  # case id -> the file that defined it, per session (ids are unique, SPEC §1)
+_NAMED = pytest.StashKey[set]()       # the paths named on the command line, resolved
 
 
 class CaseFailure(Exception):
@@ -108,8 +109,18 @@ def is_case_file(path: Path) -> bool:
         return False
 
 
+def _named_on_command_line(config, path: Path) -> bool:
+    """`pytest typo.yaml`: a YAML file the user names is meant as a case file, whatever it holds."""
+    named = config.stash.get(_NAMED, None)
+    if named is None:
+        here = config.invocation_params.dir
+        named = config.stash[_NAMED] = {(here / arg.split("::")[0]).resolve() for arg in config.args}
+    return path.resolve() in named
+
+
 def pytest_collect_file(file_path: Path, parent):
-    if is_case_file(file_path):
+    if is_case_file(file_path) or (file_path.suffix in (".yaml", ".yml")
+                                   and _named_on_command_line(parent.config, file_path)):
         return CaseFile.from_parent(parent, path=file_path)
     return None
 

@@ -94,6 +94,15 @@ def test_non_case_yaml_is_left_alone_and_model_key_files_anywhere_are_cases(pyte
     result.stdout.fnmatch_lines(["*mine.yaml::mine[[]numpy[]] PASSED*"])
 
 
+def test_a_yaml_file_named_on_the_command_line_is_a_case_file_whatever_it_holds(pytester):
+    """`pytest typo.yaml` means it: a misspelt key is a collection error naming it, not "not found"."""
+    pytester.makefile(".yaml", typo=TINY.replace("model:", "modle:"))
+    result = pytester.runpytest("typo.yaml", "--gradconf-frameworks", "numpy")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["typo.yaml:2: modle: unknown key `modle`; did you mean `model`?*"])
+    assert pytester.runpytest(".", "--gradconf-frameworks", "numpy").ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
 def test_runs_from_a_folder_other_than_the_rootdir(pytester, cases, monkeypatch):
     """The rootdir (here: the ini file's folder) need not be where pytest runs; files are read
     wherever they are and named as the user can open them from there."""
