@@ -160,6 +160,14 @@ def _settle(adapter: Adapter) -> None:
         gc.freeze()
 
 
+def _is_trace(trace) -> bool:
+    """Shaped like a Trace: a list of steps, each with a loss, an output, and dicts of grads and params."""
+    steps = getattr(trace, "steps", None)
+    return isinstance(steps, (list, tuple)) and all(
+        hasattr(s, "loss") and hasattr(s, "output") and isinstance(getattr(s, "grads", None), dict)
+        and isinstance(getattr(s, "params", None), dict) for s in steps)
+
+
 class Runner:
     def __init__(self, reference: Adapter, frameworks: list[Adapter]):
         self.reference = reference
@@ -229,11 +237,7 @@ class Runner:
         finally:
             result.seconds[adapter.name] = time.perf_counter() - t0
         _settle(adapter)
-        steps = getattr(trace, "steps", None)
-        if not isinstance(steps, (list, tuple)) or not all(
-                hasattr(s, "loss") and hasattr(s, "output") and isinstance(getattr(s, "grads", None), dict)
-                and isinstance(getattr(s, "params", None), dict)
-                for s in steps):  # a third-party adapter's slip is its own error, not the run's crash
+        if not _is_trace(trace):  # a third-party adapter's slip is its own error, not the run's crash
             return None, _note(case, adapter.name, "error", f"{adapter.name} returned {type(trace).__name__}, not a "
                                "Trace of Steps with loss, output and grads (the adapter protocol, README)")
         return trace, None
