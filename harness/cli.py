@@ -181,27 +181,22 @@ def cmd_shrink(args) -> int:
     except CaseError as e:
         return _report_invalid([e])
     from . import isolate
-    isolated = isolate.available() and not args.in_process  # a crash is a failure to shrink, not the end
-
-    def runner_for(adapters):
-        runner = Runner(reference, adapters)
-        return isolate.IsolatedRunner(runner) if isolated else runner
-    runner = runner_for(frameworks)
-    records = runner.run_case(case).records
-    failing = list(dict.fromkeys(r.framework for r in records if r.status in FAILING))
-    if isolated:
-        runner.close()
-    if not failing:
-        _err(f"{case.id} does not fail on {', '.join(a.name for a in [reference, *frameworks])}: nothing to shrink")
-        return EXIT_FAIL
-    framework = failing[0]
-    runner = runner_for([a for a in frameworks if a.name == framework])
-    print(f"shrinking {case.id}, failing on {framework} ...", file=sys.stderr)
+    runner = Runner(reference, frameworks)
+    if isolate.available() and not args.in_process:  # a crash is a failure to shrink, not the end
+        runner = isolate.IsolatedRunner(runner)  # one child for the first run and the shrink
     try:
+        records = runner.run_case(case).records
+        failing = list(dict.fromkeys(r.framework for r in records if r.status in FAILING))
+        if not failing:
+            _err(f"{case.id} does not fail on {', '.join(a.name for a in [reference, *frameworks])}: "
+                 "nothing to shrink")
+            return EXIT_FAIL
+        framework = failing[0]
+        print(f"shrinking {case.id}, failing on {framework} ...", file=sys.stderr)
         small = shrink(case, failing_predicate(runner, framework), args.budget,
                        log=lambda m: print("  " + m, file=sys.stderr))
     finally:
-        if isolated:
+        if isinstance(runner, isolate.IsolatedRunner):
             runner.close()
     text = regression_text(case, small, framework)
     path = write_regression(text, "regression_" + case.id.replace("[", "_").replace("]", ""), args.out)

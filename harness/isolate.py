@@ -53,7 +53,7 @@ class IsolatedRunner:
     in a fresh child, and the next case goes on there. `finish`: see finish()."""
 
     def __init__(self, runner: Runner, finish: Callable[[], dict] | None = None):
-        self.runner, self.reference, self._finish = runner, runner.reference, finish
+        self.runner, self.reference, self.frameworks, self._finish = runner, runner.reference, runner.frameworks, finish
         self._child = self._conn = None
 
     def _ask(self, request):
@@ -82,8 +82,9 @@ class IsolatedRunner:
             self.close(terminate=True)
             raise
 
-    def run_case(self, case) -> CaseResult:
-        names = [fw.name for fw in self.runner.frameworks]
+    def run_case(self, case, frameworks: list | None = None) -> CaseResult:
+        """As Runner.run_case: `frameworks`, a subset of the runner's, or all of them."""
+        names = [fw.name for fw in (self.frameworks if frameworks is None else frameworks)]
         records: list[Record] = []
         while True:
             (kind, answer), running = self._ask(("case", case, names))

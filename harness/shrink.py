@@ -123,8 +123,10 @@ def shrink(case: Case, fails: Callable[[Case], bool], budget_s: float = 60.0,
 def failing_predicate(runner: Runner, framework: str) -> Callable[[Case], bool]:
     """Whether `framework` fails on a case that the reference itself can run (a candidate that overflows
     its dtype, say, errors on every framework: that is not the failure being shrunk)."""
+    chosen = [fw for fw in runner.frameworks if fw.name == framework]
+
     def fails(case: Case) -> bool:
-        records = runner.run_case(case).records
+        records = runner.run_case(case, chosen).records
         if any(r.framework == runner.reference.name and r.status == "error" for r in records):
             return False
         return any(r.framework == framework and r.status in FAILING for r in records)
