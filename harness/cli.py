@@ -19,7 +19,21 @@ from .errors import COMMAND_LINE, CaseError
 EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
 
 
+def _seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds (0: no limit), got {text}")
+    return value or None
+
+
 def _parser() -> argparse.ArgumentParser:
+    from .isolate import DEFAULT_TIME_LIMIT
+    timeout = dict(type=_seconds, default=DEFAULT_TIME_LIMIT, metavar="S",
+                   help=f"seconds each (case, framework) may take before it is stopped and reported as an error "
+                        f"(default {DEFAULT_TIME_LIMIT:g}; 0: no limit; not applied with --in-process)")
     p = argparse.ArgumentParser(prog="gradconf", description="Gradient conformance across NumPy, PyTorch, TensorFlow.")
     p.add_argument("--version", action="version", version=f"gradconf {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -36,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     in_process = dict(action="store_true", help="run the frameworks in this process (for a debugger); by default "
                       "they run in a child process, so that one that crashes costs its case, not the run")
     run.add_argument("--in-process", **in_process)
+    run.add_argument("--timeout", **timeout)
 
     for name, helptext in (("validate", "check case files, run nothing"), ("list", "list case ids")):
         sp = sub.add_parser(name, help=helptext)
@@ -59,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--out", default=os.path.join("cases", "regressions"), help="where to write the small case")
     sh.add_argument("--budget", type=float, default=60.0, help="seconds to spend shrinking (default 60)")
     sh.add_argument("--in-process", **in_process)
+    sh.add_argument("--timeout", **timeout)
+
+    rp = sub.add_parser("report", help="rebuild the report set from the records a run streamed into DIR")
+    rp.add_argument("dir", metavar="DIR", help="a run's --out folder (its newest run), or one run folder in it")
 
     sub.add_parser("schema", help="print the JSON Schema of a case file")
     return p
@@ -70,8 +89,12 @@ def _err(msg: str) -> None:
 
 def _load(paths, count=None):
     from .loader import load_paths
+    from .family import MAX_COUNT
     if count is not None and count < 1:
         raise CaseError(f"must be >= 1, got {count}", ("--count",), COMMAND_LINE)
+    if count is not None and count > MAX_COUNT:
+        raise CaseError(f"must be at most {MAX_COUNT:,} (gradconf's cap on a family's variants), got {count:,}",
+                        ("--count",), COMMAND_LINE)
     cases, errors = load_paths(paths, count)
     return cases, errors
 
@@ -141,8 +164,12 @@ def cmd_freeze(args) -> int:
     except CaseError as e:
         return _report_invalid([e])
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        from .files import write_atomic
+        try:  # a symlink at the destination is replaced, not followed
+            write_atomic(args.output, text)
+        except OSError as e:
+            return _report_invalid([CaseError(f"cannot write {args.output}: {e.strerror or e}", ("-o",),
+                                              COMMAND_LINE)])
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -183,7 +210,7 @@ def cmd_shrink(args) -> int:
     from . import isolate
     runner = Runner(reference, frameworks)
     if isolate.available() and not args.in_process:  # a crash is a failure to shrink, not the end
-        runner = isolate.IsolatedRunner(runner)  # one child for the first run and the shrink
+        runner = isolate.IsolatedRunner(runner, time_limit=args.timeout)  # one child: first run and shrink
     try:
         records = runner.run_case(case).records
         failing = list(dict.fromkeys(r.framework for r in records if r.status in FAILING))
@@ -199,7 +226,11 @@ def cmd_shrink(args) -> int:
         if isinstance(runner, isolate.IsolatedRunner):
             runner.close()
     text = regression_text(case, small, framework)
-    path = write_regression(text, "regression_" + case.id.replace("[", "_").replace("]", ""), args.out)
+    try:
+        path = write_regression(text, "regression_" + case.id.replace("[", "_").replace("]", ""), args.out)
+    except OSError as e:
+        return _report_invalid([CaseError(f"cannot write to {args.out}: {e.strerror or e}", ("--out",),
+                                          COMMAND_LINE)])
     print(f"wrote {path}: {len(small.layers)} layer(s), input {list(small.input.shape)}, {small.steps} step(s)")
     return EXIT_OK
 
@@ -238,8 +269,17 @@ def select_adapters(frameworks: str | None, reference: str, extra: list[str]):
         chosen = [get(n) for n in dict.fromkeys([*names, *plugins])]  # an --adapter always runs
     else:  # every installed one, plus every --adapter; a broken plug-in nobody named costs only its own records
         every = (plugins.get(n) or registry.builtin_or_unloadable(n) for n in known)
-        chosen = [a for a in every if not a.missing()]
+        chosen = [a for a in every if _installed(a)]
     return get(reference), chosen
+
+
+def _installed(adapter) -> bool:
+    """Whether an adapter nobody named runs: not if it says it is missing; yes if asking that raises
+    (its every case is then an `error` saying so, harness.runner)."""
+    try:
+        return not adapter.missing()
+    except Exception:
+        return True
 
 
 class Progress:
@@ -298,43 +338,87 @@ def cmd_run(args, argv) -> int:
     if not cases:
         _err("no cases selected")
         return EXIT_INVALID
-    from . import isolate
-    from .report import check_out_dir, now, run_fingerprint, write_reports
-    why = check_out_dir(args.out)
+    from . import isolate, reportset, session
+    from .report import now, run_fingerprint
+    why = reportset.check_out_dir(args.out, reportset.expected_bytes(len(cases) * (1 + len(frameworks))))
+    try:
+        folder = None if why else reportset.RunFolder.create(args.out)
+    except OSError as e:
+        why = f"cannot write reports to {args.out}: {e.strerror or e}"
     if why:
         return _report_invalid([CaseError(why, ("--out",), COMMAND_LINE)])
-    runner = Runner(reference, frameworks)
     progress = Progress(len(cases), sys.stderr.isatty() and not os.environ.get("CI") and not args.quiet)
     started, t0 = now(), time.perf_counter()
 
     def fingerprint(adapters=(reference, *frameworks)):  # where the frameworks are loaded: versions are cheap
         return run_fingerprint("gradconf " + " ".join(argv), reference.name, adapters, started)
 
-    if isolate.available() and not args.in_process:
-        records, info = isolate.run_isolated(runner, cases, fingerprint, lambda case: progress.step(case.id))
-        # The last child died after its last case (in a version lookup): no versions, rather than risk it here.
-        info = info or fingerprint(())
-    else:
-        records = []
-        for case in cases:
-            records += runner.run_case(case).records
-            progress.step(case.id)
-        info = fingerprint()
-    progress.close()
-    elapsed = time.perf_counter() - t0
-    info["seconds"] = round(elapsed, 3)
     try:
-        paths, lost = write_reports(records, info, args.out), None
-    except OSError as e:  # checked before the run, but a disk can fill up meanwhile: keep the summary
-        paths, lost = [], f"cannot write reports to {args.out}: {e}"
-    print(summarize(records))
-    bad = sum(r.status in FAILING for r in records)
-    print(f"\n{len(cases)} case(s), {len(records)} record(s), {bad} failing, {elapsed:.1f}s; "
-          f"reports: {', '.join(paths) or 'none'}")
-    if lost:
-        _err(lost)
+        folder.begin(fingerprint(()), [c.id for c in cases])
+        outcome = session.execute(Runner(reference, frameworks), cases, folder,
+                                  isolate.available() and not args.in_process, args.timeout, fingerprint,
+                                  lambda case: progress.step(case.id))
+    except OSError as e:  # the stream's first line did not fit
+        outcome = session.Outcome(stream_error=e)
+    progress.close()
+    with session.interrupts(raising=False) as late:  # the report set is written whole, signal or not
+        info, stopped = _run_block(outcome, fingerprint, len(cases), time.perf_counter() - t0)
+        try:
+            paths, lost = folder.finish(outcome.records, info), None
+        except OSError as e:  # checked before the run, but a disk can fill up meanwhile: keep the summary
+            paths, lost = [], (f"cannot write reports to {args.out}: {e}; the records of every case finished "
+                               f"before are in {folder.stream_path}")
+        finally:
+            folder.close()
+        records = outcome.records
+        print(summarize(records))
+        bad = sum(r.status in FAILING for r in records)
+        print(f"\n{outcome.cases_run} case(s), {len(records)} record(s), {bad} failing, {info['seconds']:.1f}s; "
+              f"reports: {', '.join(paths) or 'none'}")
+        if stopped:
+            print(stopped)
+    if lost or outcome.stream_error:
+        _err(lost or f"cannot stream records to {folder.stream_path}: {outcome.stream_error}; the run stopped")
         return EXIT_INVALID
+    signum = outcome.signum or (late[0] if late else None)
+    if signum:
+        return 128 + signum
     return EXIT_FAIL if bad else EXIT_OK
+
+
+def _run_block(outcome, fingerprint, planned: int, seconds: float) -> tuple[dict, str | None]:
+    """The run block of the reports, and for a run that stopped early, the line saying so."""
+    import signal
+    info = outcome.info
+    if info is None:  # the child died after its last case (in a version lookup), or the run stopped early:
+        info = fingerprint(())  # no versions rather than load every framework here
+    info["seconds"] = round(seconds, 3)
+    if outcome.signum is None and outcome.stream_error is None:
+        return info, None
+    why = (f"interrupted by {signal.Signals(outcome.signum).name}" if outcome.signum
+           else f"stopped: the stream could not be written ({outcome.stream_error})")
+    info["interrupted"] = {"why": why, "cases_run": outcome.cases_run, "cases_not_run": planned - outcome.cases_run}
+    return info, f"{why}: {planned - outcome.cases_run} of {planned} case(s) not run"
+
+
+def cmd_report(args) -> int:
+    from . import reportset
+    from .runner import FAILING
+    run_path = reportset.newest_stream(args.dir)
+    if run_path is None:
+        _err(f"no streamed records in {args.dir} (no {reportset.STREAM} there or under {reportset.RUNS}/)")
+        return EXIT_INVALID
+    try:
+        records, run, paths = reportset.rebuild(run_path)
+    except OSError as e:
+        _err(f"cannot rebuild the reports of {run_path}: {e.strerror or e}")
+        return EXIT_INVALID
+    print(summarize(records))
+    cut = run.get("interrupted")
+    print(f"\n{len(records)} record(s) from {run_path}"
+          + (f" ({cut['why']}; {cut['cases_not_run']} case(s) not run)" if cut else "")
+          + f"; reports: {', '.join(paths)}")
+    return EXIT_FAIL if any(r.status in FAILING for r in records) else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args, argv)
         return {"validate": cmd_validate, "list": cmd_list, "schema": cmd_schema, "freeze": cmd_freeze,
-                "shrink": cmd_shrink}[args.command](args)
+                "shrink": cmd_shrink, "report": cmd_report}[args.command](args)
     except BrokenPipeError:  # `gradconf list | head`: the reader left; that is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

@@ -12,6 +12,9 @@ from .case import Case
 from .errors import CaseError, Conflict
 
 MAX_ATTEMPTS = 200
+# Variants per family (`count:` or --count): each is drawn and validated up front (~1 ms each), and a
+# typo such as `count: 1000000000` must be an error in a second, not an hour of growing memory.
+MAX_COUNT = 10_000
 
 
 def is_family(data: dict) -> bool:
@@ -91,6 +94,9 @@ def expand(data: dict, file: str, lines: dict, count: int | None = None) -> list
     from .loader import _int
 
     n = count if count is not None else _int(data["count"], ("count",), min=1)
+    if n > MAX_COUNT:
+        raise CaseError(f"{n:,} variants is more than gradconf draws for one family (the cap is {MAX_COUNT:,})",
+                        ("count",) if count is None else ("--count",))
     return [draw_variant(data, file, lines, i) for i in range(n)]
 
 

@@ -1,23 +1,35 @@
 """Run cases in a child process, so that a framework that kills its process — a segfault or an abort
-in native code, which no `except` can catch — costs the case it was running, not the whole run.
+in native code, which no `except` can catch — or hangs in it costs the case it was running, not the
+whole run.
 
-The child is forked from the CLI process (which has not imported any framework yet: that happens in
-the child, once) and runs one case after another on request, sending each case's records back.
-Before each adapter run it says which (case, framework) starts. When the child dies, that framework
-gets an `error` on that case, and a freshly forked child runs the same case without it and goes on.
-`gradconf run` sends it every case; `gradconf shrink` one candidate after another.
+`Child` is one such process: forked from a process that has not imported any framework yet (that
+happens in the child, once), it serves requests one after another and, before each adapter run,
+says which (case, framework) starts. Each (case, framework) gets `time_limit` seconds from that
+announcement; past it the child is killed. A child never outlives its parent, even one killed with
+SIGKILL: it asks the kernel for SIGKILL when its parent goes (Linux), and polls its parent's pid
+wherever that is not available. A pool (`-j N`) owns several Children and waits on their
+`connection`s together; `IsolatedRunner` owns one and turns a death or a timeout into that
+framework's `error` record, then runs the same case's other frameworks in a fresh child.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .runner import CaseResult, Record, Runner, _note
 
-
 _THREADED = ("torch", "tensorflow", "jax")  # their thread pools do not survive a fork once started
+_PR_SET_PDEATHSIG = 1                      # linux/prctl.h
+_PARENT_POLL_S = 0.5
+_USE_PRCTL = True  # the tests turn it off to check the poll on its own
+DEFAULT_TIME_LIMIT = 300.0  # per (case, framework): a first run imports its framework (seconds); 0 or None: none
 
 
 def available() -> bool:
@@ -27,7 +39,7 @@ def available() -> bool:
             and not any(name in sys.modules for name in _THREADED))
 
 
-def _death(exitcode: int | None) -> str:
+def death(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         try:
             return f"killed by {signal.Signals(-exitcode).name}"
@@ -36,8 +48,129 @@ def _death(exitcode: int | None) -> str:
     return f"exited with status {exitcode}"
 
 
-def _serve(runner: Runner, finish: Callable[[], dict] | None, conn) -> None:
-    """The child: ("case", case, framework names) -> that case's records; ("finish",) -> finish(); None: exit."""
+def _die_with_parent(parent: int) -> None:
+    """In the child: end when `parent` ends, however it ends."""
+    if _USE_PRCTL and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl here: the poll below still catches it
+            pass
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_S)
+        os.kill(os.getpid(), signal.SIGKILL)
+    if os.getppid() != parent:  # it died before prctl was in place
+        os._exit(1)
+    threading.Thread(target=watch, name="gradconf-parent-watch", daemon=True).start()
+
+
+def _child_main(parent: int, serve: Callable, conn, args) -> None:
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole process group: the parent
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # decides, and stops this child itself
+    serve(conn, *args)
+
+
+@dataclass
+class Answer:
+    """How a request ended: "done" (`value` is the child's answer), "died" (`value`: its exit code) or
+    "timeout" (`value`: the limit in seconds). `running`: the (case id, framework) it last announced."""
+    kind: str
+    value: object
+    running: tuple[str, str] | None
+
+
+class Child:
+    """One forked process running `serve(conn, *args)`, asked one request at a time; see the module."""
+
+    def __init__(self, serve: Callable, args: tuple = (), time_limit: float | None = DEFAULT_TIME_LIMIT):
+        self.serve, self.args, self.time_limit = serve, args, time_limit or None
+        self.process = self.connection = None
+        self.running: tuple[str, str] | None = None
+        self.deadline: float | None = None
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("fork")
+        self.connection, theirs = context.Pipe()
+        sys.stdout.flush()  # or the child, which flushes its copy of the buffers on exit, prints them again
+        sys.stderr.flush()
+        self.process = context.Process(target=_child_main, args=(os.getpid(), self.serve, theirs, self.args),
+                                       daemon=True)
+        self.process.start()
+        theirs.close()
+
+    def send(self, request) -> None:
+        """Start a request (starting the process first if there is none)."""
+        if self.process is None:
+            self.start()
+        self.running, self.deadline = None, self._clock()
+        try:
+            self.connection.send(request)
+        except OSError:  # it died between requests: poll() reads the closed pipe and says so
+            pass
+
+    def _clock(self) -> float | None:
+        return None if self.time_limit is None else time.monotonic() + self.time_limit
+
+    def poll(self, timeout: float | None = 0.0) -> Answer | None:
+        """The answer to the request sent, waiting at most `timeout` seconds (None: until the time limit);
+        None if it is still running. A child that dies or runs past its limit is gone afterwards."""
+        wait_until = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                now = time.monotonic()
+                if self.deadline is not None and now >= self.deadline:
+                    self.kill()
+                    return Answer("timeout", self.time_limit, self.running)
+                ends = [t for t in (self.deadline, wait_until) if t is not None]
+                if not self.connection.poll(max(0.0, min(ends) - now) if ends else None):
+                    if wait_until is not None and time.monotonic() >= wait_until:
+                        return None
+                    continue
+                kind, *body = self.connection.recv()
+                if kind == "start":
+                    self.running, self.deadline = tuple(body), self._clock()
+                    continue
+                return Answer("done", body[0], self.running)
+        except (EOFError, OSError):  # the child died (a closed pipe)
+            self.process.join()
+            exitcode = self.process.exitcode
+            self._forget()
+            return Answer("died", exitcode, self.running)
+        except BaseException:  # an interrupt (Ctrl-C, SIGTERM): stop the child too
+            self.kill()
+            raise
+
+    def ask(self, request) -> Answer:
+        self.send(request)
+        return self.poll(None)
+
+    def kill(self) -> None:
+        """SIGKILL: a child stuck in native code ignores anything gentler."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.join()
+            self._forget()
+
+    def close(self) -> None:
+        """Ask the child to exit; kill it if it does not within a second."""
+        if self.process is not None:
+            try:
+                self.connection.send(None)
+            except OSError:
+                pass
+            self.process.join(1.0)
+            self.kill()
+
+    def _forget(self) -> None:
+        self.connection.close()
+        self.process = self.connection = None
+
+
+def serve_cases(conn, runner: Runner, finish: Callable[[], dict] | None) -> None:
+    """A child's loop: ("case", case, framework names) -> that case's records; ("finish",) -> finish();
+    None: exit. Announces ("start", case id, framework) before each adapter run."""
     runner.on_adapter_start = lambda case, adapter: conn.send(("start", case.id, adapter.name))
     for kind, *args in iter(conn.recv, None):
         if kind == "finish":
@@ -47,52 +180,36 @@ def _serve(runner: Runner, finish: Callable[[], dict] | None, conn) -> None:
             conn.send(("done", runner.run_case(case, [fw for fw in runner.frameworks if fw.name in names]).records))
 
 
+def lost_to(answer: Answer, framework: str | None) -> str:
+    """Why a (case, framework) has no result: its child died or ran past its time limit."""
+    who = framework or "gradconf"
+    if answer.kind == "timeout":
+        return (f"{who} ran this case for more than {answer.value:g} s, the time limit (--timeout); gradconf "
+                f"stopped it and went on in a fresh process")
+    return f"the process died ({death(answer.value)}) while {who} ran this case; gradconf went on in a fresh process"
+
+
 class IsolatedRunner:
-    """`runner.run_case`, one case at a time, in a long-lived forked child: a child that dies costs the
-    case it was running an `error` on the framework that was running, the case's other frameworks run
-    in a fresh child, and the next case goes on there. `finish`: see finish()."""
+    """`runner.run_case`, one case at a time, in a long-lived Child: a child that dies or runs past the
+    time limit costs the case it was running an `error` on the framework that was running, the case's
+    other frameworks run in a fresh child, and the next case goes on there. `finish`: see finish()."""
 
-    def __init__(self, runner: Runner, finish: Callable[[], dict] | None = None):
-        self.runner, self.reference, self.frameworks, self._finish = runner, runner.reference, runner.frameworks, finish
-        self._child = self._conn = None
-
-    def _ask(self, request):
-        """The child's answer, and the (case id, framework) it last announced; ("died", exit code) if it died."""
-        if self._child is None:
-            context = multiprocessing.get_context("fork")
-            self._conn, theirs = context.Pipe()
-            sys.stdout.flush()  # or the child, which flushes its copy of the buffers on exit, prints them again
-            sys.stderr.flush()
-            self._child = context.Process(target=_serve, args=(self.runner, self._finish, theirs), daemon=True)
-            self._child.start()
-            theirs.close()
-        running = None
-        try:
-            self._conn.send(request)
-            while (message := self._conn.recv())[0] == "start":
-                running = message[1:]
-            return message, running
-        except (EOFError, BrokenPipeError):  # the child died
-            self._child.join()
-            exitcode = self._child.exitcode
-            self._conn.close()
-            self._child = self._conn = None
-            return ("died", exitcode), running
-        except BaseException:  # Ctrl-C: stop the child too
-            self.close(terminate=True)
-            raise
+    def __init__(self, runner: Runner, finish: Callable[[], dict] | None = None,
+                 time_limit: float | None = DEFAULT_TIME_LIMIT):
+        self.runner, self.reference, self.frameworks = runner, runner.reference, runner.frameworks
+        self.child = Child(serve_cases, (runner, finish), time_limit)
 
     def run_case(self, case, frameworks: list | None = None) -> CaseResult:
         """As Runner.run_case: `frameworks`, a subset of the runner's, or all of them."""
         names = [fw.name for fw in (self.frameworks if frameworks is None else frameworks)]
         records: list[Record] = []
         while True:
-            (kind, answer), running = self._ask(("case", case, names))
-            if kind == "done":
-                return CaseResult(case, records + answer)
+            answer = self.child.ask(("case", case, names))
+            if answer.kind == "done":
+                return CaseResult(case, records + answer.value)
+            running = answer.running
             framework = running[1] if running and running[0] == case.id else None
-            why = (f"the process died ({_death(answer)}) while {framework or 'gradconf'} ran this case; "
-                   f"gradconf went on in a fresh process")
+            why = lost_to(answer, framework)
             if framework is None or framework == self.reference.name:  # nothing to compare against: the case is lost
                 lost = dict.fromkeys([self.reference.name, *names])
                 notes = [_note(case, n, "error", why, self.reference.name) for n in lost]
@@ -103,31 +220,9 @@ class IsolatedRunner:
 
     def finish(self) -> dict | None:
         """`finish()` run in the child, where the frameworks are loaded (their versions, say); None if that
-        kills it."""
-        (kind, answer), _ = self._ask(("finish",))
-        return answer if kind == "done" else None
+        kills it or takes too long."""
+        answer = self.child.ask(("finish",))
+        return answer.value if answer.kind == "done" else None
 
-    def close(self, terminate: bool = False) -> None:
-        if self._child is not None:
-            if terminate:
-                self._child.terminate()
-            else:
-                self._conn.send(None)
-            self._child.join()
-            self._conn.close()
-            self._child = self._conn = None
-
-
-def run_isolated(runner: Runner, cases: list, finish: Callable[[], dict],
-                 on_case: Callable[[object], None] = lambda case: None) -> tuple[list[Record], dict]:
-    """Every case's records, in case order, and what `finish()` returned in the child after the last case
-    ({} if that killed it)."""
-    child = IsolatedRunner(runner, finish)
-    try:
-        records: list[Record] = []
-        for case in cases:
-            records += child.run_case(case).records
-            on_case(case)
-        return records, child.finish() or {}
-    finally:
-        child.close()
+    def close(self) -> None:
+        self.child.close()

@@ -34,6 +34,7 @@ OPT_KEYS = {"sgd": ("lr", "momentum", "nesterov", "weight_decay"),
 TENSOR_KEYS = ("shape", "init", "low", "high", "mean", "std")
 TOL_KEYS = ("rtol", "atol")
 CASE_SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = 2 << 20  # a case file is text written by hand: the bundled ones are below 2 KB
 MAX_ELEMENTS = 1 << 28  # per tensor: 2 GiB in float64, far beyond a conformance case; stops absurd sizes early
 
 
@@ -57,9 +58,12 @@ def discover(paths: Iterable[str]) -> list[str]:
 def read_file(path: str) -> tuple[dict, dict]:
     try:
         with open(path, "rb") as fh:
-            raw = fh.read()
+            raw = fh.read(MAX_FILE_BYTES + 1)  # never more: a hostile file's size is not ours to read
     except OSError as e:
         raise CaseError(f"cannot read: {e.strerror or e}", (), path) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise CaseError(f"larger than {MAX_FILE_BYTES >> 20} MiB, the limit for a case file; draw large tensors "
+                        "with {shape: [...], init: ...} instead of writing them out", (), path) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -79,8 +79,12 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{name}: gradconf cases run through the {name} adapter")
     _frameworks(config)  # options are checked once, up front: a bad one is a usage error, not N collection errors
     count = config.getoption("gradconf_count")
+    from .family import MAX_COUNT
     if count is not None and count < 1:
         raise pytest.UsageError(f"--gradconf-count: must be >= 1, got {count}")
+    if count is not None and count > MAX_COUNT:
+        raise pytest.UsageError(f"--gradconf-count: must be at most {MAX_COUNT:,} (gradconf's cap on a family's "
+                                f"variants), got {count:,}")
     out = config.getoption("gradconf_report")
     if out and not hasattr(config, "workerinput"):  # asked now, so that a long session never loses its report
         from .report import check_out_dir

@@ -1,11 +1,8 @@
-"""Reports from records (SPEC §3): results.json, results.csv, report.md, report.html — written atomically."""
+"""Reports from records (SPEC §3): results.json, results.csv, report.md, report.html; harness.reportset writes them."""
 from __future__ import annotations
 
 import html
-import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 
 import pandas as pd
@@ -41,19 +38,6 @@ def run_fingerprint(command: str, reference: str, adapters, started: str | None 
     return {"started": started or now(), "command": command,
             "gradconf": __version__, "platform": platform.platform(), "python": platform.python_version(),
             "reference": reference, "frameworks": versions}
-
-
-def _atomic_write(path: str, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a report."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def frame(records: Sequence[Record]) -> pd.DataFrame:
@@ -217,39 +201,13 @@ def html_page(df: pd.DataFrame, run: dict) -> str:
             f"{html.escape(run.get('started', ''))}. Frameworks: {fw}.</p>{''.join(sections)}</body></html>\n")
 
 
-def _json_safe(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
-def check_out_dir(out_dir: str) -> str | None:
-    """Why reports cannot be written to `out_dir` (created if missing), or None: asked before a run,
-    so that a long run never ends in a lost report."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        return f"cannot write reports to {out_dir}: it is a file, not a folder"
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as e:
-        return f"cannot write reports to {out_dir}: {e.strerror or e}"
-    return None
+def check_out_dir(out_dir: str, need: int = 0) -> str | None:
+    """Why reports cannot be written to `out_dir`, or None (harness.reportset, which writes them)."""
+    from .reportset import check_out_dir as check
+    return check(out_dir, need)
 
 
 def write_reports(records: Sequence[Record], run: dict, out_dir: str) -> list[str]:
-    os.makedirs(out_dir, exist_ok=True)
-    df = frame(records)
-    payload = {"run": run, "records": [{k: _json_safe(v) for k, v in r.to_dict().items()} for r in records]}
-    files = {
-        "results.json": json.dumps(payload, indent=1),
-        "results.csv": df.to_csv(index=False),
-        "report.md": markdown(df, run),
-        "report.html": html_page(df, run),
-    }
-    paths = []
-    for name, text in files.items():
-        path = os.path.join(out_dir, name)
-        _atomic_write(path, text)
-        paths.append(path)
-    return paths
+    """The report set of `records` in `out_dir`, replacing the one there whole or not at all (harness.reportset)."""
+    from .reportset import write_set
+    return write_set(records, run, out_dir)

@@ -174,6 +174,19 @@ class Runner:
         self.frameworks = frameworks
         self._reference_rounds = _accepts(reference.run, "round_off")  # optional: see tolerance.rounded_layers
         self.on_adapter_start = None  # (case, adapter) -> None, before each adapter run (harness.isolate)
+        self._versions: dict[str, str | None] = {}  # adapter name -> why its version() failed, or None
+
+    def _version_error(self, adapter: Adapter) -> str | None:
+        """Why `adapter.version()` fails, asked once per adapter: a run whose report cannot say what
+        ran is that adapter's error, not a result."""
+        if adapter.name not in self._versions:
+            try:
+                version = adapter.version()
+                self._versions[adapter.name] = None if isinstance(version, str) else \
+                    f"{adapter.name}.version() returned {type(version).__name__}, not a string"
+            except Exception as e:
+                self._versions[adapter.name] = f"{adapter.name}.version() raised {_brief(e)}"
+        return self._versions[adapter.name]
 
     # -------------------------------------------------------------- comparing
 
@@ -222,9 +235,12 @@ class Runner:
         try:
             why = adapter.missing()
         except Exception as e:  # a plug-in's availability check must not stop the run either
-            why = f"cannot tell whether {adapter.name} is available: {_brief(e)}"
+            return None, _note(case, adapter.name, "error", f"{adapter.name}.missing() raised {_brief(e)}")
         if why:
             return None, _note(case, adapter.name, "skipped", why)
+        broken = self._version_error(adapter)
+        if broken:
+            return None, _note(case, adapter.name, "error", broken)
         if self.on_adapter_start is not None:
             self.on_adapter_start(case, adapter)
         t0 = time.perf_counter()

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from . import yamlio
+from . import files, yamlio
 from .case import Case
 from .errors import CaseError
 from .loader import parse_case
@@ -145,8 +145,7 @@ def regression_text(original: Case, small: Case, framework: str) -> str:
 
 
 def write_regression(text: str, name: str, out_dir: str) -> str:
+    """`out_dir/<name>.yaml`, whatever `name` holds (a case id may hold `/` or `..`): the file name is
+    made safe (files.safe_name; the id inside the file is kept as it is) and a symlink there is replaced."""
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"{name}.yaml")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    return path
+    return files.write_atomic(files.inside(out_dir, files.safe_name(name, ".yaml")), text)

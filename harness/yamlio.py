@@ -8,6 +8,9 @@ from __future__ import annotations
 import re
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
 
 from .errors import CaseError
 
@@ -18,14 +21,47 @@ _FLOAT_12 = re.compile(
 )
 
 
-class _Loader(yaml.SafeLoader):
-    pass
+class _Counting(Composer):
+    """Counts nodes as it composes them: a file of too many values is refused while it is read, after
+    MAX_NODES of them, not once the tree of all of them is built."""
+    nodes = 0
+
+    def compose_node(self, parent, index):
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooMany(self.peek_event().start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
+class _TooMany(Exception):
+    def __init__(self, line: int):
+        super().__init__(line)
+        self.line = line
+
+
+if getattr(yaml, "__with_libyaml__", False):
+    from yaml._yaml import CParser
+
+    class _Loader(_Counting, CParser, SafeConstructor, Resolver):
+        """libyaml scans and parses (in C, ~4x faster than PyYAML's Python scanner); composing stays in
+        Python, so that it can count."""
+
+        def __init__(self, text):
+            CParser.__init__(self, text)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+        get_single_node = Composer.get_single_node  # CParser's own builds the whole tree in C
+else:  # a PyYAML built without libyaml
+    class _Loader(_Counting, yaml.SafeLoader):
+        pass
 
 
 # Replace the YAML 1.1 float resolver by the 1.2 one (ints still win: they are checked first).
 _Loader.yaml_implicit_resolvers = {
     k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    for k, v in Resolver.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
 
@@ -34,6 +70,9 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123
 # value, so eight lines of them can stand for 43 million values; and nesting is read recursively.
 MAX_VALUES = 1_000_000
 MAX_DEPTH = 32
+# Values as written (before aliases repeat them): a 64x64 RGB image written out is 12,288; a case
+# file needing more should draw its tensors ({shape, init}) instead.
+MAX_NODES = 100_000
 
 
 def load(text: str, file: str = "<string>") -> tuple[object, dict[tuple, int]]:
@@ -44,9 +83,15 @@ def load(text: str, file: str = "<string>") -> tuple[object, dict[tuple, int]]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else None
-        raise CaseError(f"not valid YAML: {getattr(e, 'problem', None) or e}", (), file, line) from None
+        problem = str(getattr(e, "problem", None) or e)
+        if "maximum nesting depth" in problem:  # libyaml's words for what RecursionError is below
+            problem = "nested too deeply to read"
+        raise CaseError(f"not valid YAML: {problem}", (), file, line) from None
     except RecursionError:
         raise CaseError("not valid YAML: nested too deeply to read", (), file, 1) from None
+    except _TooMany as e:
+        raise CaseError(f"more than {MAX_NODES:,} values written in one file (the limit); draw large tensors "
+                        "with {shape: [...], init: ...} instead of writing them out", (), file, e.line) from None
     finally:
         loader.dispose()
     lines: dict[tuple, int] = {}

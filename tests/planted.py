@@ -36,3 +36,61 @@ class CrashesOnSum3x3(NumpyReference):
 class Copy(NumpyReference):
     """The reference under another name: a second framework that conforms."""
     name = "copy"
+
+
+class Hangs(NumpyReference):
+    """Hangs for ever on the case named in GRADCONF_TEST_HANG (default `sum_3x3`), as a deadlock in
+    native code does: it ignores SIGTERM and SIGINT, so only SIGKILL ends it. Before it hangs it writes
+    its pid to GRADCONF_TEST_PIDFILE, if set, so that a test can check the process is gone afterwards."""
+    name = "hangs"
+
+    def run(self, case, initial):
+        import os
+        import signal
+        import time
+        if case.id == os.environ.get("GRADCONF_TEST_HANG", "sum_3x3"):
+            for s in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(s, signal.SIG_IGN)
+            pidfile = os.environ.get("GRADCONF_TEST_PIDFILE")
+            if pidfile:
+                with open(pidfile + ".tmp", "w") as fh:
+                    fh.write(str(os.getpid()))
+                os.replace(pidfile + ".tmp", pidfile)
+            while True:
+                time.sleep(0.05)
+        return super().run(case, initial)
+
+
+class MissingRaises(NumpyReference):
+    """Its availability check itself fails, as a plug-in's broken import probe does."""
+    name = "missing_raises"
+
+    def missing(self):
+        raise RuntimeError("probe exploded")
+
+
+class VersionRaises(NumpyReference):
+    """Runs, but cannot say which version it is."""
+    name = "version_raises"
+
+    def version(self):
+        raise RuntimeError("no version here")
+
+
+class FillsDisk(NumpyReference):
+    """On its second case, fills the file system of GRADCONF_TEST_FILL (a path) to the last byte, as
+    another program on a shared disk may do in the middle of a run."""
+    name = "fills_disk"
+    seen = 0
+
+    def run(self, case, initial):
+        import os
+        FillsDisk.seen += 1
+        if FillsDisk.seen == 2:
+            with open(os.environ["GRADCONF_TEST_FILL"], "wb", buffering=0) as fh:
+                try:
+                    while True:
+                        fh.write(b"\0" * 4096)
+                except OSError:
+                    pass
+        return super().run(case, initial)

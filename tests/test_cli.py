@@ -20,7 +20,8 @@ def gradconf(*args, cwd=ROOT):
 
 def test_numpy_run_passes_and_writes_all_reports(tmp_path):
     assert main(["run", EXAMPLES, "--frameworks", "numpy", "--out", str(tmp_path), "-q"]) == 0
-    assert sorted(os.listdir(tmp_path)) == ["report.html", "report.md", "results.csv", "results.json"]
+    assert sorted(os.listdir(tmp_path)) == [".runs", "latest", "report.html", "report.md", "results.csv",
+                                            "results.json", "results.jsonl"]
     data = json.loads((tmp_path / "results.json").read_text())
     assert {"started", "command", "platform", "python", "frameworks"} <= set(data["run"])
     assert data["run"]["frameworks"]["numpy"]
@@ -88,15 +89,17 @@ def test_bad_options_exit_2(args, message):
 
 
 def test_reports_that_fail_to_write_after_the_run_keep_the_summary(tmp_path, monkeypatch, capsys):
-    import harness.report
+    """(tests/test_reliability.py fills a real file system.)"""
+    import harness.reportset
 
     def disk_full(*args):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(harness.report, "_atomic_write", disk_full)
+    monkeypatch.setattr(harness.reportset, "render", disk_full)
     assert main(["run", EXAMPLES, "--frameworks", "numpy", "--out", str(tmp_path), "-q"]) == 2
     out, err = capsys.readouterr()
     assert "5 case(s)" in out and "0 failing" in out and "reports: none" in out
     assert f"cannot write reports to {tmp_path}: [Errno 28] No space left on device" in err
+    assert "the records of every case finished before are in" in err
 
 
 def test_a_framework_that_crashes_its_process_costs_one_case_not_the_run(tmp_path):

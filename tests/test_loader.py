@@ -66,7 +66,9 @@ MESSAGES = {
     'not_mapping.yaml':
         'tests/malformed/not_mapping.yaml:1: a case file holds a mapping (name:, input:, model:, ...), got a list',
     'not_yaml.yaml':
-        "tests/malformed/not_yaml.yaml:3: not valid YAML: expected ',' or ']', but got '<scalar>'",
+        "tests/malformed/not_yaml.yaml:3: not valid YAML: " + (
+            "did not find expected ',' or ']'" if yamlio.__dict__.get("CParser") else
+            "expected ',' or ']', but got '<scalar>'"),  # libyaml's words, or PyYAML's own scanner's
     'output_padding_too_big.yaml':
         'tests/malformed/output_padding_too_big.yaml:3: model[0].conv_transpose2d.output_padding: output_padding 2 must be smaller than stride or dilation (2)',
     'output_too_small.yaml':

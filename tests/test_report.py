@@ -62,23 +62,42 @@ def test_passing_cases_have_no_verdict():
     assert _verdict(_case(), [Scaled("a", 1.0)]) == ""
 
 
-def test_reports_are_written_atomically(tmp_path, monkeypatch):
+def _shown(folder):
+    """What a reader of `folder` sees: each report file's text."""
+    return {name: (folder / name).read_text() for name in ("results.json", "results.csv", "report.md", "report.html")}
+
+
+def test_a_report_set_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    from harness import files, reportset
     records = Runner(NumpyReference(), [Scaled("x", 1.0)]).run_case(_case()).records
     report.write_reports(records, {"command": "first"}, str(tmp_path))
-    before = (tmp_path / "results.json").read_text()
-    real_replace, calls = os.replace, []
+    first = _shown(tmp_path)
+    assert all("first" in text for name, text in first.items() if name != "results.csv")
+    real_create = files.create_new
 
-    def flaky_replace(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:
-            raise OSError("disk full")
-        real_replace(src, dst)
-    monkeypatch.setattr(report.os, "replace", flaky_replace)
+    def disk_fills_at_the_markdown(path):  # the second set gets two files in, then the disk is full
+        if path.endswith("report.md"):
+            raise OSError(28, "No space left on device")
+        return real_create(path)
+    monkeypatch.setattr(files, "create_new", disk_fills_at_the_markdown)
     with pytest.raises(OSError):
         report.write_reports(records, {"command": "second"}, str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == ["report.html", "report.md", "results.csv", "results.json"]
-    assert (tmp_path / "results.json").read_text() != before  # the first file was swapped in whole
-    assert (tmp_path / "results.csv").read_text().startswith("case,")  # the second is the old, whole one
+    assert _shown(tmp_path) == first
+    monkeypatch.undo()
+
+    def killed_at_the_switch(tmp, path):
+        raise KeyboardInterrupt
+    real_replace = reportset.os.replace
+    monkeypatch.setattr(reportset.os, "replace",
+                        lambda a, b: killed_at_the_switch(a, b) if b.endswith("latest") else real_replace(a, b))
+    with pytest.raises(KeyboardInterrupt):
+        report.write_reports(records, {"command": "third"}, str(tmp_path))
+    assert _shown(tmp_path) == first
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp")]  # nothing left behind
+    monkeypatch.undo()
+    report.write_reports(records, {"command": "fourth"}, str(tmp_path))
+    assert "fourth" in _shown(tmp_path)["report.md"]
+    assert len(os.listdir(tmp_path / ".runs")) == reportset.KEEP  # older sets are pruned
 
 
 def test_html_is_standalone_and_failures_come_first(tmp_path):

@@ -1,0 +1,89 @@
+"""One `gradconf run`: every case through the runner (in an isolated child, or in this process), each
+finished case's records streamed to its run folder, stopped cleanly by SIGINT or SIGTERM.
+
+On a signal the run starts nothing more, kills its child (harness.isolate), and returns what it has:
+the records of every finished case, and how many cases it did not run. The caller writes the report
+set of that, marked interrupted, and exits 128 + the signal's number. A full disk under the stream
+stops the run the same way: what is not kept is not worth computing.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from . import isolate
+from .reportset import RunFolder
+from .runner import Record, Runner
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived. A BaseException, as KeyboardInterrupt is: an adapter's `except
+    Exception` must not swallow it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def interrupts(raising: bool = True) -> Iterator[list[int]]:
+    """Within: SIGINT and SIGTERM raise Interrupted (`raising`) or are only noted, in the list yielded,
+    to be acted on afterwards (while a report set is written). Main thread only; elsewhere a no-op."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def handler(signum, frame):
+        caught.append(signum)
+        if raising and len(caught) == 1:
+            raise Interrupted(signum)
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield caught
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class Outcome:
+    records: list[Record] = field(default_factory=list)
+    cases_run: int = 0
+    info: dict | None = None          # the run block from the child (framework versions), if it got that far
+    signum: int | None = None         # the signal that stopped the run
+    stream_error: OSError | None = None  # the stream could not be written (a full disk): the run stopped
+
+
+def execute(runner: Runner, cases: Sequence, folder: RunFolder | None, isolated: bool,
+            time_limit: float | None, finish: Callable[[], dict],
+            on_case: Callable[[object], None] = lambda case: None) -> Outcome:
+    """Run `cases`, streaming each one's records to `folder`, until done, a signal, or a full disk."""
+    out = Outcome()
+    child = isolate.IsolatedRunner(runner, finish, time_limit) if isolated else None
+    try:
+        with interrupts():
+            for case in cases:
+                records = (child or runner).run_case(case).records
+                out.records += records
+                out.cases_run += 1
+                on_case(case)
+                if folder is not None:
+                    try:
+                        folder.add(case.id, records)
+                    except OSError as e:
+                        out.stream_error = e
+                        break
+            if out.stream_error is None:
+                out.info = child.finish() if child else finish()
+    except Interrupted as e:
+        out.signum = e.signum
+    finally:
+        if child is not None:
+            child.close()
+    return out

@@ -1,0 +1,323 @@
+"""Runs that survive hangs, signals, kills, full disks and hostile input: real processes, real signals,
+a real full file system (a tmpfs, where it can be mounted), a real hanging adapter."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+EXAMPLES = os.path.join(ROOT, "cases", "examples")
+ORDER = ["net_5x5", "net_5x5_delta", "net_5x5_f32", "sum_3x3", "sum_3x3_f32"]  # `hangs` hangs on sum_3x3
+
+
+def start(*args, env=None, **kw):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=ROOT, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def wait_for(path, proc, seconds=60.0):
+    """The pid the hanging adapter wrote to `path`, once it hangs."""
+    end = time.monotonic() + seconds
+    while not os.path.exists(path):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, "the adapter never started hanging"
+        time.sleep(0.05)
+    return int(open(path).read())
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped by an init that does not reap, is not)."""
+    p = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+    return p.returncode == 0 and not p.stdout.strip().startswith("Z")
+
+
+def stray(marker: str) -> list[str]:
+    """Every live process whose command line holds `marker` (the run's unique --out folder), per `ps`."""
+    p = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True)
+    return [line for line in p.stdout.splitlines() if marker in line and " Z" not in line[:12]]
+
+
+def gone(pid: int, seconds: float = 5.0) -> bool:
+    end = time.monotonic() + seconds
+    while alive(pid):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def hanging_run(tmp_path, *extra):
+    out, pidfile = tmp_path / "out", tmp_path / "pid"
+    proc = start("run", "cases/examples", "--frameworks", "numpy", "--adapter", "tests.planted:Hangs",
+                 "--adapter", "tests.planted:Copy", "--out", str(out), "-q", *extra,
+                 env={"GRADCONF_TEST_PIDFILE": str(pidfile)})
+    return proc, out, pidfile
+
+
+def results(out):
+    return json.loads((out / "results.json").read_text())
+
+
+def test_a_hanging_adapter_costs_its_case_an_error_naming_the_limit(tmp_path):
+    proc, out, pidfile = hanging_run(tmp_path, "--timeout", "1.5")
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    records = results(out)["records"]
+    (hung,) = [r for r in records if r["framework"] == "hangs" and r["case"] == "sum_3x3"]
+    assert hung["status"] == "error" and hung["message"].startswith(
+        "hangs ran this case for more than 1.5 s, the time limit (--timeout); gradconf stopped it")
+    # The same case's other frameworks, and every later case, ran in a fresh child.
+    assert {r["status"] for r in records if r["case"] == "sum_3x3" and r["framework"] != "hangs"} == {"pass"}
+    assert {r["status"] for r in records if r["case"] != "sum_3x3"} == {"pass"}
+    assert {r["case"] for r in records if r["framework"] == "hangs"} == set(ORDER)
+    assert not alive(int(pidfile.read_text())) and not stray(str(out))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_run_and_keeps_every_finished_case(tmp_path, signum):
+    proc, out, pidfile = hanging_run(tmp_path, "--timeout", "0")  # no limit: only the signal ends it
+    child = wait_for(pidfile, proc)
+    os.kill(proc.pid, signum)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr + stdout
+    name = signal.Signals(signum).name
+    assert f"interrupted by {name}: 2 of 5 case(s) not run" in stdout
+    data = results(out)
+    assert data["run"]["interrupted"] == {"why": f"interrupted by {name}", "cases_run": 3, "cases_not_run": 2}
+    assert [c for c in ORDER if c in {r["case"] for r in data["records"]}] == ORDER[:3]
+    assert {r["status"] for r in data["records"]} == {"pass"}
+    assert gone(child) and not stray(str(out))
+
+
+@pytest.mark.parametrize("prctl", [True, False], ids=["pdeathsig", "parent-poll"])
+def test_sigkill_of_the_run_takes_its_child_along(tmp_path, prctl):
+    """The child notices its parent is gone: by the kernel's parent-death signal, or where that is not
+    available, by polling its parent's pid."""
+    out, pidfile = tmp_path / "out", tmp_path / "pid"
+    code = (f"import sys; from harness import isolate; isolate._USE_PRCTL = {prctl}; from harness.cli import main; "
+            f"sys.exit(main(['run', 'cases/examples', '--frameworks', 'numpy', '--adapter', 'tests.planted:Hangs', "
+            f"'--out', {str(out)!r}, '-q', '--timeout', '0']))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ,
+                            "GRADCONF_TEST_PIDFILE": str(pidfile)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = wait_for(pidfile, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert gone(child, 5.0), f"child {child} outlived its parent"
+    assert not stray(str(out))
+
+
+def test_a_killed_run_leaves_the_previous_set_and_report_rebuilds_its_stream(tmp_path):
+    out = tmp_path / "out"
+    p = start("run", "cases/examples", "--frameworks", "numpy", "--out", str(out), "-q", "-k", "net_5x5_delta")
+    assert p.wait(timeout=120) == 0
+    before = {n: (out / n).read_text() for n in ("results.json", "results.csv", "report.md", "report.html")}
+    proc, _, pidfile = hanging_run(tmp_path, "--timeout", "0")
+    child = wait_for(pidfile, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert gone(child)
+    # DIR still shows the first run, all of it.
+    assert {n: (out / n).read_text() for n in before} == before
+    # What the killed run streamed becomes a report set, marked interrupted.
+    p = subprocess.run([sys.executable, "-m", "harness", "report", str(out)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "2 case(s) not run" in p.stdout
+    data = results(out)
+    assert data["run"]["interrupted"]["cases_not_run"] == 2 and "Hangs" in data["run"]["command"]
+    assert [c for c in ORDER if c in {r["case"] for r in data["records"]}] == ORDER[:3]
+    assert {r["framework"] for r in data["records"]} == {"numpy", "hangs", "copy"}
+    assert "Hangs" in (out / "report.md").read_text() and "net_5x5_f32" in (out / "results.csv").read_text()
+
+
+def test_concurrent_runs_into_one_folder_never_mix(tmp_path):
+    out = tmp_path / "out"
+    runs = [start("run", "cases/examples", "--frameworks", "numpy", "--out", str(out), "-q", "-k", k)
+            for k in ("sum_3x3", "net_5x5") for _ in range(2)]
+    assert [p.wait(timeout=120) for p in runs] == [0, 0, 0, 0]
+    command = results(out)["run"]["command"]
+    selection = command.split("-k ")[1]
+    assert selection in (out / "report.md").read_text()
+    cases = {r["case"] for r in results(out)["records"]}
+    assert cases == {c for c in ORDER if selection in c}
+    csv_cases = {line.split(",")[0] for line in (out / "results.csv").read_text().splitlines()[1:]}
+    assert csv_cases == cases
+    assert len(os.listdir(out / ".runs")) == 3  # four complete sets, the newest three kept
+
+
+def test_reports_are_created_with_the_users_umask(tmp_path):
+    for umask, mode in ((0o022, 0o644), (0o027, 0o640)):
+        out = tmp_path / f"u{umask:o}"
+        p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy",
+                            "--out", str(out), "-q", "-k", "sum_3x3_f32"], cwd=ROOT, capture_output=True,
+                           preexec_fn=lambda u=umask: os.umask(u))
+        assert p.returncode == 0
+        for name in ("results.json", "results.csv", "report.md", "report.html", "results.jsonl"):
+            assert os.stat(out / name).st_mode & 0o777 == mode, (name, oct(os.stat(out / name).st_mode))
+
+
+# ---------------------------------------------------------------- full disks
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of 2 MiB (tmpfs), or a skip saying why there is none."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True,
+                       text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {p.stderr.strip() or p.returncode}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_run_whose_report_cannot_fit_is_refused_before_it_runs(small_disk):
+    p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/families/conv2d.yaml", "--frameworks",
+                        "numpy", "--out", str(small_disk / "out"), "-q"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2 and "MB free, and a report of this run takes about" in p.stderr, p.stderr
+    assert "nothing was run" in p.stderr and not os.path.exists(small_disk / "out" / ".runs")
+
+
+def test_a_disk_that_fills_during_the_run_stops_it_and_keeps_what_was_streamed(small_disk):
+    out = small_disk / "out"
+    p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy", "--out",
+                        str(out), "-q", "-k", "sum_3x3"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    before = (out / "report.md").read_text()
+    filler = small_disk / "filler"
+    p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy",
+                        "--adapter", "tests.planted:FillsDisk", "--out", str(out), "-q"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "GRADCONF_TEST_FILL": str(filler)})
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr and "No space left on device" in p.stderr
+    assert "not run" in p.stdout  # the summary of what ran still prints
+    assert (out / "report.md").read_text() == before  # the previous set, whole
+    os.unlink(filler)
+    p = subprocess.run([sys.executable, "-m", "harness", "report", str(out)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    data = results(out)
+    assert data["run"]["interrupted"]["cases_run"] >= 1 and "FillsDisk" in data["run"]["command"]
+
+
+# ---------------------------------------------------------------- where files go
+
+def _failing_case(folder, name):
+    text = open(os.path.join(EXAMPLES, "sum_3x3.yaml")).read().replace("[0.04, 3.88]", "[0.05, 3.88]")
+    (folder / "c.yaml").write_text(text.replace("name: sum_3x3", f"name: {json.dumps(name)}"))
+
+
+@pytest.mark.parametrize("name", ["x/../../../../escaped", "a/b", "..", "-rf *"])
+def test_shrink_writes_inside_its_folder_whatever_the_case_name(tmp_path, name):
+    cases, out = tmp_path / "cases", tmp_path / "deep" / "er" / "out"
+    cases.mkdir()
+    _failing_case(cases, name)
+    p = subprocess.run([sys.executable, "-m", "harness", "shrink", name, "--paths", str(cases), "--frameworks",
+                        "numpy", "--out", str(out), "--budget", "5"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    (written,) = os.listdir(out)
+    assert not written.startswith(".") and "/" not in written and written.endswith(".yaml")
+    found = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*") if f.is_file())
+    assert found == ["cases/c.yaml", f"deep/er/out/{written}"]
+    from harness.loader import load_file
+    (case,) = load_file(str(out / written))
+    assert case.id == "regression_" + name  # the id inside the file is kept
+
+
+def test_shrink_and_freeze_replace_a_planted_symlink_instead_of_following_it(tmp_path):
+    cases, out, target = tmp_path / "cases", tmp_path / "out", tmp_path / "precious"
+    cases.mkdir()
+    out.mkdir()
+    target.write_text("keep me\n")
+    _failing_case(cases, "sum_3x3")
+    os.symlink(target, out / "regression_sum_3x3.yaml")
+    p = subprocess.run([sys.executable, "-m", "harness", "shrink", "sum_3x3", "--paths", str(cases), "--frameworks",
+                        "numpy", "--out", str(out), "--budget", "5"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert target.read_text() == "keep me\n" and not os.path.islink(out / "regression_sum_3x3.yaml")
+    os.symlink(target, tmp_path / "frozen.yaml")
+    p = subprocess.run([sys.executable, "-m", "harness", "freeze", "conv2d_random[3]", "-o",
+                        str(tmp_path / "frozen.yaml")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert target.read_text() == "keep me\n" and "conv2d_random[3]" in (tmp_path / "frozen.yaml").read_text()
+    p = subprocess.run([sys.executable, "-m", "harness", "freeze", "conv2d_random[3]", "-o",
+                        str(tmp_path / "no" / "such" / "dir.yaml")], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 2 and "-o: cannot write" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_safe_names():
+    from harness.files import safe_name
+    assert safe_name("regression_net_random_3", ".yaml") == "regression_net_random_3.yaml"
+    odd = [safe_name(n, ".yaml") for n in ("a/b", "a_b", "a:b", "../..", "x" * 400, "é")]
+    assert len(set(odd)) == len(odd)
+    assert all("/" not in n and not n.startswith(".") and len(n) <= 120 for n in odd)
+    assert odd[1] == "a_b.yaml"  # unchanged names stay as they are
+
+
+# ---------------------------------------------------------------- hostile input
+
+@pytest.mark.parametrize("body,message", [
+    ("count: 1000000000\n", "count: 1,000,000,000 variants is more than gradconf draws for one family (the cap is "
+                            "10,000)"),
+    ("input: [" + ", ".join(["0.5"] * 3_000_000) + "]\n", "larger than 2 MiB, the limit for a case file"),
+    ("input: [" + ", ".join(["0"] * 400_000) + "]\n", "more than 100,000 values written in one file (the limit)"),
+    ("input: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]\n" + "".join(f"a{i}: &a{i} [*{'a' if i == 0 else f'a{i-1}'}, "
+                                                          f"*{'a' if i == 0 else f'a{i-1}'}]\n" for i in range(40)),
+     "values (YAML aliases"),
+])
+def test_validate_answers_a_hostile_file_within_seconds(tmp_path, body, message):
+    (tmp_path / "hostile.yaml").write_text("model: [{sum: {}}]\nloss: {sum: {}}\n" + body)
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "harness", "validate", str(tmp_path)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    elapsed = time.monotonic() - t0
+    assert p.returncode == 2 and message in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and elapsed < 20  # a bound against hangs, not a speed target
+
+
+def test_count_cap_applies_to_the_option_too():
+    p = subprocess.run([sys.executable, "-m", "harness", "list", "cases/families/conv2d.yaml", "--count", "10001"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 2 and "--count: must be at most 10,000" in p.stderr
+
+
+# ---------------------------------------------------------------- adapters that raise where they should not
+
+def test_an_adapter_whose_missing_or_version_raises_is_an_error_not_a_skip(tmp_path):
+    from harness.cli import main
+    for spec, frameworks, message in (
+            ("tests.planted:MissingRaises", ["--frameworks", "numpy"], "missing_raises.missing() raised RuntimeError: "
+                                                                      "probe exploded"),
+            ("tests.planted:VersionRaises", ["--frameworks", "numpy"], "version_raises.version() raised RuntimeError: no version here")):
+        out = tmp_path / spec.rsplit(":")[1]
+        rc = main(["run", EXAMPLES, *frameworks, "--adapter", spec, "--out", str(out), "-q", "--in-process",
+                   "-k", "sum_3x3"])
+        assert rc == 1
+        mine = [r for r in results(out)["records"] if r["framework"] != "numpy"]
+        assert len(mine) == 2 and {r["status"] for r in mine} == {"error"}
+        assert all(r["message"].startswith(message) for r in mine)
+
+
+def test_an_installed_adapter_whose_missing_raises_does_not_crash_the_run(tmp_path, monkeypatch):
+    """Without --frameworks every installed adapter is asked whether it is missing: one that raises
+    is an error on its cases, not a traceback."""
+    import adapters
+    from harness.cli import main
+    monkeypatch.setattr(adapters, "_entry_points", lambda: {"missing_raises": "tests.planted:MissingRaises"})
+    for name in ("torch", "tensorflow"):
+        monkeypatch.setattr(adapters.builtin(name).__class__, "missing", lambda self: "not in this test")
+    assert main(["run", EXAMPLES, "--out", str(tmp_path), "-q", "--in-process", "-k", "sum_3x3_f32"]) == 1
+    (record,) = [r for r in results(tmp_path)["records"] if r["framework"] == "missing_raises"]
+    assert record["status"] == "error" and "probe exploded" in record["message"]
