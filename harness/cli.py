@@ -30,7 +30,7 @@ def _seconds(text: str) -> float | None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .isolate import DEFAULT_TIME_LIMIT
+    from .deadline import DEFAULT_TIME_LIMIT
     timeout = dict(type=_seconds, default=DEFAULT_TIME_LIMIT, metavar="S",
                    help=f"seconds each (case, framework) may take before it is stopped and reported as an error "
                         f"(default {DEFAULT_TIME_LIMIT:g}; 0: no limit; not applied with --in-process)")

@@ -23,13 +23,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .deadline import DEFAULT_TIME_LIMIT  # per (case, framework); 0 or None: none
 from .runner import CaseResult, Record, Runner, _note
 
 _THREADED = ("torch", "tensorflow", "jax")  # their thread pools do not survive a fork once started
 _PR_SET_PDEATHSIG = 1                      # linux/prctl.h
 _PARENT_POLL_S = 0.5
 _USE_PRCTL = True  # the tests turn it off to check the poll on its own
-DEFAULT_TIME_LIMIT = 300.0  # per (case, framework): a first run imports its framework (seconds); 0 or None: none
 
 
 def available() -> bool:

@@ -67,13 +67,22 @@ def pytest_addoption(parser):
     group.addoption("--gradconf-frameworks", metavar="LIST",
                     help="comma-separated frameworks to test (default: numpy and every known adapter)")
     group.addoption("--gradconf-count", type=int, metavar="N", help="override every family's count")
+    from .deadline import DEFAULT_TIME_LIMIT
+    group.addoption("--gradconf-timeout", type=float, default=DEFAULT_TIME_LIMIT, metavar="S",
+                    help=f"seconds each (case, framework) test may take; past it, an error naming the limit "
+                         f"(default {DEFAULT_TIME_LIMIT:g}; 0: none; off under --pdb)")
 
 
 # Native thread pools read these once, when their library loads: set before any worker starts.
 _POOL_SIZE_VARIABLES = ("GRADCONF_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+_CONFIG = None  # the session's config, for hooks that are not handed it
+
+
 def pytest_configure(config):
+    global _CONFIG
+    _CONFIG = config
     import adapters
     for name in adapters.known_names():
         config.addinivalue_line("markers", f"{name}: gradconf cases run through the {name} adapter")
@@ -85,6 +94,9 @@ def pytest_configure(config):
     if count is not None and count > MAX_COUNT:
         raise pytest.UsageError(f"--gradconf-count: must be at most {MAX_COUNT:,} (gradconf's cap on a family's "
                                 f"variants), got {count:,}")
+    if not config.getoption("gradconf_timeout") >= 0:
+        raise pytest.UsageError(f"--gradconf-timeout: must be >= 0 seconds (0: no limit), got "
+                                f"{config.getoption('gradconf_timeout')}")
     out = config.getoption("gradconf_report")
     if out and not hasattr(config, "workerinput"):  # asked now, so that a long session never loses its report
         from .report import check_out_dir
@@ -191,13 +203,27 @@ class CaseItem(pytest.Item):
         return _REFERENCES.get((self.case.file, self.case.id),
                                lambda: runner.reference_trace(self.case, CaseResult(self.case)))
 
+    def _time_limit(self) -> float | None:
+        """--gradconf-timeout, unless a debugger may stop in the test."""
+        option = self.config.option
+        if getattr(option, "usepdb", False) or getattr(option, "trace", False):
+            return None
+        return self.config.getoption("gradconf_timeout") or None
+
     def runtest(self):
-        from .runner import Runner
+        from .deadline import TimeLimit, deadline
+        from .runner import CaseResult, Runner, _note
         reference = _adapter("numpy")
         runner = Runner(reference, [])
         fw = _adapter(self.framework)
-        result = runner.run_case(self.case, [fw], reference=self._reference(runner))
-        records = [r for r in result.records if r.framework == self.framework]
+        try:
+            with deadline(self._time_limit()):
+                result = runner.run_case(self.case, [fw], reference=self._reference(runner))
+            records = [r for r in result.records if r.framework == self.framework]
+        except TimeLimit as e:
+            records = Runner.apply_xfail(self.case, CaseResult(self.case, [_note(
+                self.case, self.framework, "error", f"{self.framework} ran this case for more than {e.seconds:g} s, "
+                "the time limit (--gradconf-timeout); pytest stopped it", reference.name)])).records
         if self.config.getoption("gradconf_report"):
             # Travels to the controller with the call report (under xdist, serialised by execnet in
             # pure Python): one JSON string is far cheaper to ship than a list of dicts.
@@ -234,6 +260,37 @@ def pytest_runtest_logreport(report):
     for key, value in getattr(report, "user_properties", ()):
         if key == _RECORDS_KEY and report.when == "call":
             _SESSION_RECORDS.append(json.loads(value))
+    if report.when == "???" and report.failed and _CONFIG and _CONFIG.getoption("gradconf_report"):
+        crashed = _crash_record(report.nodeid, str(report.longrepr))  # xdist's report of a worker that died
+        if crashed is not None:
+            _SESSION_RECORDS.append([crashed])
+
+
+def _crash_record(nodeid: str, why: str) -> dict | None:
+    """The `error` record of the (case, framework) test `nodeid` whose xdist worker died running it."""
+    from .runner import Record
+    file, _, name = nodeid.partition("::")
+    case_id, bracket, framework = name[:-1].rpartition("[") if name.endswith("]") else ("", "", "")
+    if not bracket:
+        return None  # not one of ours
+    case = _find_case(file, case_id)
+    message = (f"the pytest worker died while {framework} ran this case ({why}; a crash in native code, or a "
+               f"hang past twice --gradconf-timeout); xdist went on in a fresh worker")
+    return Record(case_id, framework, "numpy", None, None, None, None, case.dtype if case else "", None, None, None,
+                  None, None, "error", message, family=case.family if case else None,
+                  file=case.file if case else file, line=case.line if case else None).to_dict()
+
+
+def _find_case(file: str, case_id: str):
+    """The case, read again in the controller for its dtype, family and line; None if that fails."""
+    from .loader import load_file
+    try:
+        root = _CONFIG.rootpath if _CONFIG else Path(".")
+        path = os.path.relpath(root / file)
+        count = _CONFIG.getoption("gradconf_count") if _CONFIG else None
+        return next((c for c in load_file(path, count) if c.id == case_id), None)
+    except (CaseError, OSError):
+        return None
 
 
 

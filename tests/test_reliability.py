@@ -52,11 +52,11 @@ def gone(pid: int, seconds: float = 5.0) -> bool:
     return True
 
 
-def hanging_run(tmp_path, *extra):
+def hanging_run(tmp_path, *extra, **popen):
     out, pidfile = tmp_path / "out", tmp_path / "pid"
     proc = start("run", "cases/examples", "--frameworks", "numpy", "--adapter", "tests.planted:Hangs",
                  "--adapter", "tests.planted:Copy", "--out", str(out), "-q", *extra,
-                 env={"GRADCONF_TEST_PIDFILE": str(pidfile)})
+                 env={"GRADCONF_TEST_PIDFILE": str(pidfile)}, **popen)
     return proc, out, pidfile
 
 
@@ -81,9 +81,12 @@ def test_a_hanging_adapter_costs_its_case_an_error_naming_the_limit(tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_the_run_and_keeps_every_finished_case(tmp_path, signum):
-    proc, out, pidfile = hanging_run(tmp_path, "--timeout", "0")  # no limit: only the signal ends it
+    proc, out, pidfile = hanging_run(tmp_path, "--timeout", "0", start_new_session=True)  # no limit
     child = wait_for(pidfile, proc)
-    os.kill(proc.pid, signum)
+    if signum == signal.SIGINT:  # Ctrl-C: the terminal signals the whole process group, the child too
+        os.killpg(proc.pid, signum)
+    else:
+        os.kill(proc.pid, signum)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 128 + signum, stderr
     assert "Traceback" not in stderr + stdout
@@ -321,3 +324,49 @@ def test_an_installed_adapter_whose_missing_raises_does_not_crash_the_run(tmp_pa
     assert main(["run", EXAMPLES, "--out", str(tmp_path), "-q", "--in-process", "-k", "sum_3x3_f32"]) == 1
     (record,) = [r for r in results(tmp_path)["records"] if r["framework"] == "missing_raises"]
     assert record["status"] == "error" and "probe exploded" in record["message"]
+
+
+# ---------------------------------------------------------------- under pytest
+
+SUM_3X3 = open(os.path.join(EXAMPLES, "sum_3x3.yaml")).read()
+PLANTED_FRAMEWORKS = """
+import adapters
+adapters._entry_points = lambda: {"hangs": "tests.planted:Hangs", "crashes": "tests.planted:CrashesOnSum3x3"}
+"""
+
+
+@pytest.fixture
+def planted(pytester, monkeypatch):
+    """A pytest project whose installed adapters include the planted hanging and crashing ones."""
+    monkeypatch.setenv("PYTHONPATH", ROOT)
+    pytester.makeconftest(PLANTED_FRAMEWORKS)
+    cases = pytester.mkdir("cases")
+    (cases / "sum_3x3.yaml").write_text(SUM_3X3)
+    (cases / "other.yaml").write_text(SUM_3X3.replace("name: sum_3x3", "name: other"))
+    return pytester
+
+
+def test_pytest_stops_a_hanging_test_at_the_time_limit(planted):
+    result = planted.runpytest_subprocess("cases", "--gradconf-frameworks", "numpy,hangs", "--gradconf-timeout",
+                                          "1", "--gradconf-report", "out", timeout=120)
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*hangs ran this case for more than 1 s, the time limit (--gradconf-timeout)*"])
+    (hung,) = [r for r in results(planted.path / "out")["records"] if r["framework"] == "hangs"
+               and r["case"] == "sum_3x3"]
+    assert hung["status"] == "error" and "more than 1 s" in hung["message"]
+
+
+def test_a_crashed_xdist_worker_is_an_error_record_in_the_merged_report(planted):
+    result = planted.runpytest_subprocess("cases", "--gradconf-frameworks", "numpy,crashes", "-n", "2", "-p", "xdist",
+                                          "--gradconf-report", "out", timeout=120)
+    result.assert_outcomes(passed=3, failed=1)
+    records = results(planted.path / "out")["records"]
+    (crashed,) = [r for r in records if r["framework"] == "crashes" and r["case"] == "sum_3x3"]
+    assert crashed["status"] == "error" and crashed["message"].startswith(
+        "the pytest worker died while crashes ran this case (worker 'gw")
+    from harness.loader import load_file
+    (case,) = load_file(str(planted.path / "cases" / "sum_3x3.yaml"))
+    assert [crashed[k] for k in ("file", "dtype", "line")] == ["cases/sum_3x3.yaml", "float64", case.line]
+    assert {(r["case"], r["framework"]) for r in records if r["status"] == "pass"} == {
+        ("sum_3x3", "numpy"), ("other", "numpy"), ("other", "crashes")}
+    assert "Failures (1)" in (planted.path / "out" / "report.md").read_text()
