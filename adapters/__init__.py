@@ -111,6 +111,9 @@ def load_adapter(spec: str) -> Adapter:
     for attr_name in ("name", "missing", "version", "run"):
         if not hasattr(adapter, attr_name):
             raise ValueError(f"adapter {spec!r} lacks `{attr_name}` (see the adapter protocol in the README)")
+    if not isinstance(adapter.name, str) or not adapter.name.isprintable() or not adapter.name.strip() \
+            or any(c in adapter.name for c in ",[]:"):  # it becomes a --frameworks item, a test id, a key
+        raise ValueError(f"adapter {spec!r}: `name` must be a short plain string, got {adapter.name!r:.60}")
     _LOADED.setdefault(adapter.name, spec)
     return adapter
 

@@ -203,7 +203,7 @@ def cmd_shrink(args) -> int:
     from .runner import FAILING, Runner
     from .shrink import failing_predicate, regression_text, shrink, write_regression
     try:
-        reference, frameworks = select_adapters(args.frameworks, args.reference, args.adapter)
+        reference, frameworks = _adapters(args)
         case = find_case(args.id, args.paths)
     except CaseError as e:
         return _report_invalid([e])
@@ -233,6 +233,18 @@ def cmd_shrink(args) -> int:
                                           COMMAND_LINE)])
     print(f"wrote {path}: {len(small.layers)} layer(s), input {list(small.input.shape)}, {small.steps} step(s)")
     return EXIT_OK
+
+
+def _adapters(args):
+    """select_adapters within the time limit: loading a plug-in, or asking it whether it is installed,
+    happens here in the parent, which no child protects."""
+    from .deadline import TimeLimit, deadline
+    try:
+        with deadline(args.timeout):
+            return select_adapters(args.frameworks, args.reference, args.adapter)
+    except TimeLimit as e:
+        raise CaseError(f"loading the adapters, or asking them whether they are installed, took more than "
+                        f"{e.seconds:g} s, the time limit (--timeout)", ("--adapter",), COMMAND_LINE) from None
 
 
 def select_adapters(frameworks: str | None, reference: str, extra: list[str]):
@@ -329,7 +341,7 @@ def summarize(records) -> str:
 def cmd_run(args, argv) -> int:
     from .runner import FAILING, Runner
     try:  # adapters first: a case may name an --adapter's framework in `xfail:`
-        reference, frameworks = select_adapters(args.frameworks, args.reference, args.adapter)
+        reference, frameworks = _adapters(args)
         cases = _selected_cases(args)
     except CaseError as e:
         return _report_invalid([e])
@@ -362,7 +374,7 @@ def cmd_run(args, argv) -> int:
         outcome = session.Outcome(stream_error=e)
     progress.close()
     with session.interrupts(raising=False) as late:  # the report set is written whole, signal or not
-        info, stopped = _run_block(outcome, fingerprint, len(cases), time.perf_counter() - t0)
+        info, stopped = outcome.run_block(fingerprint, len(cases), time.perf_counter() - t0)
         try:
             paths, lost = folder.finish(outcome.records, info), None
         except OSError as e:  # checked before the run, but a disk can fill up meanwhile: keep the summary
@@ -384,21 +396,6 @@ def cmd_run(args, argv) -> int:
     if signum:
         return 128 + signum
     return EXIT_FAIL if bad else EXIT_OK
-
-
-def _run_block(outcome, fingerprint, planned: int, seconds: float) -> tuple[dict, str | None]:
-    """The run block of the reports, and for a run that stopped early, the line saying so."""
-    import signal
-    info = outcome.info
-    if info is None:  # the child died after its last case (in a version lookup), or the run stopped early:
-        info = fingerprint(())  # no versions rather than load every framework here
-    info["seconds"] = round(seconds, 3)
-    if outcome.signum is None and outcome.stream_error is None:
-        return info, None
-    why = (f"interrupted by {signal.Signals(outcome.signum).name}" if outcome.signum
-           else f"stopped: the stream could not be written ({outcome.stream_error})")
-    info["interrupted"] = {"why": why, "cases_run": outcome.cases_run, "cases_not_run": planned - outcome.cases_run}
-    return info, f"{why}: {planned - outcome.cases_run} of {planned} case(s) not run"
 
 
 def cmd_report(args) -> int:
@@ -429,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, argv)
         return {"validate": cmd_validate, "list": cmd_list, "schema": cmd_schema, "freeze": cmd_freeze,
                 "shrink": cmd_shrink, "report": cmd_report}[args.command](args)
+    except KeyboardInterrupt:  # Ctrl-C outside a run's loop (loading cases, shrinking): no traceback
+        _err("interrupted")
+        return 128 + 2
     except BrokenPipeError:  # `gradconf list | head`: the reader left; that is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .deadline import DEFAULT_TIME_LIMIT  # per (case, framework); 0 or None: none
+from .deadline import DEFAULT_TIME_LIMIT, TimeLimit, deadline  # per (case, framework); 0 or None: none
 from .runner import CaseResult, Record, Runner, _note
 
 _THREADED = ("torch", "tensorflow", "jax")  # their thread pools do not survive a fork once started
@@ -67,6 +67,7 @@ def _die_with_parent(parent: int) -> None:
 
 def _child_main(parent: int, serve: Callable, conn, args) -> None:
     _die_with_parent(parent)
+    os.setpgid(0, 0)  # a group of its own: killing it takes whatever an adapter started (compile workers)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole process group: the parent
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # decides, and stops this child itself
     serve(conn, *args)
@@ -74,8 +75,8 @@ def _child_main(parent: int, serve: Callable, conn, args) -> None:
 
 @dataclass
 class Answer:
-    """How a request ended: "done" (`value` is the child's answer), "died" (`value`: its exit code) or
-    "timeout" (`value`: the limit in seconds). `running`: the (case id, framework) it last announced."""
+    """How a request ended: "done" (`value` is the child's answer), "died" (`value`: its exit code),
+    "timeout" (`value`: the limit in seconds) or "broken" (`value`: why its answer could not be read). `running`: the (case id, framework) it last announced."""
     kind: str
     value: object
     running: tuple[str, str] | None
@@ -99,6 +100,10 @@ class Child:
                                        daemon=True)
         self.process.start()
         theirs.close()
+        try:
+            os.setpgid(self.process.pid, self.process.pid)  # as the child does: whichever runs first
+        except OSError:  # it has already done so, or is gone
+            pass
 
     def send(self, request) -> None:
         """Start a request (starting the process first if there is none)."""
@@ -128,7 +133,14 @@ class Child:
                     if wait_until is not None and time.monotonic() >= wait_until:
                         return None
                     continue
-                kind, *body = self.connection.recv()
+                try:  # a message that starts but never ends must not hang the parent in recv()
+                    with deadline(self.time_limit):
+                        kind, *body = self.connection.recv()
+                except (EOFError, OSError):
+                    raise
+                except (Exception, TimeLimit) as e:  # garbage on the pipe (an adapter wrote to its descriptor)
+                    self.kill()
+                    return Answer("broken", f"{type(e).__name__}: {e}"[:200], self.running)
                 if kind == "start":
                     self.running, self.deadline = tuple(body), self._clock()
                     continue
@@ -147,9 +159,13 @@ class Child:
         return self.poll(None)
 
     def kill(self) -> None:
-        """SIGKILL: a child stuck in native code ignores anything gentler."""
+        """SIGKILL to the child's process group: a child stuck in native code ignores anything gentler,
+        and what an adapter started goes with it."""
         if self.process is not None:
-            self.process.kill()
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except OSError:  # no such group (it never got that far): the child alone
+                self.process.kill()
             self.process.join()
             self._forget()
 
@@ -185,6 +201,9 @@ def lost_to(answer: Answer, framework: str | None) -> str:
     who = framework or "gradconf"
     if answer.kind == "timeout":
         return (f"{who} ran this case for more than {answer.value:g} s, the time limit (--timeout); gradconf "
+                f"stopped it and went on in a fresh process")
+    if answer.kind == "broken":
+        return (f"the process sent an unreadable answer ({answer.value}) while {who} ran this case; gradconf "
                 f"stopped it and went on in a fresh process")
     return f"the process died ({death(answer.value)}) while {who} ran this case; gradconf went on in a fresh process"
 

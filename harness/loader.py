@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -56,8 +57,11 @@ def discover(paths: Iterable[str]) -> list[str]:
 
 
 def read_file(path: str) -> tuple[dict, dict]:
-    try:
-        with open(path, "rb") as fh:
+    try:  # O_NONBLOCK: opening a FIFO named x.yaml must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise CaseError("not a regular file (a device, a FIFO or a socket?)", (), path)
             raw = fh.read(MAX_FILE_BYTES + 1)  # never more: a hostile file's size is not ours to read
     except OSError as e:
         raise CaseError(f"cannot read: {e.strerror or e}", (), path) from None

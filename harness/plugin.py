@@ -305,4 +305,9 @@ def pytest_sessionfinish(session):
     records = [Record(**d) for batch in _SESSION_RECORDS for d in batch]
     names = sorted({r.framework for r in records})
     info = run_fingerprint("pytest " + " ".join(sys.argv[1:]), "numpy", [_adapter(n) for n in names])
-    write_reports(records, info, out)
+    try:
+        write_reports(records, info, out)
+    except OSError as e:  # checked at the start, but a disk can fill up meanwhile: say so, keep pytest's outcome
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = f"gradconf: cannot write the reports to {out}: {e.strerror or e}"
+        reporter.write_line(message, red=True) if reporter else print(message, file=sys.stderr)

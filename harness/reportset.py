@@ -87,6 +87,8 @@ class RunFolder:
         """A new, empty run folder, its stream open and locked (so that no other run prunes it)."""
         runs = os.path.join(out_dir, RUNS)
         os.makedirs(runs, exist_ok=True)
+        if os.path.islink(runs):  # not ours: run folders stay inside DIR
+            raise OSError(f"{runs} is a symlink; gradconf writes its run folders only inside {out_dir}")
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         path = os.path.join(runs, f"{stamp}-{os.getpid()}-{secrets.token_hex(3)}")
         os.mkdir(path)

@@ -232,6 +232,8 @@ class Runner:
 
     def _run_adapter(self, adapter: Adapter, case: Case, initial: Initial, result: CaseResult):
         """(trace, None) or (None, a record saying why there is no trace)."""
+        if self.on_adapter_start is not None:  # before missing(): whatever this adapter does is on its clock
+            self.on_adapter_start(case, adapter)
         try:
             why = adapter.missing()
         except Exception as e:  # a plug-in's availability check must not stop the run either
@@ -241,8 +243,6 @@ class Runner:
         broken = self._version_error(adapter)
         if broken:
             return None, _note(case, adapter.name, "error", broken)
-        if self.on_adapter_start is not None:
-            self.on_adapter_start(case, adapter)
         t0 = time.perf_counter()
         try:
             trace = adapter.run(case, initial)
@@ -250,6 +250,8 @@ class Runner:
             return None, _note(case, adapter.name, "unsupported", str(e))
         except Exception as e:  # an adapter bug must not lose the other results
             return None, _note(case, adapter.name, "error", _brief(e))
+        except SystemExit as e:  # sys.exit() inside an adapter ends the adapter's run, not gradconf
+            return None, _note(case, adapter.name, "error", f"{adapter.name} called sys.exit({e.code!r}) {_brief(e)}")
         finally:
             result.seconds[adapter.name] = time.perf_counter() - t0
         _settle(adapter)

@@ -59,6 +59,19 @@ class Outcome:
     signum: int | None = None         # the signal that stopped the run
     stream_error: OSError | None = None  # the stream could not be written (a full disk): the run stopped
 
+    def run_block(self, fingerprint: Callable[..., dict], planned: int, seconds: float) -> tuple[dict, str | None]:
+        """The run block of the reports, and for a run that stopped early, the line saying so."""
+        info = self.info
+        if info is None:  # the child died after its last case (in a version lookup), or the run stopped
+            info = fingerprint(())  # early: no versions rather than load every framework here
+        info["seconds"] = round(seconds, 3)
+        if self.signum is None and self.stream_error is None:
+            return info, None
+        why = (f"interrupted by {signal.Signals(self.signum).name}" if self.signum
+               else f"stopped: the stream could not be written ({self.stream_error})")
+        info["interrupted"] = {"why": why, "cases_run": self.cases_run, "cases_not_run": planned - self.cases_run}
+        return info, f"{why}: {planned - self.cases_run} of {planned} case(s) not run"
+
 
 def execute(runner: Runner, cases: Sequence, folder: RunFolder | None, isolated: bool,
             time_limit: float | None, finish: Callable[[], dict],

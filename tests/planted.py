@@ -94,3 +94,32 @@ class FillsDisk(NumpyReference):
                 except OSError:
                     pass
         return super().run(case, initial)
+
+
+class ScribblesOnSockets(NumpyReference):
+    """On `sum_3x3`, writes the start of a message that never ends to every socket it holds (the child's
+    pipe to gradconf among them), then goes on as the reference: a parent that trusts the pipe hangs."""
+    name = "scribbles"
+
+    def run(self, case, initial):
+        if case.id == "sum_3x3":
+            import os
+            import stat
+            for fd in map(int, os.listdir("/proc/self/fd")):
+                try:
+                    if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                        os.write(fd, b"\x00\x00\x10\x00garbage")  # "a 1 MiB message follows"
+                except OSError:
+                    pass
+        return super().run(case, initial)
+
+
+class ExitsQuietly(NumpyReference):
+    """Calls sys.exit(3) on `sum_3x3`, as a library that 'handles' an error by exiting does."""
+    name = "exits"
+
+    def run(self, case, initial):
+        if case.id == "sum_3x3":
+            import sys
+            sys.exit(3)
+        return super().run(case, initial)

@@ -370,3 +370,19 @@ def test_a_crashed_xdist_worker_is_an_error_record_in_the_merged_report(planted)
     assert {(r["case"], r["framework"]) for r in records if r["status"] == "pass"} == {
         ("sum_3x3", "numpy"), ("other", "numpy"), ("other", "crashes")}
     assert "Failures (1)" in (planted.path / "out" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("tests.planted:ScribblesOnSockets", "the process sent an unreadable answer ("),
+    ("tests.planted:ExitsQuietly", "exits called sys.exit(3)"),
+])
+def test_hostile_adapters_cost_only_their_own_case(tmp_path, spec, message):
+    p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy",
+                        "--adapter", spec, "--adapter", "tests.planted:Copy", "--out", str(tmp_path), "-q",
+                        "--timeout", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, p.stderr
+    records = results(tmp_path)["records"]
+    bad = [r for r in records if r["status"] != "pass"]
+    assert [(r["case"], r["status"]) for r in bad] == [("sum_3x3", "error")]
+    assert bad[0]["message"].startswith(message), bad[0]["message"]
+    assert {r["case"] for r in records} == set(ORDER)
