@@ -28,7 +28,7 @@ from .runner import Record
 
 RUNS, LATEST, STREAM = ".runs", "latest", "results.jsonl"
 NAMES = ("results.json", "results.csv", "report.md", "report.html")
-KEEP = 3
+KEEP = 2  # the set shown and one more (a killed run's stream, say); a full run's set is ~50 MB
 PER_CELL_BYTES = 32 << 10  # a (case, framework)'s share of a report set and its stream, with room (README)
 BASE_BYTES = 1 << 20
 

@@ -141,6 +141,7 @@ def test_a_killed_run_leaves_the_previous_set_and_report_rebuilds_its_stream(tmp
 
 
 def test_concurrent_runs_into_one_folder_never_mix(tmp_path):
+    from harness import reportset
     out = tmp_path / "out"
     runs = [start("run", "cases/examples", "--frameworks", "numpy", "--out", str(out), "-q", "-k", k)
             for k in ("sum_3x3", "net_5x5") for _ in range(2)]
@@ -152,7 +153,7 @@ def test_concurrent_runs_into_one_folder_never_mix(tmp_path):
     assert cases == {c for c in ORDER if selection in c}
     csv_cases = {line.split(",")[0] for line in (out / "results.csv").read_text().splitlines()[1:]}
     assert csv_cases == cases
-    assert len(os.listdir(out / ".runs")) == 3  # four complete sets, the newest three kept
+    assert len(os.listdir(out / ".runs")) == reportset.KEEP  # four complete sets, the newest kept
 
 
 def test_reports_are_created_with_the_users_umask(tmp_path):
