@@ -89,7 +89,8 @@ class RunFolder:
         os.makedirs(runs, exist_ok=True)
         if os.path.islink(runs):  # not ours: run folders stay inside DIR
             raise OSError(f"{runs} is a symlink; gradconf writes its run folders only inside {out_dir}")
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        now = time.time()  # names sort as the runs started (to the microsecond), which prune() relies on
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
         path = os.path.join(runs, f"{stamp}-{os.getpid()}-{secrets.token_hex(3)}")
         os.mkdir(path)
         stream = files.create_new(os.path.join(path, STREAM))
