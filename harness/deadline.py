@@ -29,9 +29,10 @@ class TimeLimit(BaseException):
 
 
 @contextlib.contextmanager
-def deadline(seconds: float | None) -> Iterator[None]:
+def deadline(seconds: float | None, backstop: bool = True) -> Iterator[None]:
     """Raise TimeLimit in the body after `seconds` (None or 0: no limit; off the main thread, or
-    without SIGALRM: no limit either)."""
+    without SIGALRM: no limit either). `backstop`: end the process at 2·seconds + GRACE_S should the
+    body never return to Python code."""
     if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
         yield
         return
@@ -40,10 +41,12 @@ def deadline(seconds: float | None) -> Iterator[None]:
         raise TimeLimit(seconds)
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
-    faulthandler.dump_traceback_later(2 * seconds + GRACE_S, exit=True, file=sys.__stderr__ or sys.stderr)
+    if backstop:
+        faulthandler.dump_traceback_later(2 * seconds + GRACE_S, exit=True, file=sys.__stderr__ or sys.stderr)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        faulthandler.cancel_dump_traceback_later()
+        if backstop:
+            faulthandler.cancel_dump_traceback_later()
         signal.signal(signal.SIGALRM, previous)

@@ -29,6 +29,7 @@ from .runner import CaseResult, Record, Runner, _note
 _THREADED = ("torch", "tensorflow", "jax")  # their thread pools do not survive a fork once started
 _PR_SET_PDEATHSIG = 1                      # linux/prctl.h
 _PARENT_POLL_S = 0.5
+_EXIT_WAIT_S = 2.0  # how long a child whose pipe closed gets to exit before it is killed
 _USE_PRCTL = True  # the tests turn it off to check the poll on its own
 
 
@@ -134,7 +135,7 @@ class Child:
                         return None
                     continue
                 try:  # a message that starts but never ends must not hang the parent in recv()
-                    with deadline(self.time_limit):
+                    with deadline(self.time_limit, backstop=False):  # a socket read: SIGALRM stops it
                         kind, *body = self.connection.recv()
                 except (EOFError, OSError):
                     raise
@@ -145,8 +146,10 @@ class Child:
                     self.running, self.deadline = tuple(body), self._clock()
                     continue
                 return Answer("done", body[0], self.running)
-        except (EOFError, OSError):  # the child died (a closed pipe)
-            self.process.join()
+        except (EOFError, OSError):  # the child died (a closed pipe), or closed its end and lives on
+            if not self._exited_within(_EXIT_WAIT_S):
+                self.kill()
+                return Answer("broken", "it closed its pipe to gradconf", self.running)
             exitcode = self.process.exitcode
             self._forget()
             return Answer("died", exitcode, self.running)
@@ -176,8 +179,18 @@ class Child:
                 self.connection.send(None)
             except OSError:
                 pass
-            self.process.join(1.0)
+            self._exited_within(1.0)
             self.kill()
+
+    def _exited_within(self, seconds: float) -> bool:
+        """Whether the child exits within `seconds`. Not Process.join(timeout): that trusts a pipe the
+        child holds, and a child that closed its descriptors would make it wait for ever."""
+        end = time.monotonic() + seconds
+        while self.process.exitcode is None:  # waitpid(WNOHANG)
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.01)
+        return True
 
     def _forget(self) -> None:
         self.connection.close()
@@ -203,7 +216,7 @@ def lost_to(answer: Answer, framework: str | None) -> str:
         return (f"{who} ran this case for more than {answer.value:g} s, the time limit (--timeout); gradconf "
                 f"stopped it and went on in a fresh process")
     if answer.kind == "broken":
-        return (f"the process sent an unreadable answer ({answer.value}) while {who} ran this case; gradconf "
+        return (f"the process broke its pipe to gradconf ({answer.value}) while {who} ran this case; gradconf "
                 f"stopped it and went on in a fresh process")
     return f"the process died ({death(answer.value)}) while {who} ran this case; gradconf went on in a fresh process"
 

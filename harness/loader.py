@@ -36,6 +36,7 @@ TENSOR_KEYS = ("shape", "init", "low", "high", "mean", "std")
 TOL_KEYS = ("rtol", "atol")
 CASE_SUFFIXES = (".yaml", ".yml")
 MAX_FILE_BYTES = 2 << 20  # a case file is text written by hand: the bundled ones are below 2 KB
+MAX_STEPS = 1000  # optimizer steps per case; the bundled ones take at most 4
 MAX_ELEMENTS = 1 << 28  # per tensor: 2 GiB in float64, far beyond a conformance case; stops absurd sizes early
 
 
@@ -630,6 +631,8 @@ def parse_case(data: dict, file: str, lines: dict, *, case_id: str | None = None
     loss = _loss(data["loss"], shape)
     optimizer = _optimizer(data.get("optimizer"))
     steps = _int(data.get("steps", 1), ("steps",), min=1)
+    if steps > MAX_STEPS:  # every step is run, compared and re-run for conditioning: a typo must not hang a run
+        raise CaseError(f"{steps:,} steps is more than a case may take (the limit is {MAX_STEPS:,})", ("steps",))
     if steps > 1 and optimizer is None:
         raise Conflict(f"{steps} steps need an `optimizer` (without one every step is the same)", ("steps",))
     params = {p.name: p.spec.shape for layer in layers for p in layer.params}

@@ -92,7 +92,11 @@ def _brief(e: BaseException) -> str:
     """An adapter's exception as one line plus where it came from (no full harness traceback)."""
     tb = traceback.extract_tb(e.__traceback__)
     where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
-    return f"{type(e).__name__}: {e}{where}"
+    try:
+        text = str(e)
+    except Exception as inner:  # an exception whose __str__ raises (a hostile plug-in's) is still named
+        text = f"<its message could not be read: {type(inner).__name__}>"
+    return f"{type(e).__name__}: {text[:2000]}{where}"
 
 
 def _quantities(trace: Trace):

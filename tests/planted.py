@@ -123,3 +123,25 @@ class ExitsQuietly(NumpyReference):
             import sys
             sys.exit(3)
         return super().run(case, initial)
+
+
+class ClosesItsFiles(NumpyReference):
+    """On `sum_3x3`, closes every file descriptor above stderr (its pipe to gradconf too) and hangs,
+    as a library that 'daemonises' itself might: a parent that waits for the child's exit hangs with it."""
+    name = "closes"
+
+    def run(self, case, initial):
+        if case.id == "sum_3x3":
+            import os
+            import time
+            os.closerange(3, 65536)
+            while True:
+                time.sleep(0.05)
+        return super().run(case, initial)
+
+
+def hangs_while_loading():
+    """An adapter factory that never returns (a plug-in whose import waits on a lock)."""
+    import time
+    while True:
+        time.sleep(0.05)

@@ -275,6 +275,8 @@ def test_safe_names():
 # ---------------------------------------------------------------- hostile input
 
 @pytest.mark.parametrize("body,message", [
+    ("steps: 1000000000\noptimizer: {sgd: {lr: 0.1}}\ninput: [[1.0]]\n",
+     "steps: 1,000,000,000 steps is more than a case may take (the limit is 1,000)"),
     ("count: 1000000000\n", "count: 1,000,000,000 variants is more than gradconf draws for one family (the cap is "
                             "10,000)"),
     ("input: [" + ", ".join(["0.5"] * 3_000_000) + "]\n", "larger than 2 MiB, the limit for a case file"),
@@ -376,10 +378,13 @@ def test_a_crashed_xdist_worker_is_an_error_record_in_the_merged_report(planted)
 
 
 @pytest.mark.parametrize("spec,message", [
-    ("tests.planted:ScribblesOnSockets", "the process sent an unreadable answer ("),
+    ("tests.planted:ScribblesOnSockets", "the process broke its pipe to gradconf ("),
+    ("tests.planted:ClosesItsFiles", "the process broke its pipe to gradconf (it closed its pipe to gradconf) while "
+                                     "closes ran this case"),
     ("tests.planted:ExitsQuietly", "exits called sys.exit(3)"),
 ])
 def test_hostile_adapters_cost_only_their_own_case(tmp_path, spec, message):
+    """Each within seconds (--timeout 2): none hangs the run, none loses another case's records."""
     p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy",
                         "--adapter", spec, "--adapter", "tests.planted:Copy", "--out", str(tmp_path), "-q",
                         "--timeout", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -389,3 +394,14 @@ def test_hostile_adapters_cost_only_their_own_case(tmp_path, spec, message):
     assert [(r["case"], r["status"]) for r in bad] == [("sum_3x3", "error")]
     assert bad[0]["message"].startswith(message), bad[0]["message"]
     assert {r["case"] for r in records} == set(ORDER)
+    assert not stray(str(tmp_path))
+
+
+def test_an_adapter_that_hangs_while_loading_is_a_clear_error(tmp_path):
+    """Loading happens in the parent, which no child protects: it runs under the time limit too."""
+    p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy",
+                        "--adapter", "tests.planted:hangs_while_loading", "--out", str(tmp_path), "--timeout", "1"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "--adapter: loading the adapters, or asking them whether they are installed, took " \
+                                  "more than 1 s, the time limit (--timeout)" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
