@@ -19,4 +19,4 @@ bench: $(VENV)/.installed  ## the benchmarks (ratios, one run each)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) reports/results.* reports/report.*
+	rm -rf $(VENV) reports/results.* reports/report.* reports/latest reports/.runs

@@ -231,17 +231,22 @@ def read_stream(run_path: str) -> tuple[list[Record], dict]:
         for raw in fh:
             try:
                 entry = json.loads(raw)
-            except ValueError:
-                break  # a line cut off where the writer was killed: nothing after it
+                if not isinstance(entry, dict):
+                    raise ValueError("not an object")
+                if "record" in entry:
+                    record = Record(**{k: entry["record"].get(k) for k in Record.__dataclass_fields__})
+            except (ValueError, TypeError, AttributeError):
+                break  # a line cut off where the writer was killed, or not ours: nothing after it counts
             if "run" in entry:
-                run, planned = entry["run"], entry.get("planned", [])
+                run = entry["run"] if isinstance(entry["run"], dict) else {}
+                planned = entry.get("planned") if isinstance(entry.get("planned"), list) else []
             elif "record" in entry:
-                pending.append(Record(**entry["record"]))
+                pending.append(record)
             elif "case" in entry:
                 done.add(entry["case"])
                 records += pending
                 pending = []
-            elif "end" in entry:
+            elif "end" in entry and isinstance(entry["end"], dict):
                 ended = entry["end"]
     if ended is not None:
         return records, ended

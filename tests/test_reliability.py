@@ -405,3 +405,21 @@ def test_an_adapter_that_hangs_while_loading_is_a_clear_error(tmp_path):
     assert p.returncode == 2 and "--adapter: loading the adapters, or asking them whether they are installed, took " \
                                   "more than 1 s, the time limit (--timeout)" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_a_stream_cut_or_corrupted_midway_rebuilds_what_came_before(tmp_path):
+    from harness import reportset
+    from harness.runner import Record
+    folder = reportset.RunFolder.create(str(tmp_path))
+    folder.begin({"command": "gradconf run x"}, ["a", "b", "c"])
+    record = Record("a", "numpy", "expected", 1, "loss", None, [], "float64", 0.0, 0.0, [], 1e-9, 1e-9, "pass")
+    folder.add("a", [record])
+    folder.close()
+    with open(folder.stream_path, "ab") as fh:  # a case half written when the writer was killed, then junk
+        fh.write(b'{"record": {"case": "b", "framework": "numpy", "status": "fail"}}\n[1, 2]\n{"case": "b"}\n')
+    records, run = reportset.read_stream(folder.path)
+    assert [r.case for r in records] == ["a"] and records[0] == record
+    assert run["interrupted"]["cases_run"] == 1 and run["interrupted"]["cases_not_run"] == 2
+    with open(folder.stream_path, "ab") as fh:
+        fh.write(b'{"record": {"case": "c", "framew')  # cut mid-line
+    assert reportset.read_stream(folder.path)[0] == records
