@@ -77,7 +77,8 @@ def _child_main(parent: int, serve: Callable, conn, args) -> None:
 @dataclass
 class Answer:
     """How a request ended: "done" (`value` is the child's answer), "died" (`value`: its exit code),
-    "timeout" (`value`: the limit in seconds) or "broken" (`value`: why its answer could not be read). `running`: the (case id, framework) it last announced."""
+    "timeout" (`value`: the limit in seconds) or "broken" (`value`: why its answer could not be read).
+    `running`: the (case id, framework) it last announced."""
     kind: str
     value: object
     running: tuple[str, str] | None
@@ -137,6 +138,8 @@ class Child:
                 try:  # a message that starts but never ends must not hang the parent in recv()
                     with deadline(self.time_limit, backstop=False):  # a socket read: SIGALRM stops it
                         kind, *body = self.connection.recv()
+                    if kind not in ("start", "done") or (kind == "done" and len(body) != 1):
+                        raise ValueError(f"an unexpected message {kind!r:.40}")
                 except (EOFError, OSError):
                     raise
                 except (Exception, TimeLimit) as e:  # garbage on the pipe (an adapter wrote to its descriptor)
@@ -167,8 +170,9 @@ class Child:
         if self.process is not None:
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except OSError:  # no such group (it never got that far): the child alone
-                self.process.kill()
+            except OSError:  # no such group (it never got that far)
+                pass
+            self.process.kill()  # the child itself, wherever an adapter moved it
             self.process.join()
             self._forget()
 
