@@ -2,6 +2,7 @@
 a real full file system (a tmpfs, where it can be mounted), a real hanging adapter."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,15 +32,34 @@ def wait_for(path, proc, seconds=60.0):
     return int(open(path).read())
 
 
+PS = shutil.which("ps")  # where a machine has none, /proc says the same
+
+
 def alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie, dead but not yet reaped by an init that does not reap, is not)."""
-    p = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+    """Whether `pid` runs, per `ps` (a zombie, dead but not yet reaped by an init that does not reap,
+    does not)."""
+    if PS is None:
+        try:
+            return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+    p = subprocess.run([PS, "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
     return p.returncode == 0 and not p.stdout.strip().startswith("Z")
 
 
 def stray(marker: str) -> list[str]:
     """Every live process whose command line holds `marker` (the run's unique --out folder), per `ps`."""
-    p = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True)
+    if PS is None:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                args = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in args and alive(int(pid)):
+                found.append(f"{pid} {args}")
+        return found
+    p = subprocess.run([PS, "-eo", "pid=,stat=,args="], capture_output=True, text=True)
     return [line for line in p.stdout.splitlines() if marker in line and " Z" not in line[:12]]
 
 
@@ -423,3 +443,26 @@ def test_a_stream_cut_or_corrupted_midway_rebuilds_what_came_before(tmp_path):
     with open(folder.stream_path, "ab") as fh:
         fh.write(b'{"record": {"case": "c", "framew')  # cut mid-line
     assert reportset.read_stream(folder.path)[0] == records
+
+
+def test_reports_replace_planted_symlinks_instead_of_following_them(tmp_path):
+    out, precious = tmp_path / "out", tmp_path / "precious"
+    out.mkdir()
+    precious.write_text("keep me\n")
+    for name in ("results.json", "report.md", "latest"):
+        os.symlink(precious, out / name)
+    p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy", "--out",
+                        str(out), "-q", "-k", "sum_3x3_f32"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert precious.read_text() == "keep me\n" and results(out)["records"]
+    assert os.readlink(out / "results.json") == os.path.join("latest", "results.json")
+    # A run-folder root planted as a symlink would take the run folders out of DIR: refused.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    other = tmp_path / "other"
+    other.mkdir()
+    os.symlink(elsewhere, other / ".runs")
+    p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy", "--out",
+                        str(other), "-q", "-k", "sum_3x3_f32"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "is a symlink; gradconf writes its run folders only inside" in p.stderr
+    assert os.listdir(elsewhere) == []
