@@ -14,7 +14,6 @@ gradconf holds them (a lock on the stream).
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
@@ -25,6 +24,11 @@ from collections.abc import Sequence
 
 from . import files
 from .runner import Record
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, so pruning cannot tell a running run's folder (rare: KEEP newer ones)
+    fcntl = None
 
 RUNS, LATEST, STREAM = ".runs", "latest", "results.jsonl"
 NAMES = ("results.json", "results.csv", "report.md", "report.html")
@@ -57,10 +61,9 @@ def check_out_dir(out_dir: str, need: int = 0) -> str | None:
         with files.create_new(probe):
             pass
         os.unlink(probe)
-        st = os.statvfs(out_dir)
+        free = shutil.disk_usage(out_dir).free  # what an unprivileged user may still write
     except OSError as e:
         return f"cannot write reports to {out_dir}: {e.strerror or e}"
-    free = st.f_bavail * st.f_frsize
     if free < need:
         return (f"cannot write reports to {out_dir}: {free / 2**20:.1f} MB free, and a report of this run takes "
                 f"about {need / 2**20:.1f} MB")
@@ -94,7 +97,11 @@ class RunFolder:
         path = os.path.join(runs, f"{stamp}-{os.getpid()}-{secrets.token_hex(3)}")
         os.mkdir(path)
         stream = files.create_new(os.path.join(path, STREAM))
-        fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            if fcntl is not None:
+                fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a file system without locks (some network mounts): run unlocked
+            pass
         return cls(out_dir, path, stream)
 
     @property
@@ -195,6 +202,8 @@ def prune(out_dir: str, keep: set[str] = frozenset()) -> None:
 
 
 def _held(run_path: str) -> bool:
+    if fcntl is None:
+        return False
     try:
         fd = os.open(os.path.join(run_path, STREAM), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
