@@ -92,6 +92,7 @@ class Child:
         self.process = self.connection = None
         self.running: tuple[str, str] | None = None
         self.deadline: float | None = None
+        self.parts: list[tuple] = []  # the ("part", ...) messages of the request in flight, as sent
 
     def start(self) -> None:
         context = multiprocessing.get_context("fork")
@@ -111,7 +112,7 @@ class Child:
         """Start a request (starting the process first if there is none)."""
         if self.process is None:
             self.start()
-        self.running, self.deadline = None, self._clock()
+        self.running, self.deadline, self.parts = None, self._clock(), []
         try:
             self.connection.send(request)
         except OSError:  # it died between requests: poll() reads the closed pipe and says so
@@ -138,7 +139,7 @@ class Child:
                 try:  # a message that starts but never ends must not hang the parent in recv()
                     with deadline(self.time_limit, backstop=False):  # a socket read: SIGALRM stops it
                         kind, *body = self.connection.recv()
-                    if kind not in ("start", "done") or (kind == "done" and len(body) != 1):
+                    if kind not in ("start", "part", "done") or (kind == "done" and len(body) != 1):
                         raise ValueError(f"an unexpected message {kind!r:.40}")
                 except (EOFError, OSError):
                     raise
@@ -148,6 +149,9 @@ class Child:
                 if kind == "start":
                     self.running, self.deadline = tuple(body), self._clock()
                     continue
+                if kind == "part":  # progress within the request, kept for a caller that is interrupted
+                    self.parts.append(tuple(body))
+                    continue
                 return Answer("done", body[0], self.running)
         except (EOFError, OSError):  # the child died (a closed pipe), or closed its end and lives on
             if not self._exited_within(_EXIT_WAIT_S):
@@ -156,9 +160,22 @@ class Child:
             exitcode = self.process.exitcode
             self._forget()
             return Answer("died", exitcode, self.running)
-        except BaseException:  # an interrupt (Ctrl-C, SIGTERM): stop the child too
+        except BaseException:  # an interrupt (Ctrl-C, SIGTERM): keep what it already sent, stop it too
+            self._drain()
             self.kill()
             raise
+
+    def _drain(self, limit: int = 10_000) -> None:
+        """Read the "part" messages already waiting on the pipe (a busy parent may lag behind)."""
+        try:
+            for _ in range(limit):
+                if self.connection is None or not self.connection.poll(0):
+                    return
+                kind, *body = self.connection.recv()
+                if kind == "part":
+                    self.parts.append(tuple(body))
+        except BaseException:  # garbage, a closed pipe, a second signal: what was read is kept
+            return
 
     def ask(self, request) -> Answer:
         self.send(request)
@@ -203,8 +220,10 @@ class Child:
 
 def serve_cases(conn, runner: Runner, finish: Callable[[], dict] | None) -> None:
     """A child's loop: ("case", case, framework names) -> that case's records; ("finish",) -> finish();
-    None: exit. Announces ("start", case id, framework) before each adapter run."""
+    None: exit. Announces ("start", case id, framework) before each adapter run, and sends ("part", case
+    id, framework, records) as each framework's records are complete."""
     runner.on_adapter_start = lambda case, adapter: conn.send(("start", case.id, adapter.name))
+    runner.on_framework_done = lambda case, name, records: conn.send(("part", case.id, name, records))
     for kind, *args in iter(conn.recv, None):
         if kind == "finish":
             conn.send(("done", finish()))
@@ -234,11 +253,12 @@ class IsolatedRunner:
                  time_limit: float | None = DEFAULT_TIME_LIMIT):
         self.runner, self.reference, self.frameworks = runner, runner.reference, runner.frameworks
         self.child = Child(serve_cases, (runner, finish), time_limit)
+        self._lost: list[Record] = []
 
     def run_case(self, case, frameworks: list | None = None) -> CaseResult:
         """As Runner.run_case: `frameworks`, a subset of the runner's, or all of them."""
         names = [fw.name for fw in (self.frameworks if frameworks is None else frameworks)]
-        records: list[Record] = []
+        records = self._lost = []  # error records of the frameworks that died on this case so far
         while True:
             answer = self.child.ask(("case", case, names))
             if answer.kind == "done":
@@ -253,6 +273,11 @@ class IsolatedRunner:
             records += Runner.apply_xfail(case, CaseResult(case, [_note(case, framework, "error", why,
                                                                         self.reference.name)])).records
             names.remove(framework)  # the same case again, without the framework that died on it
+
+    def partial(self, case) -> list[Record]:
+        """After an interrupt: the records of the frameworks that finished `case`, the case in flight."""
+        done = [r for case_id, _, records in self.child.parts if case_id == case.id for r in records]
+        return Runner.apply_xfail(case, CaseResult(case, self._lost + done)).records
 
     def finish(self) -> dict | None:
         """`finish()` run in the child, where the frameworks are loaded (their versions, say); None if that

@@ -117,10 +117,11 @@ class RunFolder:
         """The stream's first line: the run as known at its start, and the ids of every case it will run."""
         self._write({"run": run, "planned": list(planned)})
 
-    def add(self, case_id: str, records: Sequence[Record]) -> None:
-        """One finished case: its records, then a line saying the case is complete. Raises OSError (a
-        full disk) with the stream still holding every case before it."""
-        self._write(*({"record": record_dict(r)} for r in records), {"case": case_id})
+    def add(self, case_id: str, records: Sequence[Record], partial: bool = False) -> None:
+        """One finished case: its records, then a line saying the case is complete (`partial`: the
+        finished frameworks of a case that was interrupted). Raises OSError (a full disk) with the
+        stream still holding every case before it."""
+        self._write(*({"record": record_dict(r)} for r in records), {"partial" if partial else "case": case_id})
 
     def finish(self, records: Sequence[Record], run: dict) -> list[str]:
         """Write the report set here, then switch DIR to it. Returns the paths under DIR."""
@@ -251,8 +252,9 @@ def read_stream(run_path: str) -> tuple[list[Record], dict]:
                 planned = entry.get("planned") if isinstance(entry.get("planned"), list) else []
             elif "record" in entry:
                 pending.append(record)
-            elif "case" in entry:
-                done.add(entry["case"])
+            elif "case" in entry or "partial" in entry:
+                if "case" in entry:
+                    done.add(entry["case"])
                 records += pending
                 pending = []
             elif "end" in entry and isinstance(entry["end"], dict):

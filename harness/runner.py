@@ -178,6 +178,9 @@ class Runner:
         self.frameworks = frameworks
         self._reference_rounds = _accepts(reference.run, "round_off")  # optional: see tolerance.rounded_layers
         self.on_adapter_start = None  # (case, adapter) -> None, before each adapter run (harness.isolate)
+        # (case, framework name, its records, before xfail) -> None, as each framework's comparison ends:
+        # an interrupted run keeps the finished frameworks of the case in flight (harness.session).
+        self.on_framework_done = None
         self._versions: dict[str, str | None] = {}  # adapter name -> why its version() failed, or None
 
     def _version_error(self, adapter: Adapter) -> str | None:
@@ -326,12 +329,14 @@ class Runner:
             return self.apply_xfail(case, result)
         # The reference is always held to the golden values; the others to the reference and the golden values.
         records = self.compare_golden(case, self.reference.name, ref.trace, ref)
+        self._finished(case, self.reference.name, records)
         for fw in frameworks:
             if fw.name == self.reference.name:
                 continue
             trace, note = self._run_adapter(fw, case, ref.initial, result)
             if note is not None:
                 records.append(note)
+                self._finished(case, fw.name, [note])
                 continue
             mine = self.compare_traces(case, fw.name, trace, ref) + self.compare_golden(case, fw.name, trace, ref)
             if any(r.status == "fail" for r in mine):
@@ -339,8 +344,13 @@ class Runner:
                 for r in (r for r in mine if r.status == "fail"):
                     r.known = known
             records += mine
+            self._finished(case, fw.name, mine)
         result.records = records
         return self.apply_xfail(case, result)
+
+    def _finished(self, case: Case, framework: str, records: list[Record]) -> None:
+        if self.on_framework_done is not None:
+            self.on_framework_done(case, framework, records)
 
     @staticmethod
     def apply_xfail(case: Case, result: CaseResult) -> CaseResult:

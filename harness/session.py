@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from . import isolate
 from .reportset import RunFolder
-from .runner import Record, Runner
+from .runner import CaseResult, Record, Runner
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -58,6 +58,7 @@ class Outcome:
     info: dict | None = None          # the run block from the child (framework versions), if it got that far
     signum: int | None = None         # the signal that stopped the run
     stream_error: OSError | None = None  # the stream could not be written (a full disk): the run stopped
+    partial: dict | None = None       # the case in flight at the signal, and its frameworks that finished
 
     def run_block(self, fingerprint: Callable[..., dict], planned: int, seconds: float) -> tuple[dict, str | None]:
         """The run block of the reports, and for a run that stopped early, the line saying so."""
@@ -70,7 +71,12 @@ class Outcome:
         why = (f"interrupted by {signal.Signals(self.signum).name}" if self.signum
                else f"stopped: the stream could not be written ({self.stream_error})")
         info["interrupted"] = {"why": why, "cases_run": self.cases_run, "cases_not_run": planned - self.cases_run}
-        return info, f"{why}: {planned - self.cases_run} of {planned} case(s) not run"
+        line = f"{why}: {planned - self.cases_run} of {planned} case(s) not run"
+        if self.partial:
+            info["interrupted"]["partial"] = self.partial
+            line += (f" ({self.partial['case']} in part: {', '.join(self.partial['finished'])} finished, "
+                     f"and are in the reports)")
+        return info, line
 
 
 def execute(runner: Runner, cases: Sequence, folder: RunFolder | None, isolated: bool,
@@ -79,9 +85,14 @@ def execute(runner: Runner, cases: Sequence, folder: RunFolder | None, isolated:
     """Run `cases`, streaming each one's records to `folder`, until done, a signal, or a full disk."""
     out = Outcome()
     child = isolate.IsolatedRunner(runner, finish, time_limit) if isolated else None
+    here: list[Record] = []  # in this process: the finished frameworks' records of the case in flight
+    if child is None:
+        runner.on_framework_done = lambda case, name, records: here.extend(records)
+    case = None
     try:
         with interrupts():
             for case in cases:
+                here.clear()
                 records = (child or runner).run_case(case).records
                 out.records += records
                 out.cases_run += 1
@@ -96,7 +107,23 @@ def execute(runner: Runner, cases: Sequence, folder: RunFolder | None, isolated:
                 out.info = child.finish() if child else finish()
     except Interrupted as e:
         out.signum = e.signum
+        if case is not None and out.cases_run < len(cases):
+            _keep_partial(out, case, child.partial(case) if child else
+                          Runner.apply_xfail(case, CaseResult(case, list(here))).records, folder)
     finally:
         if child is not None:
             child.close()
     return out
+
+
+def _keep_partial(out: Outcome, case, records: list[Record], folder: RunFolder | None) -> None:
+    """The interrupted case's finished (case, framework) pairs: reported, streamed, counted as not run."""
+    if not records:
+        return
+    out.records += records
+    out.partial = {"case": case.id, "finished": list(dict.fromkeys(r.framework for r in records))}
+    if folder is not None:
+        try:
+            folder.add(case.id, records, partial=True)
+        except OSError:
+            pass

@@ -74,14 +74,21 @@ def gone(pid: int, seconds: float = 5.0) -> bool:
 
 def hanging_run(tmp_path, *extra, **popen):
     out, pidfile = tmp_path / "out", tmp_path / "pid"
-    proc = start("run", "cases/examples", "--frameworks", "numpy", "--adapter", "tests.planted:Hangs",
-                 "--adapter", "tests.planted:Copy", "--out", str(out), "-q", *extra,
+    proc = start("run", "cases/examples", "--frameworks", "numpy", "--adapter", "tests.planted:Copy",
+                 "--adapter", "tests.planted:Hangs", "--out", str(out), "-q", *extra,
                  env={"GRADCONF_TEST_PIDFILE": str(pidfile)}, **popen)
     return proc, out, pidfile
 
 
 def results(out):
     return json.loads((out / "results.json").read_text())
+
+
+def reportset_rebuilt(out):
+    """The records `gradconf report` would rebuild from the stream of the run DIR shows."""
+    from harness import reportset
+    records, _ = reportset.read_stream(os.path.realpath(out / "latest"))
+    return [reportset.record_dict(r) for r in records]
 
 
 def test_a_hanging_adapter_costs_its_case_an_error_naming_the_limit(tmp_path):
@@ -111,11 +118,14 @@ def test_a_signal_stops_the_run_and_keeps_every_finished_case(tmp_path, signum):
     assert proc.returncode == 128 + signum, stderr
     assert "Traceback" not in stderr + stdout
     name = signal.Signals(signum).name
-    assert f"interrupted by {name}: 2 of 5 case(s) not run" in stdout
+    assert f"interrupted by {name}: 2 of 5 case(s) not run (sum_3x3 in part: numpy, copy finished" in stdout
     data = results(out)
-    assert data["run"]["interrupted"] == {"why": f"interrupted by {name}", "cases_run": 3, "cases_not_run": 2}
-    assert [c for c in ORDER if c in {r["case"] for r in data["records"]}] == ORDER[:3]
+    assert data["run"]["interrupted"] == {"why": f"interrupted by {name}", "cases_run": 3, "cases_not_run": 2,
+                                          "partial": {"case": "sum_3x3", "finished": ["numpy", "copy"]}}
+    assert [c for c in ORDER if c in {r["case"] for r in data["records"]}] == ORDER[:4]
+    assert {r["framework"] for r in data["records"] if r["case"] == "sum_3x3"} == {"numpy", "copy"}
     assert {r["status"] for r in data["records"]} == {"pass"}
+    assert results(out)["records"] == reportset_rebuilt(out)  # what was streamed holds the same
     assert gone(child) and not stray(str(out))
 
 
@@ -466,3 +476,53 @@ def test_reports_replace_planted_symlinks_instead_of_following_them(tmp_path):
                         str(other), "-q", "-k", "sum_3x3_f32"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "is a symlink; gradconf writes its run folders only inside" in p.stderr
     assert os.listdir(elsewhere) == []
+
+
+# ---------------------------------------------------------------- the Child abstraction itself
+
+def _serve_part_then_hang(conn, marker):
+    for request in iter(conn.recv, None):
+        conn.send(("start", "c", "fw"))
+        conn.send(("part", "c", "fw", [request]))
+        open(marker, "w").close()
+        while True:
+            time.sleep(0.05)
+
+
+class _LaggingConnection:
+    """The child's pipe, as a parent sees it that a signal interrupts before it read anything."""
+
+    def __init__(self, real):
+        self.real, self.interrupted = real, False
+
+    def poll(self, timeout=0.0):
+        if not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return self.real.poll(timeout)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_a_child_times_out_keeps_its_parts_and_is_gone(tmp_path):
+    from harness.isolate import Child
+    child = Child(_serve_part_then_hang, (str(tmp_path / "marker"),), time_limit=0.5)
+    answer = child.ask("hello")
+    assert (answer.kind, answer.value, answer.running) == ("timeout", 0.5, ("c", "fw"))
+    assert child.parts == [("c", "fw", ["hello"])] and child.process is None
+
+
+def test_an_interrupted_parent_still_reads_what_its_child_sent(tmp_path):
+    """The child sent a finished framework's records, then hung; the signal reached the parent before it
+    read them: they are read before the child is killed, so an interrupted run reports them."""
+    from harness.isolate import Child
+    marker = tmp_path / "marker"
+    child = Child(_serve_part_then_hang, (str(marker),), time_limit=None)
+    child.send("hello")
+    while not marker.exists():
+        time.sleep(0.01)
+    pid, child.connection = child.process.pid, _LaggingConnection(child.connection)
+    with pytest.raises(KeyboardInterrupt):
+        child.poll(None)
+    assert child.parts == [("c", "fw", ["hello"])] and child.process is None and not alive(pid)
