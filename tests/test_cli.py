@@ -89,7 +89,7 @@ def test_bad_options_exit_2(args, message):
 
 
 def test_reports_that_fail_to_write_after_the_run_keep_the_summary(tmp_path, monkeypatch, capsys):
-    """(tests/test_reliability.py fills a real file system.)"""
+    """(tests/test_outputs.py fills a real file system.)"""
     import harness.reportset
 
     def disk_full(*args):
