@@ -1,7 +1,7 @@
 """Every benchmark, one run each, ratios printed (`make bench`). See README, "Benchmarks".
 
     python benchmarks/run_all.py            # all
-    python benchmarks/run_all.py conv pytest  # some: conv, overhead, adapters, pytest, families
+    python benchmarks/run_all.py conv pytest  # some: conv, overhead, adapters, pytest, families, report
 """
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tabulate import tabulate  # noqa: E402
 
-from benchmarks import bench_adapters, bench_conv, bench_families, bench_overhead, bench_pytest  # noqa: E402
+from benchmarks import bench_adapters, bench_conv, bench_families, bench_overhead, bench_pytest, bench_report  # noqa: E402
 
 BENCHMARKS = {"conv": bench_conv, "overhead": bench_overhead, "adapters": bench_adapters, "pytest": bench_pytest,
-              "families": bench_families}
+              "families": bench_families, "report": bench_report}
 
 
 def main(names: list[str]) -> None:

@@ -11,8 +11,6 @@ import os
 import sys
 import time
 
-from tabulate import tabulate
-
 from . import __version__
 from .errors import COMMAND_LINE, CaseError
 
@@ -201,7 +199,7 @@ def find_case(case_id: str, paths):
 
 def cmd_shrink(args) -> int:
     from .runner import FAILING, Runner
-    from .shrink import failing_predicate, regression_text, shrink, write_regression
+    from .shrink import failing_predicate, shrink
     try:
         reference, frameworks = _adapters(args)
         case = find_case(args.id, args.paths)
@@ -211,27 +209,40 @@ def cmd_shrink(args) -> int:
     runner = Runner(reference, frameworks)
     if isolate.available() and not args.in_process:  # a crash is a failure to shrink, not the end
         runner = isolate.IsolatedRunner(runner, time_limit=args.timeout)  # one child: first run and shrink
+    asked = ", ".join(a.name for a in frameworks) or "none"
     try:
         records = runner.run_case(case).records
         failing = list(dict.fromkeys(r.framework for r in records if r.status in FAILING))
         if not failing:
-            _err(f"{case.id} does not fail on {', '.join(a.name for a in [reference, *frameworks])}: "
-                 "nothing to shrink")
-            return EXIT_FAIL
-        framework = failing[0]
-        print(f"shrinking {case.id}, failing on {framework} ...", file=sys.stderr)
+            print(f"nothing to shrink: {case.id} passes on {asked} (reference {reference.name})")
+            return EXIT_OK
+        # A framework asked about first; the reference only when it alone misses the case's golden values.
+        framework = next((f for f in failing if f != reference.name), failing[0])
+        print(f"shrinking {case.id}, failing on {framework} (asked about: {asked}; reference {reference.name})",
+              file=sys.stderr)
         small = shrink(case, failing_predicate(runner, framework), args.budget,
                        log=lambda m: print("  " + m, file=sys.stderr))
     finally:
         if isinstance(runner, isolate.IsolatedRunner):
             runner.close()
-    text = regression_text(case, small, framework)
+    return _report_shrink(case, small, framework, args.out)
+
+
+def _report_shrink(case, small, framework: str, out: str) -> int:
+    from .shrink import regression_text, size, write_regression
+    reduced = small is not case  # a smaller case carries no `expect:`; the case as drawn keeps it
+    text = regression_text(case, small, framework, reduced)
     try:
-        path = write_regression(text, "regression_" + case.id.replace("[", "_").replace("]", ""), args.out)
+        path = write_regression(text, "regression_" + case.id.replace("[", "_").replace("]", ""), out)
     except OSError as e:
-        return _report_invalid([CaseError(f"cannot write to {args.out}: {e.strerror or e}", ("--out",),
-                                          COMMAND_LINE)])
-    print(f"wrote {path}: {len(small.layers)} layer(s), input {list(small.input.shape)}, {small.steps} step(s)")
+        return _report_invalid([CaseError(f"cannot write to {out}: {e.strerror or e}", ("--out",), COMMAND_LINE)])
+    shape = f"{len(small.layers)} layer(s), input {list(small.input.shape)}, {small.steps} step(s)"
+    if reduced:
+        before = size(case.source)
+        print(f"wrote {path}: {shape} (from {before[1]} layer(s), {before[0]} step(s)), still failing on {framework}")
+    else:
+        print(f"not reduced: no simplification of {case.id} still fails on {framework}; wrote {path}, the case as "
+              f"drawn with its golden values: {shape}")
     return EXIT_OK
 
 
@@ -294,48 +305,10 @@ def _installed(adapter) -> bool:
         return True
 
 
-class Progress:
-    """A one-line progress bar on a terminal; silent in CI or when piped."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.done, self.enabled, self.t0 = total, 0, enabled, time.perf_counter()
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        if self.enabled:
-            width = 30
-            filled = int(width * self.done / max(self.total, 1))
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-                             f"{label[:40]:<40}")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r" + " " * 90 + "\r")
-
-
-def summarize(records) -> str:
-    from .report import cell_text, counts, failures, families, frame, verdicts
-    df = frame(records)
-    out = [tabulate(counts(df), headers="keys", tablefmt="simple")]
-    fam = families(df)
-    if not fam.empty:
-        out += ["", tabulate(fam[["family", "framework", "variants", "pass_rate", "xfail", "failed", "worst_ratio"]],
-                             headers="keys", tablefmt="simple", showindex=False, floatfmt=".3g")]
-    fails = failures(df)
-    if len(fails):
-        shown = fails.head(20)
-        # cell_text: an absent step, quantity or tensor is NaN in pandas, and prints blank
-        rows = [[*map(cell_text, (r.case, r.framework, r.reference, r.step, r.quantity, r.tensor)),
-                 "" if r.ratio != r.ratio or r.ratio is None else f"{r.ratio:.3g}x", r.message[:80]]
-                for r in shown.itertuples()]
-        out += ["", f"{len(fails)} failing record(s):",
-                tabulate(rows, headers=["case", "framework", "vs", "step", "quantity", "tensor", "error/allowed",
-                                        "message"], tablefmt="simple")]
-        if len(fails) > len(shown):
-            out.append(f"... and {len(fails) - len(shown)} more in the reports")
-        out += ["", "Who is wrong:", tabulate(verdicts(df).head(20), headers="keys", tablefmt="simple", showindex=False)]
-    return "\n".join(out)
+def summarize(records, run: dict | None = None) -> str:
+    from .render import console_text
+    from .summary import summarize_records
+    return console_text(summarize_records(records, run))
 
 
 def cmd_run(args, argv) -> int:
@@ -359,7 +332,8 @@ def cmd_run(args, argv) -> int:
         why = f"cannot write reports to {args.out}: {e.strerror or e}"
     if why:
         return _report_invalid([CaseError(why, ("--out",), COMMAND_LINE)])
-    progress = Progress(len(cases), sys.stderr.isatty() and not os.environ.get("CI") and not args.quiet)
+    from .progress import Progress
+    progress = Progress.for_stream(len(cases), sys.stderr, quiet=args.quiet)
     started, t0 = now(), time.perf_counter()
 
     def fingerprint(adapters=(reference, *frameworks)):  # where the frameworks are loaded: versions are cheap
@@ -369,7 +343,7 @@ def cmd_run(args, argv) -> int:
         folder.begin(fingerprint(()), [c.id for c in cases])
         outcome = session.execute(Runner(reference, frameworks), cases, folder,
                                   isolate.available() and not args.in_process, args.timeout, fingerprint,
-                                  lambda case: progress.step(case.id))
+                                  progress.step)
     except OSError as e:  # the stream's first line did not fit
         outcome = session.Outcome(stream_error=e)
     progress.close()
@@ -383,7 +357,7 @@ def cmd_run(args, argv) -> int:
         finally:
             folder.close()
         records = outcome.records
-        print(summarize(records))
+        print(summarize(records, info))
         bad = sum(r.status in FAILING for r in records)
         print(f"\n{outcome.cases_run} case(s), {len(records)} record(s), {bad} failing, {info['seconds']:.1f}s; "
               f"reports: {', '.join(paths) or 'none'}")

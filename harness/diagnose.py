@@ -1,11 +1,15 @@
-"""A failing (case, framework) as a diagnosis a person can act on — shared by the CLI and pytest."""
+"""A failing (case, framework) as a diagnosis a person can act on — shared by the CLI and pytest.
+
+Columns are the reports' (harness.summary.FAILURE_COLUMNS) in their order, less the case and framework
+the heading names; messages are wrapped, never cut."""
 from __future__ import annotations
 
 from tabulate import tabulate
 
+from .summary import FAILURE_COLUMNS, num_text, ratio_text
 
-def _num(v) -> str:
-    return "" if v is None else f"{v:.9g}"
+COLUMNS = [c for c in FAILURE_COLUMNS if c not in ("case", "framework", "message")] + ["message"]
+MESSAGE_WIDTH = 60
 
 
 def describe_failures(case, framework: str, records) -> str:
@@ -17,14 +21,13 @@ def describe_failures(case, framework: str, records) -> str:
             notes.append(f"{r.status}: {r.message}")
             continue
         where = f"{case.file}:{r.line}" if r.reference == "expected" else ""
-        rows.append([r.status, r.reference, r.step, r.quantity, r.tensor or "", _num(r.max_abs_err),
-                     "" if r.ratio is None else f"{r.ratio:.3g}x", r.worst_index,
-                     f"{_num(r.actual)} vs {_num(r.desired)}", where or r.message[:70]])
+        rows.append([r.status, r.reference, r.step, r.quantity, r.tensor or "", num_text(r.max_abs_err),
+                     ratio_text(r.ratio), "" if r.worst_index is None else str(list(r.worst_index)),
+                     num_text(r.actual), num_text(r.desired), where, r.message])
     parts = [head]
     if rows:
-        parts.append(tabulate(rows, headers=["status", "vs", "step", "quantity", "tensor", "max abs err",
-                                             "err/allowed", "worst at", "actual vs expected", "note"],
-                              tablefmt="simple"))
+        parts.append(tabulate(rows, headers=COLUMNS, tablefmt="simple",
+                              maxcolwidths=[None] * (len(COLUMNS) - 1) + [MESSAGE_WIDTH]))
     parts += notes
     known = next((r.known for r in bad if r.known), None)
     if known:

@@ -46,6 +46,25 @@ class CaseError(Exception):
         return f"{where}:{field} {self.problem}"
 
 
+class CaseErrors(CaseError):
+    """Several independent errors in one case file: `gradconf validate` lists them all, one a line."""
+
+    def __init__(self, errors: list[CaseError]):
+        first = errors[0]
+        super().__init__(first.problem, first.path, first.file, first.line)
+        self.errors = list(errors)
+
+    def located(self, file: str, lines: dict) -> "CaseErrors":
+        return CaseErrors([e.located(file, lines) for e in self.errors])
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+def every_error(e: CaseError) -> list[CaseError]:
+    return list(e.errors) if isinstance(e, CaseErrors) else [e]
+
+
 class Conflict(CaseError):
     """Values that are each valid but cannot go together (nesterov without momentum, low above high).
     A family redraws on this one: another draw may pair them differently."""

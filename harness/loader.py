@@ -1,6 +1,7 @@
 """Case files -> validated `Case` objects. All checking happens here, once, before anything runs."""
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import stat
@@ -12,7 +13,7 @@ from . import yamlio
 from .case import (ACTIVATIONS, DTYPES, INITS, LOSSES, OPTIMIZERS, QUANTITIES, Activation, Case, Conv2d,
                    ConvTranspose2d, Dense, Expect, Flatten, Layer, Loss, Optimizer, Padding, Pair, Param,
                    Pool2d, Shape, Sum, TensorSpec, Tol)
-from .errors import CaseError, Conflict, ShapeError, did_you_mean, unknown
+from .errors import CaseError, CaseErrors, Conflict, ShapeError, did_you_mean, every_error, unknown
 from .tolerance import LARGEST
 
 TOP_KEYS = ("name", "description", "tags", "dtype", "seed", "input", "model", "loss", "optimizer", "steps",
@@ -104,7 +105,7 @@ def load_paths(paths: Sequence[str], count: int | None = None) -> tuple[list[Cas
         try:
             cases += load_file(f, count)
         except CaseError as e:
-            errors.append(e)
+            errors += every_error(e)
     seen: dict[str, str] = {}
     for c in cases:
         if c.id in seen:
@@ -587,7 +588,8 @@ def _fits_dtype(spec: TensorSpec, path, dtype: str) -> None:
 def case_name(data: dict, file: str) -> str:
     """A case's (or family's) `name`, by default the file's stem. It becomes a pytest node id and, for a
     family, `name[i]`: the characters that delimit those would make ids that cannot be selected."""
-    name = _str(data["name"], ("name",)) if "name" in data else os.path.splitext(os.path.basename(file))[0]
+    stem = os.path.splitext(os.path.basename(file))[0].removesuffix(".case")  # `x.case.yaml` (pytest opt-in) is x
+    name = _str(data["name"], ("name",)) if "name" in data else stem
     clash = next((d for d in ("::", "[", "]") if d in name), None)
     if clash or not name.isprintable():
         which = f"name {name!r}" if "name" in data else f"the default name, the file's stem {name!r},"
@@ -597,60 +599,127 @@ def case_name(data: dict, file: str) -> str:
     return name
 
 
-def parse_case(data: dict, file: str, lines: dict, *, case_id: str | None = None, family: str | None = None) -> Case:
-    """Validate one (already drawn) case mapping. Raises CaseError with the field path."""
-    from adapters import known_names
+class _Collect:
+    """Gathers the errors of a case's independent parts, so that one file's every error is reported at once."""
 
-    _check_keys(data, TOP_KEYS, (), "a case")
-    # A variant's `f[i]` and a shrink candidate's id were made from names already checked.
-    name = case_id or (data["name"] if family else case_name(data, file))
+    def __init__(self):
+        self.errors: list[CaseError] = []
+
+    def __call__(self, check, *args, **kw):
+        """check(*args, **kw), or None after recording its error(s)."""
+        try:
+            return check(*args, **kw)
+        except CaseError as e:
+            self.errors += every_error(e)
+            return None
+
+    def raise_any(self, one_only: bool) -> None:
+        """A family variant raises its first error alone (a Conflict there means: draw again)."""
+        if self.errors:
+            raise self.errors[0] if one_only or len(self.errors) == 1 else CaseErrors(self.errors)
+
+
+def _top_keys(data: dict) -> None:
+    unknown_keys = [CaseError(unknown("key", k, TOP_KEYS), (k,)) for k in data if k not in TOP_KEYS]
+    if unknown_keys:
+        raise CaseErrors(unknown_keys)
+
+
+def _meta(data: dict, collect: _Collect) -> tuple:
     dtype = data.get("dtype", "float32")
     if dtype not in DTYPES:
-        raise CaseError(unknown("dtype", dtype, DTYPES), ("dtype",))
-    seed = _int(data.get("seed", 0), ("seed",), min=0)
+        collect.errors.append(CaseError(unknown("dtype", dtype, DTYPES), ("dtype",)))
+        dtype = "float32"  # the other checks go on as for the default
+    seed = collect(_int, data.get("seed", 0), ("seed",), min=0) or 0
     tags = data.get("tags") or []  # `tags:` left empty is no tags
     if isinstance(tags, str):
         tags = [tags]
     if not isinstance(tags, list):
-        raise CaseError("must be a list of words", ("tags",))
-    tags = tuple(_str(t, ("tags", i)) for i, t in enumerate(tags))
+        collect.errors.append(CaseError("must be a list of words", ("tags",)))
+        tags = []
+    tags = tuple(t for t in (collect(_str, t, ("tags", i)) for i, t in enumerate(tags)) if t is not None)
     description = data.get("description") or ""
     if not isinstance(description, str):
-        raise CaseError("must be a string", ("description",))
-    for key in ("input", "model", "loss"):
-        if key not in data:
-            raise CaseError(f"missing `{key}` (every case needs `input`, `model` and `loss`)", ())
-    inp = tensor(data["input"], ("input",), None, "input")
+        collect.errors.append(CaseError("must be a string", ("description",)))
+        description = ""
+    return dtype, seed, tags, description
+
+
+def _network(data: dict, collect: _Collect):
+    """(input, layers, output shape), or Nones where an error stops what depends on it."""
+    inp = collect(tensor, data["input"], ("input",), None, "input")
     if not isinstance(data["model"], list) or not data["model"]:
-        raise CaseError("must be a non-empty list of layers", ("model",))
+        collect.errors.append(CaseError("must be a non-empty list of layers", ("model",)))
+        return inp, None, None
+    if inp is None:
+        return None, None, None
     layers, names, shape = [], set(), inp.shape
     for i, item in enumerate(data["model"]):
-        layer = _layer(item, ("model", i), i, shape, names)
+        layer = collect(_layer, item, ("model", i), i, shape, names)
+        if layer is None:  # later layers' shapes depend on this one
+            return inp, None, None
         layers.append(layer)
         shape = layer.out_shape
-    loss = _loss(data["loss"], shape)
-    optimizer = _optimizer(data.get("optimizer"))
-    steps = _int(data.get("steps", 1), ("steps",), min=1)
-    if steps > MAX_STEPS:  # every step is run, compared and re-run for conditioning: a typo must not hang a run
-        raise CaseError(f"{steps:,} steps is more than a case may take (the limit is {MAX_STEPS:,})", ("steps",))
-    if steps > 1 and optimizer is None:
-        raise Conflict(f"{steps} steps need an `optimizer` (without one every step is the same)", ("steps",))
-    params = {p.name: p.spec.shape for layer in layers for p in layer.params}
-    expect = _expect(data.get("expect"), steps, shape, params, inp.shape)
-    if expect.param and optimizer is None:
-        raise Conflict("expected parameters need an `optimizer` (without one nothing is updated; "
-                       "gradients go under `expect.grad`)", ("expect", "param"))
-    tolerance = _tolerance(data.get("tolerance"), list(params))
-    _fits_dtype(inp, ("input",), dtype)
-    for i, layer in enumerate(layers):
+    return inp, layers, shape
+
+
+def _fits(data: dict, dtype: str, inp, layers, loss, collect: _Collect) -> None:
+    if inp is not None:
+        collect(_fits_dtype, inp, ("input",), dtype)
+    for i, layer in enumerate(layers or ()):
         written = data["model"][i] if isinstance(data["model"][i], str) else next(iter(data["model"][i]))
         for p in layer.params:
-            _fits_dtype(p.spec, ("model", i, written, p.name.rsplit(".", 1)[1]), dtype)
-    if loss.target is not None and loss.kind != "cross_entropy":  # class ids are not values of the dtype
-        _fits_dtype(loss.target, ("loss", loss.kind, "value" if loss.kind == "grad_output" else "target"), dtype)
+            collect(_fits_dtype, p.spec, ("model", i, written, p.name.rsplit(".", 1)[1]), dtype)
+    if loss is not None and loss.target is not None and loss.kind != "cross_entropy":  # class ids: not values
+        collect(_fits_dtype, loss.target, ("loss", loss.kind, "value" if loss.kind == "grad_output" else "target"),
+                dtype)
+
+
+def _xfail(data: dict) -> dict:
+    from adapters import known_names
     xfail = _check_keys(data.get("xfail"), known_names(), ("xfail",), "xfail")
     for fw, why in xfail.items():
         _str(why, ("xfail", fw))
+    return dict(xfail)
+
+
+def parse_case(data: dict, file: str, lines: dict, *, case_id: str | None = None, family: str | None = None) -> Case:
+    """Validate one (already drawn) case mapping. Raises CaseError with the field path (CaseErrors: several,
+    each part of the case that does not depend on a broken one is checked too)."""
+    collect = _Collect()
+    collect(_top_keys, data)
+    # A variant's `f[i]` and a shrink candidate's id were made from names already checked.
+    name = case_id or (data["name"] if family else collect(case_name, data, file))
+    dtype, seed, tags, description = _meta(data, collect)
+    # A misspelt key (`modle:`) already says what is missing: no second error for it.
+    meant = {m for k in data if k not in TOP_KEYS for m in difflib.get_close_matches(str(k), TOP_KEYS, n=1, cutoff=0.6)}
+    missing = [key for key in ("input", "model", "loss") if key not in data]
+    collect.errors += [CaseError(f"missing `{key}` (every case needs `input`, `model` and `loss`)", ())
+                       for key in missing if key not in meant]
+    if missing:
+        collect.raise_any(family is not None)
+    inp, layers, shape = _network(data, collect)
+    loss = collect(_loss, data["loss"], shape) if layers is not None else None
+    optimizer = collect(_optimizer, data.get("optimizer"))
+    steps = collect(_int, data.get("steps", 1), ("steps",), min=1) or 1
+    if steps > MAX_STEPS:  # every step is run, compared and re-run for conditioning: a typo must not hang a run
+        collect.errors.append(CaseError(f"{steps:,} steps is more than a case may take (the limit is {MAX_STEPS:,})",
+                                        ("steps",)))
+        steps = 1
+    if steps > 1 and optimizer is None and data.get("optimizer") is None:
+        collect.errors.append(Conflict(f"{steps} steps need an `optimizer` (without one every step is the same)",
+                                       ("steps",)))
+    expect = tolerance = None
+    if layers is not None:
+        params = {p.name: p.spec.shape for layer in layers for p in layer.params}
+        expect = collect(_expect, data.get("expect"), steps, shape, params, inp.shape)
+        if expect is not None and expect.param and data.get("optimizer") is None:
+            collect.errors.append(Conflict("expected parameters need an `optimizer` (without one nothing is "
+                                           "updated; gradients go under `expect.grad`)", ("expect", "param")))
+        tolerance = collect(_tolerance, data.get("tolerance"), list(params))
+    _fits(data, dtype, inp, layers, loss, collect)
+    xfail = collect(_xfail, data)
+    collect.raise_any(family is not None)
     return Case(id=case_id or name, file=file, line=lines.get((), 1), description=description, tags=tags,
                 dtype=dtype, seed=seed, input=inp, layers=tuple(layers), loss=loss, optimizer=optimizer, steps=steps,
-                expect=expect, tolerance=tolerance, xfail=dict(xfail), family=family, source=data, lines=lines)
+                expect=expect, tolerance=tolerance, xfail=xfail, family=family, source=data, lines=lines)

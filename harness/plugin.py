@@ -1,10 +1,17 @@
 """pytest plugin (SPEC §4): every case file is a test module, every (case, framework) a test.
 
-Which YAML files are case files: any `*.yaml` / `*.yml` below a folder named `cases`, or any YAML
-file whose top level has the three keys every case needs, `input:`, `model:` and `loss:`. The folder
-rule makes a broken case file (say, `modle:`) a loud collection error instead of a silently ignored
-file; the key rule lets any folder of case files be collected. Other YAML (CI configs, compose files,
-and the training configs of ML projects, which often have a top-level `model:`) is left alone.
+Which YAML files are case files (opt-in, so that a project's other YAML never breaks its session):
+- any `*.yaml` / `*.yml` below a case folder: those the ini option `gradconf_paths` lists (relative to
+  the rootdir), or, when it is not set, every folder named `cases`;
+- anywhere else, a file whose name ends in `.case.yaml` / `.case.yml`;
+- a YAML file named on the command line, whatever it holds (`pytest typo.yaml`).
+A broken file that opted in is a loud collection error; nothing else is ever read.
+
+Node ids are `<file>::<case id>[<framework>]`, the file relative to the project root: the rootdir when
+pytest found an ini file, else the nearest folder above the file holding pyproject.toml, setup.cfg,
+tox.ini, pytest.ini, setup.py or .git, else the folder above the topmost `cases` folder. So they do not
+change with the folder pytest is started from or with `-n` (xdist), and junit's classnames, made from
+them, do not either.
 
 It runs through the same Runner as `gradconf run`; the reference runs once per case per process.
 """
@@ -12,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import OrderedDict
 from pathlib import Path
 
@@ -20,7 +26,8 @@ import pytest
 
 from .errors import CaseError
 
-_CASE_KEYS = [re.compile(rf"^{key}\s*:", re.M) for key in ("input", "model", "loss")]
+CASE_SUFFIXES = (".case.yaml", ".case.yml")  # the opt-in outside a case folder
+_PROJECT_MARKERS = ("pyproject.toml", "setup.cfg", "tox.ini", "pytest.ini", "setup.py", ".git")
 
 
 class _References:
@@ -71,6 +78,9 @@ def pytest_addoption(parser):
     group.addoption("--gradconf-timeout", type=float, default=DEFAULT_TIME_LIMIT, metavar="S",
                     help=f"seconds each (case, framework) test may take; past it, an error naming the limit "
                          f"(default {DEFAULT_TIME_LIMIT:g}; 0: none; off under --pdb)")
+    parser.addini("gradconf_paths", type="paths",
+                  help="folders whose YAML files are gradconf case files (default: every folder named `cases`); "
+                       "elsewhere only *.case.yaml files and files named on the command line are")
 
 
 # Native thread pools read these once, when their library loads: set before any worker starts.
@@ -113,16 +123,35 @@ def pytest_configure(config):
             os.environ.setdefault(variable, share)
 
 
-def is_case_file(path: Path) -> bool:
+def is_case_file(path: Path, case_paths: list[Path] | None = None) -> bool:
+    """Below a case folder (`case_paths`, or any folder named `cases`), or named `*.case.yaml`."""
     if path.suffix not in (".yaml", ".yml"):
         return False
-    if "cases" in path.parent.parts:
+    if path.name.endswith(CASE_SUFFIXES):
         return True
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-        return all(key.search(text) for key in _CASE_KEYS)
-    except OSError:
-        return False
+    if case_paths:
+        resolved = path.resolve()
+        return any(resolved.is_relative_to(p.resolve()) for p in case_paths)
+    return "cases" in path.parent.parts
+
+
+def project_root(config, path: Path) -> Path:
+    """What node ids are relative to (module docstring): fixed for a file, wherever pytest starts."""
+    if config.inipath is not None:
+        return config.rootpath
+    parents = path.resolve().parents
+    for folder in parents:
+        if any((folder / marker).exists() for marker in _PROJECT_MARKERS):
+            return folder
+    cases = [folder for folder in parents if folder.name == "cases"]
+    return cases[-1].parent if cases else config.rootpath  # no project marker: the topmost `cases` folder's parent
+
+
+def _node_id(config, path: Path) -> str:
+    root = project_root(config, path)
+    resolved = path.resolve()
+    rel = resolved.relative_to(root) if resolved.is_relative_to(root) else Path(os.path.relpath(resolved, root))
+    return rel.as_posix()
 
 
 def _named_on_command_line(config, path: Path) -> bool:
@@ -135,9 +164,10 @@ def _named_on_command_line(config, path: Path) -> bool:
 
 
 def pytest_collect_file(file_path: Path, parent):
-    if is_case_file(file_path) or (file_path.suffix in (".yaml", ".yml")
-                                   and _named_on_command_line(parent.config, file_path)):
-        return CaseFile.from_parent(parent, path=file_path)
+    config = parent.config
+    if is_case_file(file_path, config.getini("gradconf_paths")) or (
+            file_path.suffix in (".yaml", ".yml") and _named_on_command_line(config, file_path)):
+        return CaseFile.from_parent(parent, path=file_path, nodeid=_node_id(config, file_path))
     return None
 
 

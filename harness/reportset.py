@@ -31,7 +31,8 @@ except ImportError:  # Windows: no locks, so pruning cannot tell a running run's
     fcntl = None
 
 RUNS, LATEST, STREAM = ".runs", "latest", "results.jsonl"
-NAMES = ("results.json", "results.csv", "report.md", "report.html")
+NAMES = ("results.json", "results.csv", "report.md", "report.html", "report-ratios.svg", "report-ratios.png",
+         "report-heatmap.svg", "report-heatmap.png")  # harness.report.report_files writes each of them
 KEEP = 2  # the set shown and one more (a killed run's stream, say); a full run's set is ~50 MB
 PER_CELL_BYTES = 32 << 10  # a (case, framework)'s share of a report set and its stream, with room (README)
 BASE_BYTES = 1 << 20
@@ -70,13 +71,10 @@ def check_out_dir(out_dir: str, need: int = 0) -> str | None:
     return None
 
 
-def render(records: Sequence[Record], run: dict) -> dict[str, str]:
+def render(records: Sequence[Record], run: dict) -> dict[str, str | bytes]:
     """The report set's files, by name."""
-    from .report import frame, html_page, markdown
-    df = frame(records)
-    payload = {"run": run, "records": [record_dict(r) for r in records]}
-    return {"results.json": json.dumps(payload, indent=1), "results.csv": df.to_csv(index=False),
-            "report.md": markdown(df, run), "report.html": html_page(df, run)}
+    from .report import report_files
+    return report_files(records, run)
 
 
 class RunFolder:
@@ -127,9 +125,9 @@ class RunFolder:
         """Write the report set here, then switch DIR to it. Returns the paths under DIR."""
         if self._stream is not None:
             self._write({"end": run})
-        for name, text in render(records, run).items():
+        for name, content in render(records, run).items():
             with files.create_new(os.path.join(self.path, name)) as fh:
-                fh.write(text.encode("utf-8"))
+                fh.write(content if isinstance(content, bytes) else content.encode("utf-8"))
         return publish(self.out_dir, self.path)
 
     def close(self) -> None:

@@ -123,6 +123,11 @@ def _golden(case: Case):
         yield case.steps, "param", name, v
 
 
+def _golden_line(case: Case, step: int, quantity: str, tensor: str | None) -> int:
+    """The line of the golden value itself (`input:` under `expect.grad`, a step's entry of a loss list)."""
+    return case.line_of("expect", quantity, *((tensor,) if tensor else (step - 1,) if quantity == "loss" else ()))
+
+
 def _lookup(trace: Trace, step: int, quantity: str, tensor: str | None):
     s = trace.steps[step - 1]
     if quantity == "loss":
@@ -219,7 +224,8 @@ class Runner:
         return Record(case.id, framework, reference, step, quantity, tensor, list(np.shape(desired)), case.dtype,
                       cmp.max_abs_err, cmp.max_rel_err, cmp.worst_index, allow.rtol, allow.atol,
                       "pass" if cmp.ok else "fail", cmp.message, cmp.ratio, cmp.actual, cmp.desired,
-                      case.family, case.file, case.line_of("expect", quantity) if reference == "expected" else case.line)
+                      case.family, case.file, _golden_line(case, step, quantity, tensor) if reference == "expected"
+                      else case.line)
 
     def compare_traces(self, case: Case, framework: str, trace: Trace, ref: Reference) -> list[Record]:
         if len(trace.steps) != len(ref.trace.steps):

@@ -81,7 +81,7 @@ class Outcome:
 
 def execute(runner: Runner, cases: Sequence, folder: RunFolder | None, isolated: bool,
             time_limit: float | None, finish: Callable[[], dict],
-            on_case: Callable[[object], None] = lambda case: None) -> Outcome:
+            on_case: Callable[[object, list], None] = lambda case, records: None) -> Outcome:
     """Run `cases`, streaming each one's records to `folder`, until done, a signal, or a full disk."""
     out = Outcome()
     child = isolate.IsolatedRunner(runner, finish, time_limit) if isolated else None
@@ -96,7 +96,7 @@ def execute(runner: Runner, cases: Sequence, folder: RunFolder | None, isolated:
                 records = (child or runner).run_case(case).records
                 out.records += records
                 out.cases_run += 1
-                on_case(case)
+                on_case(case, records)  # progress counts the failing cases so far
                 if folder is not None:
                     try:
                         folder.add(case.id, records)

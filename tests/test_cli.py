@@ -20,8 +20,9 @@ def gradconf(*args, cwd=ROOT):
 
 def test_numpy_run_passes_and_writes_all_reports(tmp_path):
     assert main(["run", EXAMPLES, "--frameworks", "numpy", "--out", str(tmp_path), "-q"]) == 0
-    assert sorted(os.listdir(tmp_path)) == [".runs", "latest", "report.html", "report.md", "results.csv",
-                                            "results.json", "results.jsonl"]
+    assert sorted(os.listdir(tmp_path)) == [".runs", "latest", "report-heatmap.png", "report-heatmap.svg",
+                                            "report-ratios.png", "report-ratios.svg", "report.html", "report.md",
+                                            "results.csv", "results.json", "results.jsonl"]
     data = json.loads((tmp_path / "results.json").read_text())
     assert {"started", "command", "platform", "python", "frameworks"} <= set(data["run"])
     assert data["run"]["frameworks"]["numpy"]
@@ -54,7 +55,7 @@ def test_summary_leaves_absent_fields_blank():
                       Record(step=1, quantity="grad", tensor="fc.weight", **base),
                       Record(**{**base, "framework": "tensorflow", "status": "error", "message": "boom"},
                              step=None, quantity=None, tensor=None)])
-    table = text.split("failing record(s):")[1].split("Who is wrong")[0]
+    table = text.split("failing row(s):")[1].split("Who is wrong")[0]
     assert "nan" not in table and "1.0" not in table and "fc.weight" in table and "boom" in table
 
 

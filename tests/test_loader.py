@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from harness import yamlio
+from harness import loader, yamlio
 from harness.case import Conv2d, ConvTranspose2d
 from harness.errors import CaseError
 from harness.loader import load_file, load_paths, same_padding
@@ -250,3 +250,30 @@ def test_a_file_stem_that_would_make_an_unselectable_id_needs_a_name(tmp_path):
         load_file(str(tmp_path / "x[1].yaml"))
     (tmp_path / "named.yaml").write_text("name: ok x1\n" + case)
     assert load_file(str(tmp_path / "named.yaml"))[0].id == "ok x1"
+
+
+def test_validate_lists_every_error_in_a_file_not_only_the_first(tmp_path):
+    (tmp_path / "many.yaml").write_text(
+        "dtype: float31\n"
+        "seed: -1\n"
+        "input: {shape: [1, 1, 4, 4]}\n"
+        "model:\n"
+        "  - conv2d: {out_channels: 1, kernel_size: 2, stride: 0}\n"
+        "loss: {mse: {target: 0}}\n"
+        "optimizer: {sgd: {lr: fast}}\n"
+        "steps: 0\n"
+        "colour: red\n")
+    p = subprocess.run([sys.executable, "-m", "harness", "validate", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    f = tmp_path / "many.yaml"
+    assert lines[:-1] == [
+        f"{f}:9: colour: unknown key `colour` (one of: {', '.join(loader.TOP_KEYS)})",
+        f"{f}:1: dtype: unknown dtype `float31`; did you mean `float32`? (one of: float64, float32, float16, bfloat16)",
+        f"{f}:2: seed: must be >= 0, got -1",
+        f"{f}:5: model[0].conv2d.stride: must be >= 1, got 0",
+        f"{f}:7: optimizer.sgd.lr: must be a number, got a string 'fast'",
+        f"{f}:8: steps: must be >= 1, got 0",
+    ]
+    assert lines[-1] == "gradconf: 1 invalid case file(s); nothing was run"

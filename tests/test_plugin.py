@@ -85,13 +85,68 @@ def test_keyword_and_marker_selection(pytester, cases):
     pytester.runpytest_subprocess("cases", "-k", "sum_3x3", "-m", "not tensorflow").assert_outcomes(passed=2)
 
 
-def test_non_case_yaml_is_left_alone_and_model_key_files_anywhere_are_cases(pytester):
+def test_yaml_outside_case_folders_is_collected_only_when_it_opts_in(pytester):
+    """A project's own config with the three case keys is not a case (it once failed the whole session);
+    `*.case.yaml` opts in anywhere."""
+    configs = pytester.mkdir("configs")
+    (configs / "model.yaml").write_text("input: {shape: [8, 3, 224, 224]}\nmodel: resnet50\nloss: cross_entropy\n")
     pytester.makefile(".yaml", ci="jobs: {build: {runs-on: ubuntu}}\n")
-    pytester.makefile(".yaml", train="model: resnet50\noptimizer: {lr: 0.1}\n")  # an ML config, not a case
-    pytester.makefile(".yaml", mine=TINY)
+    pytester.makefile(".case.yaml", mine=TINY)
     result = pytester.runpytest("--gradconf-frameworks", "numpy", "-v")
+    assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*mine.yaml::mine[[]numpy[]] PASSED*"])
+    result.stdout.fnmatch_lines(["*mine.case.yaml::mine[[]numpy[]] PASSED*"])
+
+
+def test_gradconf_paths_names_the_case_folders(pytester):
+    pytester.makeini("[pytest]\ngradconf_paths = conformance\n")
+    pytester.mkdir("conformance")
+    (pytester.path / "conformance" / "a.yaml").write_text(TINY)
+    pytester.mkdir("cases")  # with gradconf_paths set, only the folders it names are case folders
+    (pytester.path / "cases" / "b.yaml").write_text(TINY.replace("loss:", "modle: 1\nloss:"))
+    result = pytester.runpytest("--gradconf-frameworks", "numpy", "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["conformance/a.yaml::a[[]numpy[]]", "1 test collected*"])
+
+
+def _ids(result) -> list[str]:
+    return sorted(line.split(" ")[0] for line in result.stdout.lines if "::" in line)
+
+
+def _junit(path) -> list[tuple[str, str]]:
+    import xml.etree.ElementTree as ET
+    return sorted((t.get("classname"), t.get("name")) for t in ET.parse(path).getroot().iter("testcase"))
+
+
+@pytest.mark.parametrize("layout", ["cases folder, no project marker", "pyproject.toml and *.case.yaml"])
+def test_node_ids_are_the_same_serially_under_xdist_and_from_another_folder(pytester, monkeypatch, layout):
+    """`--deselect` and CI history need ids that do not move: relative to the project root, not to wherever
+    pytest was started, with or without -n; junit's classnames likewise."""
+    project = pytester.mkdir("userproj")
+    if layout.startswith("pyproject"):
+        (project / "pyproject.toml").write_text("[project]\nname = 'userproj'\n")
+        folder, file = "tests", "x.case.yaml"
+    else:
+        folder, file = "cases", "x.yaml"
+    (project / folder).mkdir()
+    (project / folder / file).write_text(TINY)
+    (project / "sub").mkdir()
+    args = ["--gradconf-frameworks", "numpy", "-p", "no:randomly"]
+    runs = {}
+    for name, where, target, extra in (("serial", project, folder, []), ("xdist", project, folder, ["-n", "2"]),
+                                       ("below", project / "sub", f"../{folder}", []),
+                                       ("above", pytester.path, f"userproj/{folder}", ["-n", "2"]),
+                                       ("inside", project / folder, ".", [])):
+        monkeypatch.chdir(where)
+        junit = pytester.path / f"{name}.xml"
+        result = pytester.runpytest_subprocess(target, *args, *extra, f"--junitxml={junit}")
+        assert result.ret == 0, result.stdout.str()
+        runs[name] = _junit(junit)
+    assert runs["serial"] == [(f"{folder}.{file}", "x[numpy]")]
+    assert runs["xdist"] == runs["below"] == runs["above"] == runs["inside"] == runs["serial"]
+    monkeypatch.chdir(project / "sub")
+    deselected = pytester.runpytest_subprocess(f"../{folder}", *args, "--deselect", f"{folder}/{file}::x[numpy]")
+    deselected.assert_outcomes(deselected=1)
 
 
 def test_a_yaml_file_named_on_the_command_line_is_a_case_file_whatever_it_holds(pytester):

@@ -7,6 +7,7 @@ import pytest
 from adapters.numpy_ref import NumpyReference
 from harness import report
 from harness.runner import Runner
+from harness.summary import summarize_records
 from tests.conftest import make_case
 
 
@@ -28,8 +29,8 @@ def _case(**extra):
 
 
 def _verdict(case, frameworks):
-    df = report.frame(Runner(NumpyReference(), frameworks).run_case(case).records)
-    return report.verdicts(df).set_index("case")["likely wrong"].get(case.id, "")
+    summary = summarize_records(Runner(NumpyReference(), frameworks).run_case(case).records)
+    return next((c.verdict for c in summary.cases if c.case == case.id), "")
 
 
 def test_the_odd_framework_out_is_named():
@@ -105,5 +106,5 @@ def test_html_is_standalone_and_failures_come_first(tmp_path):
     report.write_reports(records, {"command": "t"}, str(tmp_path))
     page = (tmp_path / "report.html").read_text()
     assert not re.search(r"""(src|href)=["']?https?:""", page) and "<script" not in page
-    assert page.index("Who is wrong") < page.index("Failures") < page.index("Summary")
+    assert page.index("Who is wrong") < page.index("Failures") < page.index("Passing cases")
     assert "background:#ffccd5" in page  # failures are coloured

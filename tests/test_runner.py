@@ -164,14 +164,14 @@ def test_reference_failure_is_an_error_for_every_framework():
 def test_a_case_that_overflows_its_dtype_is_an_error_that_says_so():
     """In float16 the loss of this case is 2·10^5: a correct framework overflows to inf, so nothing can be
     compared; every framework gets one error naming the quantity and the dtype's largest value."""
-    from harness.report import frame, verdicts
+    from harness.summary import summarize_records
     case = make_case(input=[[300.0, 400.0]], model=[{"dense": {"out_features": 1, "weight": [[1.0, 1.0]]}}],
                      loss={"mse": {"target": 0.0}}, dtype="float16")
     records = Runner(NumpyReference(), [Scripted("other", lambda t: None)]).run_case(case).records
     assert [(r.framework, r.status) for r in records] == [("numpy", "error"), ("other", "error")]
     assert records[0].message.startswith("the case overflows float16: the reference's loss at step 1 reaches 4.9")
     assert "65504" in records[0].message
-    assert verdicts(frame(records)).iloc[0]["likely wrong"] == f"the case or the reference: {records[0].message}"
+    assert summarize_records(records).failing[0].verdict == f"the case or the reference: {records[0].message}"
     in_range = make_case(input=[[3.0, 4.0]], model=[{"dense": {"out_features": 1, "weight": [[1.0, 1.0]]}}],
                          loss={"mse": {"target": 0.0}}, dtype="float16")
     in_range_records = Runner(NumpyReference(), [Scripted("other", lambda t: None)]).run_case(in_range).records
@@ -280,7 +280,7 @@ def test_saturated_tanh_is_judged_by_the_rounding_of_its_output():
 
 def test_a_failure_that_fits_a_known_divergence_says_so():
     from harness.diagnose import describe_failures
-    from harness.report import frame, verdicts
+    from harness.summary import summarize_records
 
     def off(trace):
         trace.steps[0].grads["fc.weight"] *= 1.01
@@ -300,7 +300,7 @@ def test_a_failure_that_fits_a_known_divergence_says_so():
     assert known[("declares", "fail")] == "TF-ADAM-EPS, TF-WD" and known[("declares", "pass")] is None
     assert {k for (fw, _), k in known.items() if fw != "declares"} == {None}
     assert "fail" in _statuses(records, "raises")  # a broken hint costs nothing
-    verdict = verdicts(frame(records)).iloc[0]["likely wrong"]
+    verdict = summarize_records(records).failing[0].verdict
     assert "declares fits known divergence(s) TF-ADAM-EPS, TF-WD" in verdict and "silent fits" not in verdict
     mine = [r for r in records if r.framework == "declares"]
     assert "fits known divergence(s) of declares: TF-ADAM-EPS, TF-WD" in describe_failures(case, "declares", mine)
