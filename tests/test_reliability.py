@@ -140,7 +140,7 @@ def test_a_crashed_xdist_worker_is_an_error_record_in_the_merged_report(planted)
     assert [crashed[k] for k in ("file", "dtype", "line")] == ["cases/sum_3x3.yaml", "float64", case.line]
     assert {(r["case"], r["framework"]) for r in records if r["status"] == "pass"} == {
         ("sum_3x3", "numpy"), ("other", "numpy"), ("other", "crashes")}
-    assert "Failures (1)" in (planted.path / "out" / "report.md").read_text()
+    assert "## Failures (1 row(s) in 1 case(s))" in (planted.path / "out" / "report.md").read_text()
 
 
 # ---------------------------------------------------------------- the Child abstraction itself
