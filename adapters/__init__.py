@@ -156,7 +156,55 @@ def module_missing(module: str) -> str | None:
 
 
 def thread_limit() -> int | None:
-    """GRADCONF_THREADS: the threads a framework may use (the pytest plugin sets it on xdist workers,
-    so that two workers on two cores do not each start a pool per core). None: the framework decides."""
+    """GRADCONF_THREADS: a worker's share of the cores (`gradconf run -j N` and the pytest plugin under
+    xdist set it on their workers: cores ÷ workers; a user's own setting wins). None: not set."""
     value = os.environ.get("GRADCONF_THREADS", "")
     return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, which a container or `taskset` narrows)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# The thread policy (README, "Threads"): one thread per framework per worker. Measured
+# (benchmarks/bench_threads.py): a second thread makes every bundled case slower, whatever the
+# framework — a pool's threads meet after every small op, and on a busy machine a late core stalls
+# them all — so only a case whose largest layer takes this many multiply-adds gets the worker's share.
+LARGE_CASE_MACS = 1 << 24
+
+
+def case_macs(case) -> int:
+    """Multiply-adds of the case's largest layer (forward pass; a backward costs about twice as much)."""
+    from harness.case import Conv2d, ConvTranspose2d, Dense
+    largest = 0
+    for L in case.layers:
+        if isinstance(L, Conv2d):  # a transposed conv: every input pixel meets every tap
+            pixels = L.in_shape if isinstance(L, ConvTranspose2d) else L.out_shape
+            fan = (L.out_channels if isinstance(L, ConvTranspose2d) else L.in_shape[1]) // L.groups
+            largest = max(largest, int(np.prod(pixels)) * fan * L.kernel_size[0] * L.kernel_size[1])
+        elif isinstance(L, Dense):
+            largest = max(largest, int(np.prod(L.in_shape)) * L.out_features)
+    return largest
+
+
+def threads_for(case) -> int:
+    """The threads a framework runs `case` on: 1, or for a large case the worker's share of the cores."""
+    return (thread_limit() or usable_cores()) if case_macs(case) >= LARGE_CASE_MACS else 1
+
+
+_NATIVE_POOLS_SET: set[str] = set()
+
+
+def one_thread_native_pools(framework: str) -> None:
+    """Once per framework and process, after it loaded: every BLAS and OpenMP pool loaded so far to one
+    thread (threadpoolctl), so that no library's idle threads spin on the cores the other workers need.
+    Adapters that want more for a large case ask for them per call (torch.set_num_threads, the
+    reference's batch split)."""
+    if framework not in _NATIVE_POOLS_SET:
+        _NATIVE_POOLS_SET.add(framework)
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=1)

@@ -9,7 +9,6 @@ so the reference is the exact answer for the numbers every framework was given.
 """
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,7 +17,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from harness.case import Activation, Conv2d, ConvTranspose2d, Dense, Flatten, Layer, Optimizer, Pool2d, Sum
 
-from . import Initial, Step, Trace, thread_limit
+from . import Initial, Step, Trace, one_thread_native_pools, thread_limit, usable_cores
 
 
 # ---------------------------------------------------------------- windows
@@ -84,7 +83,8 @@ _BATCH_LOCK = threading.Lock()  # one split at a time: BLAS's thread count is pr
 
 
 def _threads() -> int:
-    return thread_limit() or min(4, os.cpu_count() or 1)
+    """The worker's share of the cores (the thread policy: the batch split is for large layers only)."""
+    return thread_limit() or min(4, usable_cores())
 
 
 def _pool():
@@ -170,9 +170,11 @@ def conv2d_backward(dy, cache, L: Conv2d):
 def _conv2d_input_grad(dy, dyg, w, L: Conv2d, x_shape):
     k, d, (pad_h, pad_w) = L.kernel_size, L.dilation, L.padding
     reach = (d[0] * (k[0] - 1), d[1] * (k[1] - 1))
-    if L.stride == (1, 1) and max(pad_h) <= reach[0] and max(pad_w) <= reach[1]:
+    few_inputs = 4 * x_shape[1] <= w.shape[0]  # a first layer (3 -> 32 channels): col2im copies 4x less
+    if L.stride == (1, 1) and max(pad_h) <= reach[0] and max(pad_w) <= reach[1] and not few_inputs:
         # Stride 1: dX is the full correlation of dY with the kernel rotated 180°, in and out channels
-        # swapped within each group — one more im2col + matmul, cheaper than scattering with col2im.
+        # swapped within each group — one more im2col + matmul, cheaper than scattering with col2im,
+        # unless dY has many more channels than X: its im2col copies Cout·kh·kw rows, col2im Cin·kh·kw.
         g, (o, cg) = L.groups, w.shape[:2]
         rotated = w[:, :, ::-1, ::-1].reshape(g, o // g, cg, *k).swapaxes(1, 2).reshape(g * cg, o // g, *k)
         full = ((reach[0] - pad_h[0], reach[0] - pad_h[1]), (reach[1] - pad_w[0], reach[1] - pad_w[1]))
@@ -421,6 +423,7 @@ class NumpyReference:
         each gradient the backward pass stores, and with layer None on each updated parameter
         (tolerance.rounded_layers, stored_in_dtype). One with `wants_terms` set gets a conv or dense
         output with `terms=`, the sum of the absolute values of the terms each element adds up."""
+        one_thread_native_pools("numpy")  # NumPy's BLAS too: a big layer splits its batch instead (_over_batch)
         params = {k: np.array(v, dtype=np.float64) for k, v in initial.params.items()}
         x0 = np.array(initial.input, dtype=np.float64)
         opt = make_optimizer(case.optimizer)

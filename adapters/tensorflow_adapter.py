@@ -17,19 +17,26 @@ import os
 import numpy as np
 
 from harness.case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Flatten, Pool2d, Sum
-from . import Initial, Step, Trace, Unsupported, module_missing, thread_limit
+from . import Initial, Step, Trace, Unsupported, module_missing, one_thread_native_pools
 
 
 def _import_tf():
+    """TensorFlow, on one intra-op and one inter-op thread (the thread policy, adapters.threads_for) unless
+    TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS say otherwise. Its pools are fixed when it runs its
+    first op, so no per-case choice: nearly every case is small, where a second thread costs (measured:
+    benchmarks/bench_threads.py), and the large benchmark case gains only ~20% from one."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
-    limit = thread_limit()
-    if limit and tf.config.threading.get_intra_op_parallelism_threads() != limit:
-        try:  # only possible before TensorFlow runs its first op
-            tf.config.threading.set_intra_op_parallelism_threads(limit)
-            tf.config.threading.set_inter_op_parallelism_threads(limit)
-        except RuntimeError:
-            pass
+    for variable, get, set_ in (("TF_NUM_INTRAOP_THREADS", tf.config.threading.get_intra_op_parallelism_threads,
+                                 tf.config.threading.set_intra_op_parallelism_threads),
+                                ("TF_NUM_INTEROP_THREADS", tf.config.threading.get_inter_op_parallelism_threads,
+                                 tf.config.threading.set_inter_op_parallelism_threads)):
+        if variable not in os.environ and get() != 1:
+            try:  # only possible before TensorFlow runs its first op
+                set_(1)
+            except RuntimeError:
+                pass
+    one_thread_native_pools("tensorflow")
     return tf
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Flatten, Pool2d, Sum
-from . import Initial, Step, Trace, Unsupported, module_missing, thread_limit
+from . import Initial, Step, Trace, Unsupported, module_missing, one_thread_native_pools, threads_for
 
 _DTYPES = {"float64": "float64", "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
@@ -115,8 +115,10 @@ class TorchAdapter:
     def run(self, case: Case, initial: Initial) -> Trace:
         import torch
 
-        if thread_limit() and torch.get_num_threads() != thread_limit():
-            torch.set_num_threads(thread_limit())
+        threads = threads_for(case)  # the thread policy (adapters.threads_for): 1 unless the case is large
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        one_thread_native_pools("torch")
         dtype = getattr(torch, _DTYPES[case.dtype])
         as_np = lambda t: t.detach().to(torch.float64).numpy().copy()  # noqa: E731
         params = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in initial.params.items()}

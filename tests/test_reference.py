@@ -70,6 +70,13 @@ def test_conv2d(opts):
     assert fd_error(net((2, 4, 7, 6), {"conv2d": {"out_channels": out, **opts}})) < TOL
 
 
+@pytest.mark.parametrize("opts", [dict(kernel_size=3, padding=1), dict(kernel_size=2, dilation=2),
+                                  dict(kernel_size=3, groups=2, padding=[[0, 2], [1, 0]])], ids=str)
+def test_conv2d_few_input_channels(opts):
+    """Four times as many output channels as input ones: dX goes through col2im, not the rotated kernel."""
+    assert fd_error(net((2, 2, 6, 5), {"conv2d": {"out_channels": 8, **opts}})) < TOL
+
+
 DECONV = [
     dict(kernel_size=3), dict(kernel_size=2, stride=2), dict(kernel_size=3, stride=2, padding=1),
     dict(kernel_size=3, stride=2, padding=1, output_padding=1), dict(kernel_size=2, stride=3, output_padding=[2, 1]),

@@ -432,3 +432,37 @@ def test_an_overflowing_intermediate_is_named_as_the_cases():
 
 def test_transposed_conv_cases_exist():  # the flipped-kernel check above skips them; they are FD-tested
     assert any(isinstance(L, ConvTranspose2d) for c in _bundled() for L in c.layers)
+
+
+class CountingReference(NumpyReference):
+    """The reference, counting its runs: the first, and each conditioning re-run."""
+    def __init__(self):
+        self.runs = 0
+
+    def run(self, case, initial, round_off=None):
+        self.runs += 1
+        return super().run(case, initial, round_off)
+
+
+def test_conditioning_runs_only_when_a_comparison_can_use_it():
+    """Re-runs measure allowances: none when nothing is compared, or when the case's own atol is every
+    allowance; once per case however many frameworks are compared."""
+    absent = type("Absent", (NumpyReference,), {"name": "absent", "missing": lambda self: "not installed"})()
+    for frameworks, tolerance, runs in (([absent], None, 1), ([Scripted("fine", lambda t: None)], None, 3),
+                                        ([Scripted("a", lambda t: None), Scripted("b", lambda t: None)], None, 3),
+                                        ([Scripted("fine", lambda t: None)], {"default": {"atol": 1e-9}}, 1),
+                                        ([Scripted("fine", lambda t: None)], {"grad": {"atol": 1e-9}}, 3)):
+        reference = CountingReference()
+        case = _simple(**({"tolerance": tolerance} if tolerance else {}))
+        records = Runner(reference, frameworks).run_case(case).records
+        assert reference.runs == runs, (frameworks, tolerance)
+        assert {r.status for r in records} <= {"pass", "skipped"}
+
+
+def test_the_conditioning_rerun_is_announced_as_the_references():
+    """harness.isolate blames a crash or a time limit on the last adapter announced."""
+    runner = Runner(NumpyReference(), [Scripted("fine", lambda t: None)])
+    announced = []
+    runner.on_adapter_start = lambda case, adapter: announced.append(adapter.name)
+    runner.run_case(_simple())
+    assert announced == ["numpy", "fine", "numpy"]

@@ -1,0 +1,41 @@
+"""The thread policy (README, "Threads"): one thread per framework per worker, more only for a large case."""
+import pytest
+
+import adapters
+from adapters import LARGE_CASE_MACS, case_macs, threads_for
+from harness.loader import load_file
+from harness.tensors import materialize
+from tests.conftest import ROOT, make_case
+
+LARGE = f"{ROOT}/benchmarks/cases/large_net.yaml"
+SMALL = f"{ROOT}/cases/examples/net_5x5.yaml"
+
+
+def test_case_macs_counts_the_largest_layer():
+    (large,) = load_file(LARGE)
+    assert case_macs(large) == 16 * 32 * 32 * 32 * 32 * 9  # conv2: 16×32×32 outputs × 32·3·3 taps
+    deconv = make_case(input={"shape": [2, 4, 5, 5]}, loss={"sum": {}},
+                       model=[{"conv_transpose2d": {"name": "t", "out_channels": 6, "kernel_size": 3, "groups": 2}}])
+    assert case_macs(deconv) == 2 * 4 * 25 * 3 * 9  # every input pixel × (6/2 outputs) × 3·3 taps
+    dense = make_case(input={"shape": [3, 7]}, model=[{"dense": {"name": "d", "out_features": 5}}], loss={"sum": {}})
+    assert case_macs(dense) == 3 * 7 * 5
+
+
+def test_small_cases_get_one_thread_large_ones_the_workers_share(monkeypatch):
+    (small,), (large,) = load_file(SMALL), load_file(LARGE)
+    assert case_macs(small) < LARGE_CASE_MACS <= case_macs(large)
+    monkeypatch.setenv("GRADCONF_THREADS", "3")
+    assert (threads_for(small), threads_for(large)) == (1, 3)
+    monkeypatch.delenv("GRADCONF_THREADS")
+    monkeypatch.setattr(adapters, "usable_cores", lambda: 5)
+    assert (threads_for(small), threads_for(large)) == (1, 5)
+
+
+def test_after_a_run_torch_and_every_blas_pool_use_one_thread():
+    torch = pytest.importorskip("torch")
+    from threadpoolctl import threadpool_info
+    (case,) = load_file(SMALL)
+    torch.set_num_threads(2)
+    adapters.builtin("torch").run(case, materialize(case))
+    assert torch.get_num_threads() == 1
+    assert {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"} == {1}
