@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                       "they run in a child process, so that one that crashes costs its case, not the run")
     run.add_argument("--in-process", **in_process)
     run.add_argument("--timeout", **timeout)
+    run.add_argument("-j", "--jobs", type=int, metavar="N", help="worker processes (default: the usable cores); "
+                     "each imports the frameworks once and runs whole cases; records stay in case order")
 
     for name, helptext in (("validate", "check case files, run nothing"), ("list", "list case ids")):
         sp = sub.add_parser(name, help=helptext)
@@ -323,8 +325,12 @@ def cmd_run(args, argv) -> int:
     if not cases:
         _err("no cases selected")
         return EXIT_INVALID
-    from . import isolate, reportset, session
+    from . import isolate, pool, reportset, session
     from .report import now, run_fingerprint
+    jobs = pool.default_workers() if args.jobs is None else args.jobs
+    if jobs < 1 or (args.in_process and args.jobs not in (None, 1)):
+        why = f"must be >= 1, got {jobs}" if jobs < 1 else "--in-process runs every case in this one process"
+        return _report_invalid([CaseError(why, ("-j",), COMMAND_LINE)])
     why = reportset.check_out_dir(args.out, reportset.expected_bytes(len(cases) * (1 + len(frameworks))))
     try:
         folder = None if why else reportset.RunFolder.create(args.out)
@@ -343,7 +349,7 @@ def cmd_run(args, argv) -> int:
         folder.begin(fingerprint(()), [c.id for c in cases])
         outcome = session.execute(Runner(reference, frameworks), cases, folder,
                                   isolate.available() and not args.in_process, args.timeout, fingerprint,
-                                  progress.step)
+                                  progress.step, workers=min(jobs, len(cases)))
     except OSError as e:  # the stream's first line did not fit
         outcome = session.Outcome(stream_error=e)
     progress.close()

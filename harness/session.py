@@ -81,8 +81,11 @@ class Outcome:
 
 def execute(runner: Runner, cases: Sequence, folder: RunFolder | None, isolated: bool,
             time_limit: float | None, finish: Callable[[], dict],
-            on_case: Callable[[object, list], None] = lambda case, records: None) -> Outcome:
-    """Run `cases`, streaming each one's records to `folder`, until done, a signal, or a full disk."""
+            on_case: Callable[[object, list], None] = lambda case, records: None, workers: int = 1) -> Outcome:
+    """Run `cases`, streaming each one's records to `folder`, until done, a signal, or a full disk;
+    isolated with `workers` > 1: on that many children (harness.pool), the records still in case order."""
+    if isolated and workers > 1:
+        return _execute_pool(runner, cases, folder, time_limit, finish, on_case, workers)
     out = Outcome()
     child = isolate.IsolatedRunner(runner, finish, time_limit) if isolated else None
     here: list[Record] = []  # in this process: the finished frameworks' records of the case in flight
@@ -114,6 +117,51 @@ def execute(runner: Runner, cases: Sequence, folder: RunFolder | None, isolated:
         if child is not None:
             child.close()
     return out
+
+
+def _execute_pool(runner: Runner, cases: Sequence, folder: RunFolder | None, time_limit: float | None,
+                  finish: Callable[[], dict], on_case: Callable[[object, list], None], workers: int) -> Outcome:
+    """execute() on a harness.pool.Pool. On a signal: every finished case is kept (those that waited for
+    an earlier one too, in case order), and of the first case in flight, the frameworks that finished it."""
+    from .pool import Pool
+    out, ran = Outcome(), Pool(runner, workers, finish, time_limit)
+    results = ran.run(cases)
+    try:
+        with interrupts():
+            for case, records in results:
+                if not _keep(out, case, records, folder, on_case):
+                    break
+            if out.stream_error is None:
+                out.info = ran.finish()
+    except Interrupted as e:
+        out.signum = e.signum
+        results.close()  # kills the busy children, keeping what they had sent
+        flying = ran.in_flight(cases)[:1]  # the first case in flight (Outcome.partial names one)
+        first = cases.index(flying[0][0]) if flying else len(cases)
+        for index in sorted(i for i in ran.finished if i < first):
+            _keep(out, cases[index], ran.finished[index], folder, on_case)
+        for case, records in flying:
+            _keep_partial(out, case, records, folder)
+        for index in sorted(i for i in ran.finished if i > first):
+            _keep(out, cases[index], ran.finished[index], folder, on_case)
+    finally:
+        results.close()
+        ran.close()
+    return out
+
+
+def _keep(out: Outcome, case, records: list[Record], folder: RunFolder | None, on_case) -> bool:
+    """One finished case into the outcome and the stream; False if the stream could not take it."""
+    out.records += records
+    out.cases_run += 1
+    on_case(case, records)
+    if folder is not None:
+        try:
+            folder.add(case.id, records)
+        except OSError as e:
+            out.stream_error = e
+            return False
+    return True
 
 
 def _keep_partial(out: Outcome, case, records: list[Record], folder: RunFolder | None) -> None:

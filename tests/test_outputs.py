@@ -18,7 +18,7 @@ def test_a_killed_run_leaves_the_previous_set_and_report_rebuilds_its_stream(tmp
     p = start("run", "cases/examples", "--frameworks", "numpy", "--out", str(out), "-q", "-k", "net_5x5_delta")
     assert p.wait(timeout=120) == 0
     before = {n: (out / n).read_text() for n in ("results.json", "results.csv", "report.md", "report.html")}
-    proc, _, pidfile = hanging_run(tmp_path, "--timeout", "0")
+    proc, _, pidfile = hanging_run(tmp_path, "--timeout", "0", "-j", "1")  # the stream of one worker
     child = wait_for(pidfile, proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
@@ -99,7 +99,7 @@ def test_a_disk_that_fills_during_the_run_stops_it_and_keeps_what_was_streamed(s
     before = (out / "report.md").read_text()
     filler = small_disk / "filler"
     p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy",
-                        "--adapter", "tests.planted:FillsDisk", "--out", str(out), "-q"], cwd=ROOT,
+                        "--adapter", "tests.planted:FillsDisk", "--out", str(out), "-q", "-j", "1"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120, env={**os.environ, "GRADCONF_TEST_FILL": str(filler)})
     assert p.returncode == 2, p.stdout + p.stderr
     assert "Traceback" not in p.stderr and "No space left on device" in p.stderr

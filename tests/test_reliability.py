@@ -29,7 +29,7 @@ def test_a_hanging_adapter_costs_its_case_an_error_naming_the_limit(tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_the_run_and_keeps_every_finished_case(tmp_path, signum):
-    proc, out, pidfile = hanging_run(tmp_path, "--timeout", "0", start_new_session=True)  # no limit
+    proc, out, pidfile = hanging_run(tmp_path, "--timeout", "0", "-j", "1", start_new_session=True)  # no limit
     child = wait_for(pidfile, proc)
     if signum == signal.SIGINT:  # Ctrl-C: the terminal signals the whole process group, the child too
         os.killpg(proc.pid, signum)
