@@ -20,13 +20,20 @@ from harness.case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Flatt
 from . import Initial, Step, Trace, Unsupported, module_missing, one_thread_native_pools
 
 
+_THREADS_SET = False  # once per process
+
+
 def _import_tf():
     """TensorFlow, on one intra-op and one inter-op thread (the thread policy, adapters.threads_for) unless
     TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS say otherwise. Its pools are fixed when it runs its
     first op, so no per-case choice: nearly every case is small, where a second thread costs (measured:
     benchmarks/bench_threads.py), and the large benchmark case gains only ~20% from one."""
+    global _THREADS_SET
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
+    if _THREADS_SET:
+        return tf
+    _THREADS_SET = True
     for variable, get, set_ in (("TF_NUM_INTRAOP_THREADS", tf.config.threading.get_intra_op_parallelism_threads,
                                  tf.config.threading.set_intra_op_parallelism_threads),
                                 ("TF_NUM_INTEROP_THREADS", tf.config.threading.get_inter_op_parallelism_threads,

@@ -1,4 +1,6 @@
 """The thread policy (README, "Threads"): one thread per framework per worker, more only for a large case."""
+import os
+
 import pytest
 
 import adapters
@@ -39,3 +41,18 @@ def test_after_a_run_torch_and_every_blas_pool_use_one_thread():
     adapters.builtin("torch").run(case, materialize(case))
     assert torch.get_num_threads() == 1
     assert {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"} == {1}
+
+
+def test_tensorflow_runs_on_one_intra_and_one_inter_op_thread(tmp_path):
+    """In a fresh process, as a worker is: TensorFlow's pools are fixed by its first op."""
+    pytest.importorskip("tensorflow")
+    import subprocess
+    import sys
+    code = ("import adapters, tensorflow as tf\nfrom harness.loader import load_file\n"
+            "from harness.tensors import materialize\n"
+            f"(case,) = load_file({SMALL!r})\nadapters.builtin('tensorflow').run(case, materialize(case))\n"
+            "print(tf.config.threading.get_intra_op_parallelism_threads(),"
+            " tf.config.threading.get_inter_op_parallelism_threads())")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.stdout.split() == ["1", "1"], done.stderr[-2000:]
