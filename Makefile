@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench clean
+.PHONY: run test bench compare clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,6 +17,9 @@ test: $(VENV)/.installed  ## the harness's own tests and every bundled case, on 
 
 bench: $(VENV)/.installed  ## the benchmarks (ratios, one run each)
 	$(BIN)/python benchmarks/run_all.py
+
+compare: $(VENV)/.installed  ## this tree against 519fb2c, side by side (README, Benchmarks; ~10 min)
+	$(BIN)/python benchmarks/compare_baseline.py
 
 clean:
 	rm -rf $(VENV) reports/results.* reports/report.* reports/latest reports/.runs

@@ -1,7 +1,9 @@
 """Every benchmark, one run each, ratios printed (`make bench`). See README, "Benchmarks".
 
     python benchmarks/run_all.py            # all
-    python benchmarks/run_all.py conv pytest  # some: conv, overhead, adapters, pytest, families, report
+    python benchmarks/run_all.py conv pytest  # some: conv, overhead, adapters, pytest, families, report, threads
+
+Against the commit before the speed work, side by side: benchmarks/compare_baseline.py (`make compare`).
 """
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tabulate import tabulate  # noqa: E402
 
-from benchmarks import bench_adapters, bench_conv, bench_families, bench_overhead, bench_pytest, bench_report  # noqa: E402
+from benchmarks import (bench_adapters, bench_conv, bench_families, bench_overhead, bench_pytest,  # noqa: E402
+                        bench_report, bench_threads)
 
 BENCHMARKS = {"conv": bench_conv, "overhead": bench_overhead, "adapters": bench_adapters, "pytest": bench_pytest,
-              "families": bench_families, "report": bench_report}
+              "families": bench_families, "report": bench_report, "threads": bench_threads}
 
 
 def main(names: list[str]) -> None:
