@@ -81,30 +81,10 @@ class TensorflowAdapter:
         return f"{tf.__version__} (keras {keras.__version__})"
 
     def known_divergences(self, case: Case) -> dict[str, str]:
-        """The catalogued divergences (docs/divergences.md) whose conditions `case` meets: id -> gist."""
-        opt, found = case.optimizer, {}
-        for L in case.layers:
-            if (type(L) is Conv2d and case.dtype == "float32" and L.in_shape[1] // L.groups == 1
-                    and L.stride[0] == 1 and L.stride[1] >= 2 and L.dilation[1] * (L.kernel_size[1] - 1) + 1 >= 6):
-                found["TF-ONEDNN-1CH"] = "oneDNN's float32 conv is wrong for one input channel, wide kernels, strides"
-            if case.dtype == "bfloat16" and L.param("bias") and np.prod(L.out_shape) // L.out_shape[1] >= 64:
-                # a bias gradient sums N·Ho·Wo (dense: N) terms per channel
-                found["TF-BF16-BIASADD"] = "Keras' bias_add sums a bfloat16 bias gradient in bfloat16"
-        if opt is None:
-            return found
-        adam = opt.kind == "adam"
-        if adam:
-            found["TF-ADAM-EPS"] = "Keras' Adam adds epsilon to sqrt(v), torch.optim to the bias-corrected sqrt(v̂)"
-        if opt.weight_decay and (adam or opt.momentum):
-            found["TF-WD"] = "Keras' weight_decay is decoupled; torch.optim's is L2 added to the gradient"
-        hyper = [opt.weight_decay, *(opt.betas if adam else [opt.momentum])]
-        if case.dtype == "float64" and any(h != float(np.float32(h)) for h in hyper):
-            found["TF-HYPER32"] = "Keras casts momentum, betas and weight_decay through float32"
-        if adam and case.dtype == "bfloat16" and 1.0 - opt.betas[1] <= 2.0 ** -9:  # beta_2 rounds to 1.0
-            found["TF-ADAM-BF16"] = "beta_2 is 1.0 in bfloat16, so Keras' Adam step size is 0"
-        if adam and case.dtype == "float16":
-            found["HALF-ADAM"] = "Adam's moments kept in float16 underflow for small gradients"
-        return found
+        """The catalogued divergences (docs/divergences.md) whose conditions `case` meets on this machine:
+        id -> gist. The conditions live in harness.divergences, shared with `xfail: {tensorflow: ID}`."""
+        from harness.divergences import known
+        return known(self.name, case)
 
     # -------------------------------------------------------------- layers (x is NHWC when 4-D)
 

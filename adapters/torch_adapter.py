@@ -37,9 +37,8 @@ class TorchAdapter:
 
     def known_divergences(self, case) -> dict[str, str]:
         """The catalogued divergences (docs/divergences.md) whose conditions `case` meets: id -> gist."""
-        if case.optimizer is not None and case.optimizer.kind == "adam" and case.dtype == "float16":
-            return {"HALF-ADAM": "Adam's moments kept in float16 underflow for small gradients"}
-        return {}
+        from harness.divergences import known
+        return known(self.name, case)
 
     # -------------------------------------------------------------- layers
 

@@ -270,9 +270,10 @@ class IsolatedRunner:
             if framework is None or framework == self.reference.name:  # nothing to compare against: the case is lost
                 lost = dict.fromkeys([self.reference.name, *names])
                 notes = [_note(case, n, "error", why, self.reference.name) for n in lost]
-                return Runner.apply_xfail(case, CaseResult(case, records + notes))
+                return Runner.apply_xfail(case, CaseResult(case, records + notes), self.runner.platform)
             records += Runner.apply_xfail(case, CaseResult(case, [_note(case, framework, "error", why,
-                                                                        self.reference.name)])).records
+                                                                        self.reference.name)]),
+                                          self.runner.platform).records
             names.remove(framework)  # the same case again, without the framework that died on it
 
     def partial(self, case) -> list[Record]:

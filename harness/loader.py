@@ -14,6 +14,7 @@ from .case import (ACTIVATIONS, DTYPES, INITS, LOSSES, OPTIMIZERS, QUANTITIES, A
                    ConvTranspose2d, Dense, Expect, Flatten, Layer, Loss, Optimizer, Padding, Pair, Param,
                    Pool2d, Shape, Sum, TensorSpec, Tol)
 from .errors import CaseError, CaseErrors, Conflict, ShapeError, did_you_mean, every_error, unknown
+from .divergences import CATALOGUE, unknown_ids
 from .tolerance import LARGEST
 
 TOP_KEYS = ("name", "description", "tags", "dtype", "seed", "input", "model", "loss", "optimizer", "steps",
@@ -680,6 +681,11 @@ def _xfail(data: dict) -> dict:
     xfail = _check_keys(data.get("xfail"), known_names(), ("xfail",), "xfail")
     for fw, why in xfail.items():
         _str(why, ("xfail", fw))
+        bad = unknown_ids(why)
+        if bad:
+            raise CaseError(f"unknown divergence id(s) {', '.join(bad)}; the catalogue holds "
+                            f"{', '.join(CATALOGUE)} (docs/divergences.md); any other text is a free-text reason",
+                            ("xfail", fw))
     return dict(xfail)
 
 

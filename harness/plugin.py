@@ -191,6 +191,7 @@ def _frameworks(config) -> list[str]:
 
 class CaseFile(pytest.File):
     def collect(self):
+        from .divergences import expectation
         from .loader import load_file
         # Named as the user can open it from where pytest runs (the rootdir may be elsewhere).
         rel = os.path.relpath(self.path)
@@ -209,8 +210,9 @@ class CaseFile(pytest.File):
             for fw in _frameworks(self.config):
                 item = CaseItem.from_parent(self, name=f"{case.id}[{fw}]", case=case, framework=fw)
                 item.add_marker(getattr(pytest.mark, fw))
-                if fw in case.xfail:  # a known divergence: pytest's own strict xfail (a pass is XPASS(strict))
-                    item.add_marker(pytest.mark.xfail(reason=case.xfail[fw], strict=True, raises=CaseFailure))
+                expected = expectation(case, fw)  # a known divergence, where it applies on this machine:
+                if expected is not None and expected.applies:  # pytest's xfail (strict: a pass is XPASS(strict))
+                    item.add_marker(pytest.mark.xfail(reason=expected.why, strict=expected.strict, raises=CaseFailure))
                 item.extra_keyword_matches.update(case.tags)  # `-k conv2d` selects by tag
                 yield item
 

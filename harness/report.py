@@ -20,10 +20,12 @@ def now() -> str:
 
 
 def run_fingerprint(command: str, reference: str, adapters, started: str | None = None) -> dict:
-    """The `run` block of results.json: start time, command, platform, Python, every framework's version."""
+    """The `run` block of results.json: start time, command, platform, Python, every framework's version,
+    and the detected hardware facts."""
     import platform
 
     from . import __version__
+    from .hardware import detect
     versions = {}
     for a in adapters:
         try:
@@ -32,7 +34,9 @@ def run_fingerprint(command: str, reference: str, adapters, started: str | None 
             versions[a.name] = f"unknown ({type(e).__name__})"
     return {"started": started or now(), "command": command,
             "gradconf": __version__, "platform": platform.platform(), "python": platform.python_version(),
-            "reference": reference, "frameworks": versions}
+            "reference": reference, "frameworks": versions,
+            # the facts hardware-dependent xfail marks were decided on (harness/divergences.py)
+            "hardware": {**detect().to_dict(), "described": detect().describe()}}
 
 
 def _json_safe(v):

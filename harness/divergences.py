@@ -1,0 +1,199 @@
+"""The divergence catalogue's conditions, machine-checkable (the prose and sources: docs/divergences.md).
+
+Each entry says, for a case and the detected platform, whether its divergence *shows* (a mismatch is
+expected: `xfail: {FRAMEWORK: ID}` applies), *may* show (named as a hint on a failure, never expected),
+or cannot. Conditions are the case's dtype, optimizer, layer options and steps, and the platform facts
+the run detects (harness.hardware). An entry whose appearance the run cannot fully predict is
+non-strict: where it applies, a mismatch is an xfail and a match is a pass that says the divergence did
+not show, never an xpass.
+
+`xfail:` in a case: a value made only of catalogue ids ("TF-ADAM-EPS" or "TF-ADAM-EPS, TF-WD") applies to
+the variants where one of those entries shows; any other text is a free-text reason and applies always.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .case import Case, Conv2d, TensorSpec
+from .hardware import Platform, detect
+
+SHOWS, MAY = "shows", "may"
+_ID_LIST = re.compile(r"^\s*[A-Z][A-Z0-9]*(-[A-Z0-9]+)+(\s*[,\s]\s*[A-Z][A-Z0-9]*(-[A-Z0-9]+)+)*\s*$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    frameworks: tuple[str, ...]
+    gist: str
+    condition: Callable[[Case, Platform], tuple[str | None, str]]  # -> (SHOWS | MAY | None, why)
+    strict: bool = True
+    not_strict_because: str = ""
+
+
+def _bound(spec: TensorSpec | None) -> float | None:
+    """The largest |value| a tensor spec can hold (None: unbounded or unknown)."""
+    if spec is None:
+        return None
+    if spec.values is not None:
+        return float(np.max(np.abs(spec.values), initial=0.0))
+    if spec.init == "uniform":
+        return max(abs(spec.low), abs(spec.high))
+    if spec.init == "normal":
+        return abs(spec.mean) + 6.0 * spec.std
+    return {"zeros": 0.0, "ones": 1.0}.get(spec.init)
+
+
+def _tiny_gradients(case: Case, bound: float) -> bool:
+    """The backpropagated gradient is given (`grad_output`) and no larger than `bound`."""
+    b = _bound(case.loss.target) if case.loss.kind == "grad_output" else None
+    return b is not None and b <= bound
+
+
+def _f32_inexact(x: float) -> bool:
+    return x != float(np.float32(x))
+
+
+def _onednn_1ch(case: Case, p: Platform):
+    wide = [L for L in case.layers if type(L) is Conv2d and L.in_shape[1] // L.groups == 1 and L.stride[0] == 1
+            and L.stride[1] >= 2 and L.dilation[1] * (L.kernel_size[1] - 1) + 1 >= 6]
+    if case.dtype != "float32" or not wide:
+        return None, "no float32 conv with one input channel, a kernel 6+ wide and stride (1, 2+)"
+    if not p.onednn:
+        return None, f"oneDNN is off ({p.describe()})"
+    if p.onednn_avx512 is False:
+        return None, f"oneDNN's AVX-512 kernels are not in use ({p.describe()})"
+    return SHOWS, f"conv {wide[0].name}: one input channel, wide strided kernel, float32; {p.describe()}"
+
+
+def _bf16_biasadd(case: Case, p: Platform):
+    if case.dtype != "bfloat16":
+        return None, "not bfloat16"
+    terms = max((int(np.prod(L.out_shape)) // L.out_shape[1] for L in case.layers if L.param("bias")), default=0)
+    if terms >= 4096:
+        return SHOWS, f"a bfloat16 bias gradient summed over {terms} terms"
+    return (MAY, f"a bfloat16 bias gradient over {terms} terms") if terms >= 64 else (None, "short bias sums")
+
+
+def _adam_eps(case: Case, p: Platform):
+    opt = case.optimizer
+    if opt is None or opt.kind != "adam":
+        return None, "no Adam"
+    if case.dtype == "float64":
+        return SHOWS, "Adam in float64: the epsilon placement is far above float64 rounding"
+    if _tiny_gradients(case, 1e-4):
+        return SHOWS, "Adam with backpropagated gradients below 1e-4"
+    return MAY, "Adam: visible where gradients come near epsilon"
+
+
+def _wd(case: Case, p: Platform):
+    opt = case.optimizer
+    if opt is None or not opt.weight_decay:
+        return None, "no weight decay"
+    if opt.kind == "adam":
+        return SHOWS, "Adam with weight decay"
+    if opt.momentum and (opt.nesterov or case.steps >= 2):  # plain momentum: the same update at step 1
+        return SHOWS, "momentum with weight decay" + ("" if opt.nesterov else " over 2+ steps")
+    return None, "plain SGD: coupled and decoupled decay are the same update"
+
+
+def _hyper32(case: Case, p: Platform):
+    opt = case.optimizer
+    if opt is None or case.dtype != "float64":
+        return None, "not a float64 optimizer"
+    if _f32_inexact(opt.weight_decay):
+        return SHOWS, f"weight_decay {opt.weight_decay} is not a float32 number"
+    if opt.kind == "sgd" and opt.momentum and _f32_inexact(opt.momentum) and (opt.nesterov or case.steps >= 2):
+        return SHOWS, f"momentum {opt.momentum} is not a float32 number"
+    if opt.kind == "adam" and any(map(_f32_inexact, opt.betas)) and case.steps >= 2:  # step 1: betas cancel
+        return SHOWS, f"betas {list(opt.betas)} are not float32 numbers"
+    return None, "every hyperparameter is a float32 number (or not used yet)"
+
+
+def _adam_bf16(case: Case, p: Platform):
+    opt = case.optimizer
+    if opt is not None and opt.kind == "adam" and case.dtype == "bfloat16" and 1.0 - opt.betas[1] <= 2.0 ** -9:
+        return SHOWS, "beta_2 rounds to 1.0 in bfloat16"
+    return None, "not bfloat16 Adam with beta_2 near 1"
+
+
+def _half_adam(case: Case, p: Platform):
+    opt = case.optimizer
+    if opt is None or opt.kind != "adam" or case.dtype != "float16":
+        return None, "not float16 Adam"
+    if _tiny_gradients(case, 8e-3):
+        return SHOWS, "float16 Adam with gradients below 8e-3"
+    return MAY, "float16 Adam"
+
+
+CATALOGUE: dict[str, Entry] = {e.id: e for e in [
+    Entry("TF-ADAM-EPS", ("tensorflow",), "Keras' Adam adds epsilon to sqrt(v), torch.optim to the bias-corrected "
+          "sqrt(v̂)", _adam_eps),
+    Entry("TF-HYPER32", ("tensorflow",), "Keras casts momentum, betas and weight_decay through float32", _hyper32),
+    Entry("TF-WD", ("tensorflow",), "Keras' weight_decay is decoupled; torch.optim's is L2 added to the gradient", _wd),
+    Entry("TF-ADAM-BF16", ("tensorflow",), "beta_2 is 1.0 in bfloat16, so Keras' Adam step size is 0", _adam_bf16),
+    Entry("TF-ONEDNN-1CH", ("tensorflow",), "oneDNN's float32 conv is wrong for one input channel, wide kernels, "
+          "strides", _onednn_1ch, strict=False,
+          not_strict_because="it shows only at some shapes of that kind, and was measured on one CPU (AMD Zen 4, "
+                             "AVX-512); another AVX-512 CPU may take other oneDNN kernels"),
+    Entry("TF-BF16-BIASADD", ("tensorflow",), "Keras' bias_add sums a bfloat16 bias gradient in bfloat16",
+          _bf16_biasadd),
+    Entry("HALF-ADAM", ("torch", "tensorflow"), "Adam's moments kept in float16 underflow for small gradients",
+          _half_adam),
+]}
+# Catalogued in docs/divergences.md but avoided by the adapter's configuration: no case can show them.
+AVOIDED = {"TF-LR32"}
+
+
+def cited_ids(text: str) -> list[str] | None:
+    """The ids of an `xfail:` value made only of catalogue-style ids, else None (free text)."""
+    if not _ID_LIST.match(text):
+        return None
+    return re.findall(r"[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+", text)
+
+
+def known(framework: str, case: Case, platform: Platform | None = None) -> dict[str, str]:
+    """id -> gist of the entries for `framework` that show or may show on `case` (a failure's hint)."""
+    platform = platform or detect()
+    return {e.id: e.gist for e in CATALOGUE.values()
+            if framework in e.frameworks and e.condition(case, platform)[0] is not None}
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """How a case's `xfail:` mark for one framework applies on this platform."""
+    applies: bool
+    strict: bool
+    why: str
+
+
+def expectation(case: Case, framework: str, platform: Platform | None = None) -> Expectation | None:
+    """None: no mark for this framework. Else whether it applies here, strictly or not, and why."""
+    text = case.xfail.get(framework)
+    if text is None:
+        return None
+    ids = cited_ids(text)
+    if ids is None:
+        return Expectation(True, True, text)
+    platform = platform or detect()
+    shown, absent = [], []
+    for i in ids:
+        entry = CATALOGUE[i]
+        level, why = entry.condition(case, platform) if framework in entry.frameworks else (None, f"not {framework}")
+        (shown if level == SHOWS else absent).append((entry, why))
+    if not shown:
+        return Expectation(False, True, "; ".join(f"{e.id} not expected here: {why}" for e, why in absent))
+    loose = [e for e, _ in shown if not e.strict]
+    why = "; ".join(f"{e.id} ({why})" for e, why in shown)
+    if loose:
+        why += "; non-strict: " + "; ".join(f"{e.id} {e.not_strict_because}" for e in loose)
+    return Expectation(True, not loose, why)
+
+
+def unknown_ids(text: str) -> list[str]:
+    """The ids in an id-only `xfail:` value that the catalogue does not hold (for the loader)."""
+    return [i for i in cited_ids(text) or () if i not in CATALOGUE]
