@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Pool2d, Sum, Tol
+from .case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Layer, Pool2d, Sum, Tol
 from .tensors import round_to
 
 EPS = {"float64": 2.0 ** -52, "float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
@@ -144,15 +144,30 @@ def adam_slack(case: Case, tensor: str, grads: list[np.ndarray]):
     return slack
 
 
+def value_signs(a, salt: int) -> np.ndarray:
+    """±1 per element, a function of |value| and `salt` alone: pseudo-random across distinct values, and the
+    same for equal ones. Every framework receives the same numbers and rounds an elementwise result as a
+    function of its input, so the conditioning runs must keep what the given numbers fix: an exact tie in a
+    max-pool window stays a tie (the first cell wins), a 0 stays 0, and x·w − x·w stays 0. Random signs per
+    position broke such ties, and the reference's gradient then moved by whole units: slack that let a
+    max-pool routing to the last maximum pass (measured: an error of 88 under an atol of 236)."""
+    bits = np.atleast_1d(np.abs(np.asarray(a, dtype=np.float64))).view(np.uint64)
+    h = (bits ^ np.uint64(salt)) * np.uint64(0x9E3779B97F4A7C15)  # arrays wrap around silently (a hash)
+    h ^= h >> np.uint64(31)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    return np.where((h >> np.uint64(63)) == 1, 1.0, -1.0).reshape(np.shape(a))
+
+
 def perturbed(case: Case, initial, draw: int):
-    """The initial tensors, each element scaled by (1 ± PERTURBATION·rounding_scale); class ids left alone."""
+    """The initial tensors, each element scaled by (1 ± PERTURBATION·rounding_scale), the sign a function of
+    its value (value_signs: equal values stay equal); class ids left alone."""
     from adapters import Initial
-    rng = np.random.default_rng([case.seed, 0x6E015E, draw])
+    salt = int(np.random.default_rng([case.seed, 0x6E015E, draw]).integers(1 << 62))
     delta = PERTURBATION * rounding_scale(case)
     keep_target = case.loss.kind == "cross_entropy"
 
     def shake(a):
-        return a * (1.0 + delta * rng.choice([-1.0, 1.0], size=np.shape(a)))
+        return a * (1.0 + delta * value_signs(a, salt))
     target = initial.target if keep_target or initial.target is None else shake(initial.target)
     return Initial(shake(initial.input), {k: shake(v) for k, v in initial.params.items()}, target)
 
@@ -163,16 +178,16 @@ def rounded_layers(case: Case, draw: int):
     dtype (measured: up to 7 in TensorFlow's float64 tanh, 1 in torch's), each with its own last bits,
     and reads the derivative back from that output (tanh' = 1 − y², σ' = σ(1 − σ)); near saturation
     those bits decide it. Their errors are not random: a tanh that is a few ulps high everywhere moves a
-    sum of many derivatives coherently. So draw 0 picks the signs at random, and draw 1 rounds every
+    sum of many derivatives coherently. So draw 0 picks the signs pseudo-randomly by value, and draw 1 rounds every
     output up. Cross-entropy's softmax is rounded the same way: for a confident row its sum is 1 + tiny
     and p − 1 at the true class a difference of nearly equal numbers; a framework rounds both at eps·1,
     where the float64 reference keeps the tiny part exactly."""
-    rng = np.random.default_rng([case.seed, 0x6E015E, draw, 1])
+    salt = int(np.random.default_rng([case.seed, 0x6E015E, draw, 1]).integers(1 << 62))
     delta = PERTURBATION * EPS[case.dtype]
 
-    def round_off(a: np.ndarray, layer) -> None:
+    def round_off(a: np.ndarray, layer) -> None:  # signs by value (value_signs): equal outputs stay tied
         if (isinstance(layer, Activation) and layer.kind != "relu") or layer == "softmax":
-            a *= 1.0 + delta * (rng.choice([-1.0, 1.0], size=np.shape(a)) if draw == 0 else 1.0)
+            a *= 1.0 + delta * (value_signs(a, salt) if draw == 0 else 1.0)
     return round_off
 
 
@@ -212,3 +227,29 @@ def stored_in_dtype(case: Case, shift: float):
             a[near] = -a[near]
     round_off.wants_terms = shift != 0.0
     return round_off
+
+
+class ExactZeros:
+    """The layer outputs that are exactly 0 for the given tensors, recorded in order from one reference run
+    (`record` as its round_off, changing nothing), then held at 0 in each conditioning run (`pin`).
+    A 0 the given numbers fix — integer inputs and weights that cancel, a zero-padded window — is 0 in every
+    framework, and ReLU′(0) = 0 there; a perturbed run that moved it off 0 would let the ReLU pass a
+    gradient and turn the routing of that 0 into slack (the slack that hides ReLU′(0) = 1)."""
+
+    def __init__(self):
+        self.masks: list = []
+
+    def record(self, a: np.ndarray, layer, terms=None) -> None:
+        self.masks.append(np.asarray(a) == 0 if isinstance(layer, Layer) else None)
+
+    def pin(self, round_off):
+        """`round_off`, then every recorded 0 of that call's array put back to 0 (calls come in the same order)."""
+        calls = iter(self.masks)
+
+        def pinned(a: np.ndarray, layer, **terms) -> None:
+            round_off(a, layer, **terms)
+            mask = next(calls, None)
+            if mask is not None and mask.shape == np.shape(a):
+                np.copyto(a, 0.0, where=mask)
+        pinned.wants_terms = getattr(round_off, "wants_terms", False)
+        return pinned
