@@ -292,29 +292,21 @@ def select_adapters(frameworks: str | None, reference: str, extra: list[str]):
                 raise CaseError(f"unknown framework `{n}`{did_you_mean(n, known)}; known: {', '.join(known)}",
                                 ("--frameworks",), COMMAND_LINE)
         chosen = [get(n) for n in dict.fromkeys([*names, *plugins])]  # an --adapter always runs
-    else:  # every installed one, plus every --adapter; a broken plug-in nobody named costs only its own records
-        every = (plugins.get(n) or registry.builtin_or_unloadable(n) for n in known)
-        chosen = [a for a in every if _installed(a)]
+    else:  # every known one, plus every --adapter; a broken plug-in nobody named costs only its own records, and
+        # one that is not installed here a `skipped` record per case saying so (the runner asks `missing()`)
+        chosen = [plugins.get(n) or registry.builtin_or_unloadable(n) for n in known]
     return get(reference), chosen
-
-
-def _installed(adapter) -> bool:
-    """Whether an adapter nobody named runs: not if it says it is missing; yes if asking that raises
-    (its every case is then an `error` saying so, harness.runner)."""
-    try:
-        return not adapter.missing()
-    except Exception:
-        return True
 
 
 def summarize(records, run: dict | None = None) -> str:
     from .render import console_text
     from .summary import summarize_records
-    return console_text(summarize_records(records, run))
+    skipped = sorted({(r.framework, r.message) for r in records if r.status == "skipped"})  # not installed, say
+    return console_text(summarize_records(records, run)) + "".join(f"\n{fw} skipped: {why}" for fw, why in skipped)
 
 
 def cmd_run(args, argv) -> int:
-    from .runner import FAILING, Runner
+    from .runner import COMPARED, FAILING, Runner
     try:  # adapters first: a case may name an --adapter's framework in `xfail:`
         reference, frameworks = _adapters(args)
         cases = _selected_cases(args)
@@ -375,6 +367,13 @@ def cmd_run(args, argv) -> int:
     signum = outcome.signum or (late[0] if late else None)
     if signum:
         return 128 + signum
+    compared = sum(r.status in COMPARED for r in records)
+    if not compared:  # a run that checked nothing has not passed
+        _err(f"nothing was compared: {len(cases)} case(s), and no framework other than the reference "
+             f"{reference.name} ran on them, and no golden `expect:` values were checked "
+             f"(--frameworks names the frameworks to compare; skipped, unsupported and error records are "
+             f"in the reports)")
+        return EXIT_FAIL
     return EXIT_FAIL if bad else EXIT_OK
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from adapters import Adapter, Initial, Trace
 from .case import Activation, Case
-from .compare import Comparison, compare
+from .compare import compare
 from .divergences import expectation
 from .errors import Unsupported
 from .tensors import materialize
@@ -27,6 +27,7 @@ from .tolerance import (HALF, LARGEST, NOISE_FACTOR, Allowance, ExactZeros, adam
                         perturbed, rounded_layers, stored_in_dtype)
 
 FAILING = ("fail", "error", "xpass")
+COMPARED = ("pass", "fail", "xfail", "xpass")  # a comparison was made
 
 
 @dataclass
@@ -179,6 +180,23 @@ def _settle(adapter: Adapter) -> None:
         gc.freeze()
 
 
+def _malformed(actual, desired) -> str | None:
+    """What is wrong with an adapter's array, or None: it must be real, floating-point and of the
+    reference's shape (a one-element array stands for a scalar). Converting a complex array to float
+    would drop its imaginary part with only a ComplexWarning, and an integer one hides a truncation."""
+    try:
+        a = np.asarray(actual)
+    except Exception as e:
+        return f"something that is not an array ({type(e).__name__}: {e})"
+    if np.iscomplexobj(a):
+        return f"complex values (dtype {a.dtype}), not real ones"
+    if a.dtype.kind != "f" and "float" not in a.dtype.name:  # ml_dtypes' bfloat16 is a float of kind 'V'
+        return f"an array of dtype {a.dtype}, not floating-point"
+    if a.shape != np.shape(desired) and not (a.size == 1 == np.size(desired)):
+        return f"shape {list(a.shape)} where the reference has {list(np.shape(desired))}"
+    return None
+
+
 def _is_trace(trace) -> bool:
     """Shaped like a Trace: a list of steps, each with a loss, an output, and dicts of grads and params."""
     steps = getattr(trace, "steps", None)
@@ -217,25 +235,27 @@ class Runner:
         ref_step = ref.trace.steps[step - 1]
         magnitude = ref_step.magnitude.get(quantity) if tensor is None else None
         allow = allowance(case, quantity, tensor, step, desired, magnitude)
-        if actual is None:
-            cmp = Comparison(False, None, None, None, None, None, None, f"{framework} returned no {quantity}"
-                             f"{' for ' + tensor if tensor else ''} at step {step}")
-        else:
-            extra = ref.slack.get((step, quantity, tensor), 0.0)
-            if override(case, quantity, tensor).atol is not None:  # a case's own atol is applied exactly
-                extra = None
-            elif reference == "expected" and framework == self.reference.name:
-                # The reference against golden values: at its own rounding level. The measured slack is
-                # room for the frameworks' rounding, and it must not loosen what a golden value pins.
-                extra = None
-            cmp = compare(actual, desired, allow, extra)
-            if cmp.non_finite and (magnitude or 0.0) > LARGEST[case.dtype]:
-                cmp = dataclasses.replace(cmp, message=f"{cmp.message}; the terms it is computed from reach "
-                                          f"{magnitude:.4g}, beyond {case.dtype}'s largest value "
-                                          f"{LARGEST[case.dtype]:.6g}: an intermediate overflows (the case, "
-                                          f"not the framework)")
-            if extra is not None:  # the record states the atol applied (Adam's varies by element: its largest)
-                allow = Allowance(allow.rtol, allow.atol + float(np.max(extra)))
+        what = f"{quantity}{' ' + tensor if tensor else ''} at step {step}"
+        malformed = "nothing" if actual is None else _malformed(actual, desired)
+        if malformed:  # not a result to compare: the adapter's own error, named
+            return Record(case.id, framework, reference, step, quantity, tensor, list(np.shape(desired)), case.dtype,
+                          None, None, None, allow.rtol, allow.atol, "error", f"{framework} returned {malformed} for "
+                          f"{what}", family=case.family, file=case.file, line=case.line)
+        extra = ref.slack.get((step, quantity, tensor), 0.0)
+        if override(case, quantity, tensor).atol is not None:  # a case's own atol is applied exactly
+            extra = None
+        elif reference == "expected" and framework == self.reference.name:
+            # The reference against golden values: at its own rounding level. The measured slack is
+            # room for the frameworks' rounding, and it must not loosen what a golden value pins.
+            extra = None
+        cmp = compare(actual, desired, allow, extra)
+        if cmp.non_finite and (magnitude or 0.0) > LARGEST[case.dtype]:
+            cmp = dataclasses.replace(cmp, message=f"{cmp.message}; the terms it is computed from reach "
+                                      f"{magnitude:.4g}, beyond {case.dtype}'s largest value "
+                                      f"{LARGEST[case.dtype]:.6g}: an intermediate overflows (the case, "
+                                      f"not the framework)")
+        if extra is not None:  # the record states the atol applied (Adam's varies by element: its largest)
+            allow = Allowance(allow.rtol, allow.atol + float(np.max(extra)))
         return Record(case.id, framework, reference, step, quantity, tensor, list(np.shape(desired)), case.dtype,
                       cmp.max_abs_err, cmp.max_rel_err, cmp.worst_index, allow.rtol, allow.atol,
                       "pass" if cmp.ok else "fail", cmp.message, cmp.ratio, cmp.actual, cmp.desired,

@@ -33,13 +33,16 @@ def test_adapters_name_the_divergences_that_bundled_xfail_marks_cite():
     catalogue and with the marks: every cited id is named for its case, and every named id is real."""
     import adapters
     cases, _ = load_paths([os.path.join(ROOT, "cases")], 12)
-    named, per_mark = set(), {}  # a family's mark cites what any of its variants may show: compare the union
+    named, per_mark = set(), {}  # a free-text mark cites what any variant may show: compare the union
     for case in cases:
         for fw in ("torch", "tensorflow"):
             ids = set(adapters.builtin(fw).known_divergences(case))
             named |= ids
-            if fw in case.xfail:
+            if fw in case.xfail and cited_ids(case.xfail[fw]) is None:
                 per_mark.setdefault((case.family or case.id, fw, case.xfail[fw]), set()).update(ids)
+            elif fw in case.xfail and expectation(case, fw).applies:  # an id mark: where it applies, it is named
+                shown = {i for i in cited_ids(case.xfail[fw]) if i in expectation(case, fw).why}
+                assert shown and shown <= ids, (case.id, fw, shown, ids)
     assert per_mark
     for (name, fw, why), ids in per_mark.items():
         assert set(re.findall(r"\b[A-Z]+-[A-Z0-9-]+\b", why)) <= ids, (name, fw, ids)

@@ -11,7 +11,8 @@ from harness.loader import load_paths
 from harness.runner import CaseResult, Runner
 from tests import mutation
 from tests.conftest import ROOT
-from tests.planted import MUTANTS, MaxPoolLastMax, MaxPoolSpreadTies
+from tests.planted import MUTANTS
+from tests.planted_layers import MaxPoolLastMax, MaxPoolSpreadTies
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from adapters import numpy_ref
 from adapters.numpy_ref import NumpyReference
 from harness.case import Activation, Conv2d, ConvTranspose2d
 from harness.loader import load_paths
+from harness import runner as runner_module
 from harness.runner import FAILING, CaseResult, Runner
 from tests.conftest import ROOT, make_case
 from tests.planted import WrongTanhDerivative
@@ -306,13 +307,16 @@ def test_a_failure_that_fits_a_known_divergence_says_so():
     assert "fits known divergence(s) of declares: TF-ADAM-EPS, TF-WD" in describe_failures(case, "declares", mine)
 
 
-def test_a_max_pool_tie_made_by_float16_rounding_is_within_the_allowance():
+def test_a_max_pool_tie_made_by_float16_rounding_is_within_the_allowance(monkeypatch):
     """Two cells of a window round to the same float16 value: torch sends the gradient to the first, as
-    every float16 framework does. The third conditioning run makes the same tie; without it torch was
-    called wrong by 13x."""
+    every float16 framework does. The third conditioning run makes the same tie: with the perturbed runs
+    taken out (whether their signs move this routing is luck), it alone passes torch, and without it
+    torch was called wrong by 13x."""
     torch_adapter = pytest.importorskip("adapters.torch_adapter")
     pytest.importorskip("torch")
     case = next(c for c in _bundled() if c.id == "half_maxpool_tie_f16")
+    assert _statuses(Runner(NumpyReference(), [torch_adapter.TorchAdapter()]).run_case(case).records, "torch") == {"pass"}
+    monkeypatch.setattr(runner_module, "perturbed", lambda case, initial, draw: initial)  # alone: no luck of signs
     assert _statuses(Runner(NumpyReference(), [torch_adapter.TorchAdapter()]).run_case(case).records, "torch") == {"pass"}
     assert "fail" in _statuses(Runner(WithoutRounding(), [torch_adapter.TorchAdapter()]).run_case(case).records, "torch")
 
@@ -334,12 +338,15 @@ def test_a_max_pool_tie_made_by_tensorflows_float16_sigmoid_is_within_the_allowa
 def test_a_relu_input_whose_sign_float16_accumulation_leaves_undetermined_is_within_the_allowance(monkeypatch):
     """A transposed-conv output of 3e-4 summed from terms up to 0.27: torch accumulates it to exactly 0,
     and its ReLU blocks a gradient the float64 reference passes. The shifted half-type run flips such
-    signs; without the flip torch (and TF) were called wrong by 1.29x."""
+    signs; with the perturbed runs taken out (whether their signs move this ReLU is luck), the flip alone
+    passes torch, and without it torch (and TF) were called wrong by 1.29x."""
     torch_adapter = pytest.importorskip("adapters.torch_adapter")
     pytest.importorskip("torch")
     from harness import tolerance
     case = next(c for c in _bundled() if c.id == "half_relu_undetermined_f16")
     runner = Runner(NumpyReference(), [torch_adapter.TorchAdapter()])
+    assert _statuses(runner.run_case(case).records, "torch") == {"pass"}
+    monkeypatch.setattr(runner_module, "perturbed", lambda case, initial, draw: initial)  # alone: no luck of signs
     assert _statuses(runner.run_case(case).records, "torch") == {"pass"}
     monkeypatch.setitem(tolerance.UNDETERMINED, ConvTranspose2d, 0.0)
     assert "fail" in _statuses(runner.run_case(case).records, "torch")
