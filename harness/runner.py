@@ -56,6 +56,9 @@ class Record:
     # On a failing framework's records: the catalogued divergences (docs/divergences.md) whose
     # conditions the case meets, as the adapter declares them, e.g. "TF-ADAM-EPS, TF-HYPER32".
     known: str | None = None
+    # Where the case marks this framework with `xfail:`: whether the mark applied here and why
+    # (harness/divergences.py), e.g. "applied (non-strict): TF-ONEDNN-1CH (...)" or "not applied: ...".
+    divergence: str | None = None
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in _FIELDS}  # shallow: every field is a plain value
@@ -426,6 +429,10 @@ class Runner:
             if not mine or any(r.status in ("skipped", "unsupported") for r in mine):
                 continue
             expected = expectation(case, fw, platform)
+            decision = ("not applied" if not expected.applies else "applied" if expected.strict
+                        else "applied (non-strict)")
+            for r in mine:
+                r.divergence = f"{decision}: {expected.why}"
             if not expected.applies:
                 for r in mine:
                     r.message = f"{r.message} [xfail not applied: {expected.why}]".strip()

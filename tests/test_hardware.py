@@ -85,3 +85,24 @@ def test_the_onednn_case_passes_the_run_whichever_code_path_tensorflow_takes(env
             assert "xfail" in statuses  # on the kind of CPU it was measured on, it shows
     else:
         assert statuses == {"pass"} and all("xfail not applied: TF-ONEDNN-1CH" in r["message"] for r in records)
+
+
+@pytest.mark.parametrize("flags, conforms, statuses, decision", [
+    (AVX512, True, {"pass"}, "applied (non-strict)"),           # the divergence did not show: a pass, no xpass
+    (AVX512, False, {"pass", "xfail"}, "applied (non-strict)"),  # it showed (in the input gradient)
+    (AVX2_ONLY, True, {"pass"}, "not applied"),                   # its code path does not run: compared
+    (AVX2_ONLY, False, {"pass", "fail"}, "not applied"),          # ... so a wrong result there is a failure
+])
+def test_both_outcomes_from_injected_platform_facts_in_the_records(flags, conforms, statuses, decision):
+    from adapters.numpy_ref import NumpyReference
+    from harness.runner import Runner
+    from tests.planted_layers import ConvDxNoRotation
+
+    stand_in = (NumpyReference if conforms else ConvDxNoRotation)()
+    stand_in.name = "tensorflow"  # the mark is keyed by framework name
+    (case,) = load_file(ONEDNN_CASE)
+    platform = from_environment({}, flags, "x86_64")
+    records = [r for r in Runner(NumpyReference(), [stand_in], platform).run_case(case).records
+               if r.framework == "tensorflow"]
+    assert {r.status for r in records} == statuses
+    assert all(r.divergence.startswith(f"{decision}: ") and "TF-ONEDNN-1CH" in r.divergence for r in records)
