@@ -205,6 +205,11 @@ class TensorflowAdapter:
     # -------------------------------------------------------------- run
 
     def run(self, case: Case, initial: Initial) -> Trace:
+        if case.dtype == "bfloat16":
+            from harness.hardware import detect
+            blocked = detect().tf_bfloat16_blocked()
+            if blocked:
+                raise Unsupported(blocked)
         tf = _import_tf()
         dtype = getattr(tf, case.dtype)
         kinds = _kinds(case)

@@ -45,6 +45,17 @@ class Platform:
             return None
         return _AVX512_CORE <= self.cpu_flags
 
+    def tf_bfloat16_blocked(self) -> str | None:
+        """Why TensorFlow cannot run bfloat16 here, or None. TensorFlow sends bfloat16 ops to oneDNN when the
+        CPU has AVX-512; capped below it (ONEDNN_MAX_CPU_ISA=AVX2 on such a CPU), oneDNN has no bfloat16
+        kernel, and TensorFlow fails them (measured, TF 2.21: AbortedError "could not create a primitive
+        descriptor" in Conv2D, a segfault in MatMul). An AVX2-only CPU never sends them there."""
+        if self.onednn and self.onednn_avx512 is False and self.cpu_flags and _AVX512_CORE <= self.cpu_flags:
+            return (f"TensorFlow sends bfloat16 ops to oneDNN on this AVX-512 CPU, but ONEDNN_MAX_CPU_ISA="
+                    f"{self.isa_cap} leaves oneDNN no bfloat16 kernel: TensorFlow fails them here (AbortedError, "
+                    f"or a segfault in MatMul); unset it, or set TF_ENABLE_ONEDNN_OPTS=0")
+        return None
+
     def describe(self) -> str:
         avx = {True: "AVX-512 usable", False: "no AVX-512", None: "AVX-512 unknown"}[self.onednn_avx512]
         cap = f", ONEDNN_MAX_CPU_ISA={self.isa_cap}" if self.isa_cap else ""

@@ -106,3 +106,31 @@ def test_both_outcomes_from_injected_platform_facts_in_the_records(flags, confor
                if r.framework == "tensorflow"]
     assert {r.status for r in records} == statuses
     assert all(r.divergence.startswith(f"{decision}: ") and "TF-ONEDNN-1CH" in r.divergence for r in records)
+
+
+def test_tensorflow_bfloat16_is_unsupported_where_oneDNN_is_capped_below_the_cpus_avx512():
+    """TensorFlow sends bfloat16 to oneDNN on an AVX-512 CPU; ONEDNN_MAX_CPU_ISA=AVX2 there leaves oneDNN no
+    bfloat16 kernel. The adapter says so (`unsupported`) instead of an AbortedError or a segfault."""
+    capped = from_environment({"ONEDNN_MAX_CPU_ISA": "AVX2"}, AVX512, "x86_64")
+    assert "ONEDNN_MAX_CPU_ISA=AVX2" in capped.tf_bfloat16_blocked()
+    for fine in (from_environment({}, AVX512, "x86_64"), from_environment({}, AVX2_ONLY, "x86_64"),
+                 from_environment({"ONEDNN_MAX_CPU_ISA": "AVX2", "TF_ENABLE_ONEDNN_OPTS": "0"}, AVX512, "x86_64")):
+        assert fine.tf_bfloat16_blocked() is None
+
+
+def test_a_bfloat16_case_under_a_capped_onednn_is_unsupported_not_an_error(tmp_path):
+    pytest.importorskip("tensorflow")
+    if not (measured_cpu() or _avx512_here()):
+        pytest.skip("needs an AVX-512 CPU to cap")
+    case = os.path.join(ROOT, "cases", "layers", "half_bias_rounding_bf16.yaml")
+    p = subprocess.run([sys.executable, "-m", "harness", "run", case, "--frameworks", "tensorflow", "--out",
+                        str(tmp_path), "-q"], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    records = [r for r in json.load(open(tmp_path / "results.json"))["records"] if r["framework"] == "tensorflow"]
+    assert [r["status"] for r in records] == ["unsupported"] and "ONEDNN_MAX_CPU_ISA" in records[0]["message"]
+    assert p.returncode == 1 and "nothing was compared" in p.stderr  # TensorFlow was the only framework asked
+
+
+def _avx512_here() -> bool:
+    return bool(from_environment({}).cpu_flags and {"avx512f", "avx512bw", "avx512vl", "avx512dq"}
+                <= from_environment({}).cpu_flags)
