@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 
-import numpy as np
 
 from adapters import numpy_ref as ref
 from adapters.numpy_ref import NumpyReference
@@ -67,13 +66,3 @@ def _keeping_input(kind, change):
         dx, grads = backward(dy, inner, L)
         return change(x, dy, L, dx, grads)
     return ref._PARAMETRIC, kind, (fwd, bwd)
-
-
-def _conv_dw(x, dy, L, dilation, group_shift=0):
-    """A conv's weight gradient from its input windows at `dilation`, group g's from group g + shift."""
-    n, g = x.shape[0], L.groups
-    win = ref._windows(x, L.kernel_size, L.stride, dilation, L.padding, L.out_shape[2:])
-    win = np.roll(win.reshape(n, g, -1, *win.shape[2:]), -group_shift, axis=1)
-    dyg = dy.reshape(n, g, -1, *dy.shape[2:])
-    return np.einsum("ngcijyx,ngoyx->gocij", win, dyg).reshape(L.out_channels, -1, *L.kernel_size)
-
