@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 
-
 from adapters import numpy_ref as ref
 from adapters.numpy_ref import NumpyReference
 
