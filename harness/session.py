@@ -136,7 +136,9 @@ def _execute_pool(runner: Runner, cases: Sequence, folder: RunFolder | None, tim
     except Interrupted as e:
         out.signum = e.signum
         results.close()  # kills the busy children, keeping what they had sent
-        flying = ran.in_flight(cases)[:1]  # the first case in flight (Outcome.partial names one)
+        # The first case in flight that has finished frameworks (Outcome.partial names one); a case in
+        # flight with none finished has nothing to keep, and must not hide a later one that has.
+        flying = [(case, records) for case, records in ran.in_flight(cases) if records][:1]
         first = cases.index(flying[0][0]) if flying else len(cases)
         for index in sorted(i for i in ran.finished if i < first):
             _keep(out, cases[index], ran.finished[index], folder, on_case)
