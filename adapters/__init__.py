@@ -68,7 +68,7 @@ class Adapter(Protocol):
 
 
 _BUILTIN = {"numpy": "adapters.numpy_ref:NumpyReference", "torch": "adapters.torch_adapter:TorchAdapter",
-            "tensorflow": "adapters.tensorflow_adapter:TensorflowAdapter"}
+            "tensorflow": "adapters.tensorflow_adapter:TensorflowAdapter", "jax": "adapters.jax_adapter:JaxAdapter"}
 ENTRY_POINT_GROUP = "gradconf.adapters"
 
 

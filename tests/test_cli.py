@@ -75,7 +75,7 @@ def test_one_invalid_file_stops_a_run_before_anything_runs(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--frameworks", "numpy,pytorch"], "unknown framework `pytorch`; did you mean `torch`?"),
-    (["--reference", "jax"], "unknown reference `jax`"),
+    (["--reference", "mxnet"], "unknown reference `mxnet`"),
     (["--adapter", "nosuchmodule:Thing"], "cannot load adapter 'nosuchmodule:Thing'"),
     (["--count", "0"], "--count: must be >= 1, got 0"),
     (["-k", "conv and ("], "cannot parse -k expression"),

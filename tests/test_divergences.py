@@ -48,7 +48,7 @@ def test_adapters_name_the_divergences_that_bundled_xfail_marks_cite():
     cases, _ = load_paths([os.path.join(ROOT, "cases")], 12)
     named, per_mark = set(), {}  # a free-text mark cites what any variant may show: compare the union
     for case in cases:
-        for fw in ("torch", "tensorflow"):
+        for fw in ("torch", "tensorflow", "jax"):
             ids = set(adapters.builtin(fw).known_divergences(case))
             named |= ids
             if fw in case.xfail and cited_ids(case.xfail[fw]) is None:
@@ -61,14 +61,14 @@ def test_adapters_name_the_divergences_that_bundled_xfail_marks_cite():
         assert set(re.findall(r"\b[A-Z]+-[A-Z0-9-]+\b", why)) <= ids, (name, fw, ids)
     platform_dependent = {"TF-ONEDNN-1CH"} - set(known("tensorflow", _onednn_case()))  # absent where its path is
     assert named <= IDS and {"TF-ADAM-EPS", "TF-HYPER32", "TF-WD", "TF-ADAM-BF16", "HALF-ADAM", "TF-ONEDNN-1CH",
-                             "TF-BF16-BIASADD"} - platform_dependent <= named
+                             "TF-BF16-BIASADD", "JAX-BF16-BCAST-GRAD"} - platform_dependent <= named
     (plain,) = load_file(os.path.join(ROOT, "cases", "examples", "sum_3x3.yaml"))  # float64 SGD, no momentum
     assert adapters.builtin("tensorflow").known_divergences(plain) == {}
 
 
 def test_catalogue_lists_its_ids():
     assert {"TF-ADAM-EPS", "TF-HYPER32", "TF-WD", "TF-LR32", "TF-ADAM-BF16", "HALF-ADAM", "TF-ONEDNN-1CH",
-            "TF-BF16-BIASADD"} <= IDS
+            "TF-BF16-BIASADD", "JAX-BF16-BCAST-GRAD"} <= IDS
     for path in re.findall(r"`(cases/[^`*]+\.yaml)`", CATALOGUE):
         assert os.path.exists(os.path.join(ROOT, path)), path
 

@@ -1,0 +1,199 @@
+"""JAX: jax.numpy / jax.lax primitives, `jax.value_and_grad` for gradients, optax for updates.
+
+The canonical layout is used as is: `lax.conv_general_dilated` takes NCHW / OIHW dimension numbers,
+explicit per-side padding, kernel dilation and feature groups natively. A transposed convolution is
+the same primitive with the input dilated by the stride (`lhs_dilation`) and the kernel flipped and
+regrouped to OIHW; its per-side cropping and `output_padding` are that conv's (negative or extra)
+padding, so they need no slicing. Pools are `lax.reduce_window` (max from -inf, so padding never
+wins; average as a window sum over the kernel area, or over a window count of ones when padding is
+excluded). The optimizers are optax's, configured to the case's numbers: torch.optim's conventions
+(L2 weight decay coupled into the gradient, `eps` outside the root of the bias-corrected moment)
+are optax's too, so no divergence is expected there.
+
+float64 needs `jax_enable_x64`, set when the adapter first imports JAX, which it does lazily. CPU
+only: the adapter asks for the CPU platform before JAX starts, so a machine with an accelerator gives
+the same numbers as one without.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from harness.case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Flatten, Pool2d, Sum
+from . import Initial, Step, Trace, Unsupported, module_missing, one_thread_native_pools
+
+
+def xla_flags(flags: str, threads: int | None) -> str:
+    """XLA_FLAGS for the CPU client: the older elemental emitters instead of the fusion emitters (each case
+    compiles one program, and that compile costs more than the run: 2.3x less CPU this way; the results
+    differ from the default's by rounding only, README), and a thread pool of `threads`. A user's flag wins."""
+    extra = [] if "xla_cpu_use_fusion_emitters" in flags else ["--xla_cpu_use_fusion_emitters=false"]
+    if threads and "intra_op_parallelism_threads" not in flags:
+        extra += [f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}",
+                  f"intra_op_parallelism_threads={threads}"]
+    return " ".join([flags, *extra]).strip()
+
+
+def _import_jax():
+    """jax with float64 on and the CPU as its device; XLA's flags set before its CPU client starts. XLA fixes
+    its thread pool then, as TensorFlow does, so JAX stays on one thread (the thread policy, README "Threads")."""
+    if "jax" not in sys.modules:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""), 1)
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    one_thread_native_pools("jax")
+    return jax
+
+
+# The primitives every layer is built from, in one table: tests/test_jax_adapter.py plants bugs here.
+# Each entry is (jax module, jax.lax module) -> the function, resolved at run time.
+def _conv(jnp, lax, x, w, L: Conv2d):
+    return lax.conv_general_dilated(x, w, window_strides=L.stride, padding=L.padding, rhs_dilation=L.dilation,
+                                    feature_group_count=L.groups, dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+
+def _conv_transpose(jnp, lax, x, w, L: ConvTranspose2d):
+    """The gradient of a conv w.r.t. its input, as a conv: the input dilated by the stride, the IOHW
+    kernel regrouped to OIHW and flipped, padded by d·(k−1) less the cropping (plus output_padding)."""
+    g, (cin, cout_g, kh, kw) = L.groups, w.shape
+    w = w.reshape(g, cin // g, cout_g, kh, kw).transpose(0, 2, 1, 3, 4).reshape(g * cout_g, cin // g, kh, kw)
+    w = jnp.flip(w, axis=(2, 3))
+    reach = [L.dilation[i] * (L.kernel_size[i] - 1) for i in range(2)]
+    pad = [(reach[i] - L.padding[i][0], reach[i] - L.padding[i][1] + L.output_padding[i]) for i in range(2)]
+    return lax.conv_general_dilated(x, w, window_strides=(1, 1), padding=pad, lhs_dilation=L.stride,
+                                    rhs_dilation=L.dilation, feature_group_count=g,
+                                    dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+
+def _window(lax, x, init, op, L: Pool2d):
+    return lax.reduce_window(x, init, op, (1, 1, *L.kernel_size), (1, 1, *L.stride),
+                             ((0, 0), (0, 0), *L.padding))
+
+
+def _max_pool(jnp, lax, x, L: Pool2d):
+    return _window(lax, x, np.array(-np.inf, x.dtype), lax.max, L)
+
+
+def _avg_pool(jnp, lax, x, L: Pool2d):
+    total = _window(lax, x, np.array(0, x.dtype), lax.add, L)
+    if L.count_include_pad or L.padding == ((0, 0), (0, 0)):
+        return total / (L.kernel_size[0] * L.kernel_size[1])
+    cells = _window(lax, jnp.ones((1, 1, *x.shape[2:]), x.dtype), np.array(0, x.dtype), lax.add, L)
+    return total / cells  # real (unpadded) cells in each window
+
+
+def _optimizer(opt):
+    """optax, as torch.optim does it: L2 weight decay added to the gradient before the step."""
+    import optax
+    if opt.kind == "sgd":
+        step = optax.sgd(opt.lr, momentum=opt.momentum or None, nesterov=opt.nesterov)
+    else:
+        step = optax.adam(opt.lr, b1=opt.betas[0], b2=opt.betas[1], eps=opt.eps)
+    return optax.chain(optax.add_decayed_weights(opt.weight_decay), step) if opt.weight_decay else step
+
+
+PRIMITIVES = {
+    "conv": _conv,
+    "conv_transpose": _conv_transpose,
+    "max_pool": _max_pool,
+    "avg_pool": _avg_pool,
+    "sigmoid": lambda jnp, lax, x: __import__("jax").nn.sigmoid(x),
+    "tanh": lambda jnp, lax, x: jnp.tanh(x),
+    "relu": lambda jnp, lax, x: __import__("jax").nn.relu(x),
+    "dense": lambda jnp, lax, x, w: x @ w.T,
+    "flatten": lambda jnp, lax, x: x.reshape(x.shape[0], -1),  # NCHW row-major: the canonical feature order
+    "mse": lambda jnp, lax, y, t: jnp.mean(jnp.square(y - t)),
+    "half_sse": lambda jnp, lax, y, t: 0.5 * jnp.sum(jnp.square(t - y)),
+    "sum": lambda jnp, lax, y, t: jnp.sum(y),
+    "cross_entropy": lambda jnp, lax, y, t: jnp.mean(
+        __import__("optax").softmax_cross_entropy_with_integer_labels(y, t)),
+    "grad_output": lambda jnp, lax, y, t: jnp.sum(y * t),
+    "optimizer": _optimizer,
+}
+
+
+def _bias(x, b):
+    return x if b is None else x + b.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+class JaxAdapter:
+    name = "jax"
+
+    def missing(self):
+        return module_missing("jax") or module_missing("optax")
+
+    def version(self):
+        jax = _import_jax()
+        import jaxlib
+        import optax
+        return f"{jax.__version__} (jaxlib {jaxlib.__version__}, optax {optax.__version__})"
+
+    def known_divergences(self, case: Case) -> dict[str, str]:
+        """The catalogued divergences (docs/divergences.md) whose conditions `case` meets on this machine:
+        id -> gist. The conditions live in harness.divergences, shared with `xfail: {jax: ID}`."""
+        from harness.divergences import known
+        return known(self.name, case)
+
+    def _layer(self, jnp, lax, L, x, p):
+        P = PRIMITIVES
+        if isinstance(L, Conv2d):
+            conv = P["conv_transpose"] if isinstance(L, ConvTranspose2d) else P["conv"]
+            return _bias(conv(jnp, lax, x, p[f"{L.name}.weight"], L), p.get(f"{L.name}.bias"))
+        if isinstance(L, Pool2d):
+            return P[f"{L.kind}_pool"](jnp, lax, x, L)
+        if isinstance(L, Activation):
+            return P[L.kind](jnp, lax, x)
+        if isinstance(L, Flatten):
+            return P["flatten"](jnp, lax, x)
+        if isinstance(L, Sum):
+            return jnp.sum(x)
+        if isinstance(L, Dense):
+            return _bias(P["dense"](jnp, lax, x, p[f"{L.name}.weight"]), p.get(f"{L.name}.bias"))
+        raise Unsupported(f"no JAX mapping for layer {L.name} ({L.type})")
+
+    def run(self, case: Case, initial: Initial) -> Trace:
+        jax = _import_jax()
+        import jax.numpy as jnp
+        import optax
+        lax = jax.lax
+        dtype = jnp.dtype(case.dtype)
+        params = {k: jax.device_put(v.astype(dtype)) for k, v in initial.params.items()}  # cast on the host: no XLA op
+        x = jax.device_put(initial.input.astype(dtype))
+        target = None
+        if initial.target is not None:
+            target = jax.device_put(initial.target.astype(np.int64)) if case.loss.kind == "cross_entropy" else \
+                jax.device_put(initial.target.astype(dtype))
+
+        def forward(params, x):
+            y = x
+            for L in case.layers:
+                y = self._layer(jnp, lax, L, y, params)
+            return PRIMITIVES[case.loss.kind](jnp, lax, y, target), y
+
+        value_and_grad = jax.value_and_grad(forward, argnums=(0, 1), has_aux=True)
+        opt = PRIMITIVES["optimizer"](case.optimizer) if case.optimizer is not None and params else None
+
+        def every_step(params, x):
+            state = opt.init(params) if opt is not None else None
+            out = []
+            for _ in range(case.steps):
+                (loss, y), (grads, input_grad) = value_and_grad(params, x)
+                if opt is not None:
+                    updates, state = opt.update(grads, state, params)
+                    params = optax.apply_updates(params, updates)
+                out.append((loss, y, grads, input_grad, params))
+            return out
+
+        # One XLA program per case (every step, its gradients and updates): compiling costs far more than
+        # running these small cases, and op-by-op dispatch would compile every primitive on its own.
+        as_np = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+        steps = []
+        for loss, y, param_grads, input_grad, after in jax.jit(every_step)(params, x):
+            grads = {k: as_np(g) for k, g in param_grads.items()}
+            grads["input"] = as_np(input_grad)
+            steps.append(Step(as_np(loss), as_np(y), grads,
+                              {k: as_np(v) for k, v in after.items()} if opt is not None else {}))
+        return Trace(steps)

@@ -1,0 +1,60 @@
+"""The JAX adapter: it conforms on the bundled cases that exercise each primitive, and every bug planted in
+its primitives (tests/planted_jax.py) makes at least one of them fail."""
+import dataclasses
+import os
+
+import pytest
+
+from adapters.numpy_ref import NumpyReference
+from harness.loader import load_file
+from harness.runner import Runner
+from tests.conftest import ROOT
+from tests.planted_jax import MUTATIONS
+
+pytest.importorskip("jax")
+pytest.importorskip("optax")
+from adapters import jax_adapter  # noqa: E402
+
+
+def _statuses(name: str) -> set[str]:
+    """The jax statuses on a bundled case: "layers/pool_ties", or a family's variant "families/nets[78]"."""
+    path, _, variant = name.rstrip("]").partition("[")
+    cases = load_file(os.path.join(ROOT, "cases", f"{path}.yaml"))
+    (case,) = [c for c in cases if c.id.endswith(f"[{variant}]")] if variant else cases
+    records = Runner(NumpyReference(), [jax_adapter.JaxAdapter()]).run_case(case).records
+    return {r.status for r in records if r.framework == "jax"}
+
+
+def test_the_unpatched_adapter_passes_every_case_the_mutations_use():
+    names = sorted({n for _, _, cases in MUTATIONS.values() for n in cases})
+    statuses = {n: _statuses(n) for n in names}
+    assert {n: s for n, s in statuses.items() if not s <= {"pass", "xfail"}} == {}
+
+
+@pytest.mark.parametrize("mutation", list(MUTATIONS))
+def test_a_planted_bug_fails_a_bundled_case(mutation, monkeypatch):
+    primitive, replacement, cases = MUTATIONS[mutation]
+    monkeypatch.setitem(jax_adapter.PRIMITIVES, primitive, replacement)
+    caught = [n for n in cases if _statuses(n) & {"fail", "error"}]
+    assert caught, f"{mutation}: no failure on {cases}"
+
+
+def test_xla_flags_keep_the_users_and_add_the_thread_pool():
+    assert jax_adapter.xla_flags("", None) == "--xla_cpu_use_fusion_emitters=false"
+    assert jax_adapter.xla_flags("--xla_cpu_use_fusion_emitters=true", 1) == (
+        "--xla_cpu_use_fusion_emitters=true --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    assert "intra_op_parallelism_threads=4" in jax_adapter.xla_flags("intra_op_parallelism_threads=4", 2)
+    assert jax_adapter.xla_flags("intra_op_parallelism_threads=4", 2).count("intra_op") == 1
+
+
+@pytest.mark.parametrize("name", ["half_adam_underflow", "tf_bfloat16_bias_gradient"])
+def test_the_jax_divergences_are_real(name):
+    """HALF-ADAM and JAX-BF16-BCAST-GRAD on jax: marked, the case is an xfail; without the mark, a failure."""
+    from harness.divergences import expectation
+    (case,) = load_file(os.path.join(ROOT, "cases", "divergences", f"{name}.yaml"))
+    assert expectation(case, "jax").applies and expectation(case, "jax").strict
+    runner = Runner(NumpyReference(), [jax_adapter.JaxAdapter()])
+    marked = {r.status for r in runner.run_case(case).records if r.framework == "jax"}
+    unmarked = {r.status for r in runner.run_case(dataclasses.replace(case, xfail={})).records if r.framework == "jax"}
+    assert "xfail" in marked and "fail" not in marked
+    assert "fail" in unmarked
