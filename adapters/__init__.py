@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from harness.errors import Unsupported  # re-exported: adapters raise it
+from gradconf.errors import Unsupported  # re-exported: adapters raise it
 
 __all__ = ["Adapter", "Initial", "Step", "Trace", "Unsupported", "builtin", "known_names", "load_adapter"]
 
@@ -67,8 +67,8 @@ class Adapter(Protocol):
         conditions the case meets (named on its failures)."""
 
 
-_BUILTIN = {"numpy": "adapters.numpy_ref:NumpyReference", "torch": "adapters.torch_adapter:TorchAdapter",
-            "tensorflow": "adapters.tensorflow_adapter:TensorflowAdapter", "jax": "adapters.jax_adapter:JaxAdapter"}
+_BUILTIN = {"numpy": "gradconf.adapters.numpy_ref:NumpyReference", "torch": "gradconf.adapters.torch_adapter:TorchAdapter",
+            "tensorflow": "gradconf.adapters.tensorflow_adapter:TensorflowAdapter", "jax": "gradconf.adapters.jax_adapter:JaxAdapter"}
 ENTRY_POINT_GROUP = "gradconf.adapters"
 
 
@@ -179,7 +179,7 @@ LARGE_CASE_MACS = 1 << 24
 
 def case_macs(case) -> int:
     """Multiply-adds of the case's largest layer (forward pass; a backward costs about twice as much)."""
-    from harness.case import Conv2d, ConvTranspose2d, Dense
+    from gradconf.case import Conv2d, ConvTranspose2d, Dense
     largest = 0
     for L in case.layers:
         if isinstance(L, Conv2d):  # a transposed conv: every input pixel meets every tap

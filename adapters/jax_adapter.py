@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from harness.case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Flatten, Pool2d, Sum
+from gradconf.case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Flatten, Pool2d, Sum
 from . import Initial, Step, Trace, Unsupported, module_missing, one_thread_native_pools
 
 
@@ -134,7 +134,7 @@ class JaxAdapter:
     def known_divergences(self, case: Case) -> dict[str, str]:
         """The catalogued divergences (docs/divergences.md) whose conditions `case` meets on this machine:
         id -> gist. The conditions live in harness.divergences, shared with `xfail: {jax: ID}`."""
-        from harness.divergences import known
+        from gradconf.divergences import known
         return known(self.name, case)
 
     def _layer(self, jnp, lax, L, x, p):

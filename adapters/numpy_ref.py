@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from harness.case import Activation, Conv2d, ConvTranspose2d, Dense, Flatten, Layer, Optimizer, Pool2d, Sum
+from gradconf.case import Activation, Conv2d, ConvTranspose2d, Dense, Flatten, Layer, Optimizer, Pool2d, Sum
 
 from . import Initial, Step, Trace, one_thread_native_pools, thread_limit, usable_cores
 

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from harness.case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Flatten, Pool2d, Sum
+from gradconf.case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Flatten, Pool2d, Sum
 from . import Initial, Step, Trace, Unsupported, module_missing, one_thread_native_pools
 
 
@@ -83,7 +83,7 @@ class TensorflowAdapter:
     def known_divergences(self, case: Case) -> dict[str, str]:
         """The catalogued divergences (docs/divergences.md) whose conditions `case` meets on this machine:
         id -> gist. The conditions live in harness.divergences, shared with `xfail: {tensorflow: ID}`."""
-        from harness.divergences import known
+        from gradconf.divergences import known
         return known(self.name, case)
 
     # -------------------------------------------------------------- layers (x is NHWC when 4-D)
@@ -206,7 +206,7 @@ class TensorflowAdapter:
 
     def run(self, case: Case, initial: Initial) -> Trace:
         if case.dtype == "bfloat16":
-            from harness.hardware import detect
+            from gradconf.hardware import detect
             blocked = detect().tf_bfloat16_blocked()
             if blocked:
                 raise Unsupported(blocked)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Flatten, Pool2d, Sum
+from gradconf.case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Flatten, Pool2d, Sum
 from . import Initial, Step, Trace, Unsupported, module_missing, one_thread_native_pools, threads_for
 
 _DTYPES = {"float64": "float64", "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
@@ -37,7 +37,7 @@ class TorchAdapter:
 
     def known_divergences(self, case) -> dict[str, str]:
         """The catalogued divergences (docs/divergences.md) whose conditions `case` meets: id -> gist."""
-        from harness.divergences import known
+        from gradconf.divergences import known
         return known(self.name, case)
 
     # -------------------------------------------------------------- layers

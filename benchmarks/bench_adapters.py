@@ -15,8 +15,8 @@ try:
 except ImportError:  # run as a script from benchmarks/
     from timing import best_of, best_of_each
 
-from harness.loader import load_file
-from harness.tensors import materialize
+from gradconf.loader import load_file
+from gradconf.tensors import materialize
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = os.path.join(HERE, "..", "cases", "examples", "sum_3x3_f32.yaml")
@@ -134,8 +134,8 @@ def tf_eager_vs_function(init, repeat):
 
 
 def main(repeat: int = 5) -> list[dict]:
-    from adapters.tensorflow_adapter import TensorflowAdapter
-    from adapters.torch_adapter import TorchAdapter
+    from gradconf.adapters.tensorflow_adapter import TensorflowAdapter
+    from gradconf.adapters.torch_adapter import TorchAdapter
     rows = []
     for label, path, scripts in (("tiny", TINY, {"torch": torch_tiny, "tensorflow": tf_tiny}),
                                  ("large", LARGE, {"torch": torch_large, "tensorflow": tf_large})):

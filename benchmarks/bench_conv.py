@@ -17,8 +17,8 @@ try:
 except ImportError:  # run as a script from benchmarks/
     from timing import median_ratio
 
-from adapters.numpy_ref import conv2d_backward, conv2d_forward
-from harness.case import Conv2d
+from gradconf.adapters.numpy_ref import conv2d_backward, conv2d_forward
+from gradconf.case import Conv2d
 
 N, C, O, H, W, K = 16, 64, 64, 56, 56, 3
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import tempfile
 import time
 
-from adapters import builtin, known_names
-from harness.loader import load_paths
-from harness.report import write_reports
-from harness.runner import Runner
+from gradconf.adapters import builtin, known_names
+from gradconf.loader import load_paths
+from gradconf.report import write_reports
+from gradconf.runner import Runner
 
 
 def main(count: int | None = None) -> list[dict]:

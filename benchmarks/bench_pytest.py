@@ -31,7 +31,7 @@ def main(paths: str = "cases", rounds: int = 2) -> list[dict]:
     py = sys.executable
     wall([py, "-c", "import torch, tensorflow, keras"])
     # --in-process: like the plugin, no child process (the default CLI run adds ~1.5% for its crash isolation)
-    commands = {"gradconf_run_s": [py, "-m", "harness", "run", paths, "-q", "--in-process", "--out"],
+    commands = {"gradconf_run_s": [py, "-m", "gradconf", "run", paths, "-q", "--in-process", "--out"],
                 "pytest_s": [py, "-m", "pytest", paths, "-q"],
                 "pytest_n2_s": [py, "-m", "pytest", paths, "-q", "-n", "2"]}
     best = {name: float("inf") for name in commands}

@@ -8,9 +8,9 @@ Target: failing / passing <= 1.3 for the whole set.
 """
 from __future__ import annotations
 
-from harness.report import report_files
-from harness.runner import Record
-from harness.summary import summarize_records
+from gradconf.report import report_files
+from gradconf.runner import Record
+from gradconf.summary import summarize_records
 
 from .timing import median_ratio
 

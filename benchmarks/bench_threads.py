@@ -22,9 +22,9 @@ CASES = {"tiny": os.path.join(ROOT, "cases", "examples", "net_5x5_f32.yaml"),
 _PROBE = """
 import json, sys, time
 sys.path.insert(0, ROOT)
-import adapters
-from harness.loader import load_file
-from harness.tensors import materialize
+from gradconf import adapters
+from gradconf.loader import load_file
+from gradconf.tensors import materialize
 out = {}
 for label, path in CASES.items():
     (case,) = load_file(path)

@@ -42,10 +42,10 @@ BASELINE = "519fb2c"
 _OVERHEAD = """
 import json, time, tempfile
 t0 = time.perf_counter()
-import adapters
-from harness.loader import load_paths
-from harness.report import write_reports
-from harness.runner import Runner
+from gradconf import adapters
+from gradconf.loader import load_paths
+from gradconf.report import write_reports
+from gradconf.runner import Runner
 cases, errors = load_paths(["cases"], COUNT)
 frameworks = [a for a in (adapters.builtin(n) for n in ("torch", "tensorflow")) if not a.missing()]
 for fw in frameworks:
@@ -65,10 +65,10 @@ print(json.dumps({"total": total, "imports": imports, "adapters": compute, "case
 
 _REFERENCE = """
 import json, time
-import adapters
-from harness.loader import load_file
-from harness.runner import CaseResult, Runner
-from harness.tensors import materialize
+from gradconf import adapters
+from gradconf.loader import load_file
+from gradconf.runner import CaseResult, Runner
+from gradconf.tensors import materialize
 (case,) = load_file(LARGE)
 init = materialize(case)
 reference = adapters.builtin("numpy")
@@ -96,9 +96,9 @@ print(json.dumps(out))
 
 _REPORTS = """
 import json, time, tempfile
-from harness.report import write_reports
-from harness.runner import Record
-from harness.cli import summarize
+from gradconf.report import write_reports
+from gradconf.runner import Record
+from gradconf.cli import summarize
 
 def records(failing_share, n=141_000, per_case=30):
     out = []
@@ -137,8 +137,8 @@ def _timed(args, cwd, env) -> tuple[float, float, subprocess.CompletedProcess]:
 
 
 class Tree:
-    def __init__(self, label: str, path: str, cases: str):
-        self.label, self.path, self.cases = label, path, cases
+    def __init__(self, label: str, path: str, cases: str, package: str = "gradconf"):
+        self.label, self.path, self.cases, self.package = label, path, cases, package
         self.env = {**os.environ, "PYTHONPATH": path}
         for variable in ("GRADCONF_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             self.env.pop(variable, None)  # each tree's own thread policy
@@ -146,9 +146,15 @@ class Tree:
     def command(self, *args) -> tuple[float, float, subprocess.CompletedProcess]:
         return _timed([sys.executable, *args], self.path, self.env)
 
+    def spelled(self, code: str) -> str:
+        """`code` in this tree's module names: before the `gradconf` package, `harness` and `adapters`."""
+        if self.package == "gradconf":
+            return code
+        return code.replace("from gradconf import adapters", "import adapters").replace("gradconf.", "harness.")
+
     def probe(self, code: str, **constants) -> dict:
         head = "".join(f"{k} = {v!r}\n" for k, v in constants.items())
-        wall, cpu, done = self.command("-c", head + code)
+        wall, cpu, done = self.command("-c", head + self.spelled(code))
         if done.returncode != 0:
             raise RuntimeError(f"{self.label}: probe failed:\n{done.stderr[-3000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
@@ -185,7 +191,7 @@ def bench_run(trees, rounds: int) -> list[dict]:
 
     def measure(tree):
         out = tempfile.mkdtemp(prefix=f"gradconf-bench-{tree.label}-")
-        wall, cpu, done = tree.command("-m", "harness", "run", tree.cases, "-q", "--out", out)
+        wall, cpu, done = tree.command("-m", tree.package, "run", tree.cases, "-q", "--out", out)
         if done.returncode not in (0, 1):
             raise RuntimeError(f"{tree.label}: gradconf run exited {done.returncode}:\n{done.stderr[-3000:]}")
         keys = _record_keys(out)
@@ -267,7 +273,7 @@ def main(argv=None) -> None:
         archive = subprocess.run(["git", "archive", args.baseline], cwd=ROOT, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", base], input=archive, check=True)
         cases = os.path.join(base, "cases")
-        trees = [Tree("baseline", base, cases), Tree("this", ROOT, cases)]
+        trees = [Tree("baseline", base, cases, package=_package(base)), Tree("this", ROOT, cases)]
         for tree in trees:  # a warm disk cache for both: the first import of torch and TF from cold is slow
             tree.probe("import json, torch, tensorflow, keras\nprint(json.dumps({}))")
         rows = []
@@ -279,6 +285,12 @@ def main(argv=None) -> None:
     print(f"this tree {_head()} against {args.baseline}; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} "
           f"at the end")
     print(tabulate(rows, headers="keys", tablefmt="github"))
+
+
+def _package(tree: str) -> str:
+    """The import name of the harness in `tree`: `gradconf` since the layout refactor, `harness` before it."""
+    with open(os.path.join(tree, "pyproject.toml")) as f:
+        return "gradconf" if '"gradconf.adapters" = "adapters"' in f.read() else "harness"
 
 
 def _head() -> str:

@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from gradconf.cli import main  # absolute: `python -m harness` from the repo root must not load a second copy
 
 sys.exit(main())

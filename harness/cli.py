@@ -262,7 +262,7 @@ def _adapters(args):
 
 def select_adapters(frameworks: str | None, reference: str, extra: list[str]):
     """(reference adapter, [adapters to compare]). Raises CaseError for an unknown name or bad spec."""
-    import adapters as registry
+    from gradconf import adapters as registry
 
     plugins = {}
     for spec in extra:

@@ -677,7 +677,7 @@ def _fits(data: dict, dtype: str, inp, layers, loss, collect: _Collect) -> None:
 
 
 def _xfail(data: dict) -> dict:
-    from adapters import known_names
+    from gradconf.adapters import known_names
     xfail = _check_keys(data.get("xfail"), known_names(), ("xfail",), "xfail")
     for fw, why in xfail.items():
         _str(why, ("xfail", fw))

@@ -93,7 +93,7 @@ _CONFIG = None  # the session's config, for hooks that are not handed it
 def pytest_configure(config):
     global _CONFIG
     _CONFIG = config
-    import adapters
+    from gradconf import adapters
     for name in adapters.known_names():
         config.addinivalue_line("markers", f"{name}: gradconf cases run through the {name} adapter")
     _frameworks(config)  # options are checked once, up front: a bad one is a usage error, not N collection errors
@@ -172,14 +172,14 @@ def pytest_collect_file(file_path: Path, parent):
 
 
 def _adapter(name: str):
-    import adapters
+    from gradconf import adapters
     if name not in _ADAPTERS:
         _ADAPTERS[name] = adapters.builtin_or_unloadable(name)  # a broken plug-in: its tests error, others run
     return _ADAPTERS[name]
 
 
 def _frameworks(config) -> list[str]:
-    import adapters
+    from gradconf import adapters
     chosen = config.getoption("gradconf_frameworks")
     names = [n.strip() for n in chosen.split(",") if n.strip()] if chosen else adapters.known_names()
     for n in names:

@@ -32,7 +32,7 @@ POOL_SIZE_VARIABLES = ("GRADCONF_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THRE
 
 def default_workers() -> int:
     """The cores this process may run on."""
-    from adapters import usable_cores
+    from gradconf.adapters import usable_cores
     return usable_cores()
 
 

@@ -123,7 +123,7 @@ def markdown(s: Summary, charts: Mapping[str, str] = {}) -> str:
 
 def _environment():
     import jinja2
-    env = jinja2.Environment(loader=jinja2.PackageLoader("harness", "templates"),
+    env = jinja2.Environment(loader=jinja2.PackageLoader("gradconf", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,
                              lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     env.globals.update(colours=COLOURS, not_run=NOT_RUN)

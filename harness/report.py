@@ -54,7 +54,7 @@ def results_csv(records: Sequence[Record]) -> str:
 
 def report_files(records: Sequence[Record], run: dict, charts: bool = True) -> dict[str, str | bytes]:
     """file name -> content of the whole report set (harness.summary builds it once; harness.render writes it
-    out; charts come from harness.charts, which alone imports matplotlib)."""
+    out; charts come from gradconf.charts, which alone imports matplotlib)."""
     from .render import html_page, markdown
     from .summary import summarize_records
     summary = summarize_records(records, run)

@@ -5,7 +5,7 @@ import zlib
 
 import numpy as np
 
-from adapters import Initial
+from gradconf.adapters import Initial
 from .case import Case, TensorSpec
 
 

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from harness.loader import parse_case
+from gradconf.loader import parse_case
 
 collect_ignore = ["malformed"]  # the malformed corpus is data for test_loader.py, not cases to collect
 
@@ -25,7 +25,7 @@ pytest_plugins = ["pytester"]
 def _isolated_adapter_registry():
     """Adapters loaded with --adapter register their names process-wide (as a CLI run needs); tests
     that run the CLI in-process must not leak them into later tests."""
-    import adapters
+    from gradconf import adapters
     saved = dict(adapters._LOADED)
     yield
     adapters._LOADED.clear()

@@ -17,9 +17,9 @@ import sys
 from dataclasses import dataclass, field
 from itertools import zip_longest
 
-from adapters.numpy_ref import NumpyReference
-from harness.loader import load_paths
-from harness.runner import FAILING, Runner
+from gradconf.adapters.numpy_ref import NumpyReference
+from gradconf.loader import load_paths
+from gradconf.runner import FAILING, Runner
 from tests.planted import MUTANTS, Copy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

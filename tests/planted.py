@@ -8,7 +8,7 @@ control: the reference under another name, which must fail nothing.
 """
 from __future__ import annotations
 
-from adapters.numpy_ref import NumpyReference
+from gradconf.adapters.numpy_ref import NumpyReference
 from tests import planted_layers, planted_training
 
 

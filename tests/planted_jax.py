@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from adapters import jax_adapter as J
+from gradconf.adapters import jax_adapter as J
 
 
 def _with_vjp(forward, wrong_derivative):

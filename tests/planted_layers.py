@@ -5,8 +5,8 @@ import dataclasses
 
 import numpy as np
 
-from adapters import numpy_ref as ref
-from harness.case import Activation, Conv2d, ConvTranspose2d, Dense, Flatten
+from gradconf.adapters import numpy_ref as ref
+from gradconf.case import Activation, Conv2d, ConvTranspose2d, Dense, Flatten
 from tests.planting import Planted, _keeping_input, _wrap_backward
 
 

@@ -5,9 +5,9 @@ import dataclasses
 
 import numpy as np
 
-from adapters import Step, Trace
-from adapters import numpy_ref as ref
-from adapters.numpy_ref import NumpyReference
+from gradconf.adapters import Step, Trace
+from gradconf.adapters import numpy_ref as ref
+from gradconf.adapters.numpy_ref import NumpyReference
 from tests.planting import Planted
 
 

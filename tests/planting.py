@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
-from adapters import numpy_ref as ref
-from adapters.numpy_ref import NumpyReference
+from gradconf.adapters import numpy_ref as ref
+from gradconf.adapters.numpy_ref import NumpyReference
 
 
 class Planted(NumpyReference):

@@ -14,7 +14,7 @@ ORDER = ["net_5x5", "net_5x5_delta", "net_5x5_f32", "sum_3x3", "sum_3x3_f32"]  #
 
 def start(*args, env=None, **kw):
     full_env = {**os.environ, **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=ROOT, env=full_env,
+    return subprocess.Popen([sys.executable, "-m", "gradconf", *args], cwd=ROOT, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -82,6 +82,6 @@ def results(out):
 
 def reportset_rebuilt(out):
     """The records `gradconf report` would rebuild from the stream of the run DIR shows."""
-    from harness import reportset
+    from gradconf import reportset
     records, _ = reportset.read_stream(os.path.realpath(out / "latest"))
     return [reportset.record_dict(r) for r in records]

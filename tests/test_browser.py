@@ -10,10 +10,10 @@ import shutil
 
 import pytest
 
-from adapters.numpy_ref import NumpyReference
-from harness.loader import load_paths
-from harness.report import write_reports
-from harness.runner import Runner
+from gradconf.adapters.numpy_ref import NumpyReference
+from gradconf.loader import load_paths
+from gradconf.report import write_reports
+from gradconf.runner import Runner
 from tests.conftest import ROOT
 from tests.planted import Copy, WrongTanhDerivative
 

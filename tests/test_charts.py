@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-from adapters.numpy_ref import NumpyReference
-from harness import charts
-from harness.loader import load_paths
-from harness.runner import Runner
-from harness.summary import summarize_records
+from gradconf.adapters.numpy_ref import NumpyReference
+from gradconf import charts
+from gradconf.loader import load_paths
+from gradconf.runner import Runner
+from gradconf.summary import summarize_records
 from tests.planted import Copy, WrongTanhDerivative
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from harness.cli import main
+from gradconf.cli import main
 from tests.conftest import ROOT
 
 EXAMPLES = os.path.join(ROOT, "cases", "examples")
@@ -15,7 +15,7 @@ EXAMPLE_IDS = ["net_5x5", "net_5x5_delta", "net_5x5_f32", "sum_3x3", "sum_3x3_f3
 
 
 def gradconf(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "gradconf", *args], cwd=cwd, capture_output=True, text=True)
 
 
 def test_numpy_run_passes_and_writes_all_reports(tmp_path):
@@ -47,8 +47,8 @@ def test_changed_golden_number_fails_and_names_the_tensor(tmp_path):
 
 def test_summary_leaves_absent_fields_blank():
     """A loss has no tensor and an error no step: the summary shows blanks, not pandas' `nan` / `1.0`."""
-    from harness.cli import summarize
-    from harness.runner import Record
+    from gradconf.cli import summarize
+    from gradconf.runner import Record
     base = dict(case="c", framework="torch", reference="numpy", shape=[], dtype="float32", max_abs_err=1.0,
                 max_rel_err=1.0, worst_index=[], rtol=0.0, atol=0.0, status="fail", message="off", ratio=3.0)
     text = summarize([Record(step=1, quantity="loss", tensor=None, **base),
@@ -91,11 +91,11 @@ def test_bad_options_exit_2(args, message):
 
 def test_reports_that_fail_to_write_after_the_run_keep_the_summary(tmp_path, monkeypatch, capsys):
     """(tests/test_outputs.py fills a real file system.)"""
-    import harness.reportset
+    import gradconf.reportset
 
     def disk_full(*args):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(harness.reportset, "render", disk_full)
+    monkeypatch.setattr(gradconf.reportset, "render", disk_full)
     assert main(["run", EXAMPLES, "--frameworks", "numpy", "--out", str(tmp_path), "-q"]) == 2
     out, err = capsys.readouterr()
     assert "5 case(s)" in out and "0 failing" in out and "reports: none" in out
@@ -133,7 +133,7 @@ def test_in_process_run_gives_the_same_records(tmp_path):
 
 
 def test_numpy_only_run_and_validate_never_import_frameworks(tmp_path):
-    code = ("import sys; from harness.cli import main; "
+    code = ("import sys; from gradconf.cli import main; "
             f"rc = main(['run', 'cases/examples', '--frameworks', 'numpy', '--out', {str(tmp_path)!r}, '-q']); "
             "rc2 = main(['validate', 'cases']); "
             "heavy = [m for m in ('torch', 'tensorflow', 'keras', 'jax') if m in sys.modules]; "
@@ -144,7 +144,7 @@ def test_numpy_only_run_and_validate_never_import_frameworks(tmp_path):
 
 
 def test_missing_framework_is_skipped_not_a_crash(tmp_path, monkeypatch):
-    from adapters.torch_adapter import TorchAdapter
+    from gradconf.adapters.torch_adapter import TorchAdapter
     monkeypatch.setattr(TorchAdapter, "missing", lambda self: "torch is not installed")
     assert main(["run", EXAMPLES, "--frameworks", "numpy,torch", "--out", str(tmp_path), "-q"]) == 0
     records = json.loads((tmp_path / "results.json").read_text())["records"]
@@ -155,7 +155,7 @@ def test_missing_framework_is_skipped_not_a_crash(tmp_path, monkeypatch):
 
 def test_third_party_adapter(tmp_path, monkeypatch):
     (tmp_path / "my_adapter.py").write_text(
-        "from adapters.numpy_ref import NumpyReference\n"
+        "from gradconf.adapters.numpy_ref import NumpyReference\n"
         "class Doubling(NumpyReference):\n"
         "    name = 'doubling'\n"
         "    def run(self, case, initial):\n"
@@ -173,8 +173,8 @@ def test_third_party_adapter(tmp_path, monkeypatch):
 
 
 def test_entry_point_adapters_run_by_default_and_a_broken_one_costs_only_its_records(tmp_path, monkeypatch):
-    import adapters
-    from adapters.numpy_ref import NumpyReference
+    from gradconf import adapters
+    from gradconf.adapters.numpy_ref import NumpyReference
     monkeypatch.setattr(adapters, "_entry_points", lambda: {"copy": "tests.planted:Copy",
                                                             "broken": "no_such_module_x:Adapter"})
     for name in ("torch", "tensorflow"):  # keep this test light: only the plug-ins and the reference
@@ -216,7 +216,7 @@ def test_every_bundled_case_file_validates_against_the_schema():
     jsonschema = pytest.importorskip("jsonschema")
     import glob
 
-    from harness import yamlio
+    from gradconf import yamlio
     schema = json.loads(gradconf("schema").stdout)
     validator = jsonschema.Draft202012Validator(schema)
     files = sorted(glob.glob(os.path.join(ROOT, "cases", "**", "*.yaml"), recursive=True))
@@ -233,7 +233,7 @@ def test_every_bundled_case_file_validates_against_the_schema():
 
 def test_a_case_may_xfail_an_adapter_loaded_with_dash_dash_adapter(tmp_path, monkeypatch):
     (tmp_path / "halving.py").write_text(
-        "from adapters.numpy_ref import NumpyReference\n"
+        "from gradconf.adapters.numpy_ref import NumpyReference\n"
         "class Halving(NumpyReference):\n"
         "    name = 'halving'\n"
         "    def run(self, case, initial):\n"

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from harness.progress import Progress
+from gradconf.progress import Progress
 from tests.conftest import ROOT
 
 SUM_3X3 = open(os.path.join(ROOT, "cases", "examples", "sum_3x3.yaml")).read()
@@ -24,7 +24,7 @@ expect:
 
 
 def gradconf(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "gradconf", *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, **(env or {})})
 
 
@@ -62,9 +62,9 @@ def test_shrink_that_reduces_nothing_says_not_reduced_and_names_the_framework_as
     (written,) = os.listdir(tmp_path / "out")
     text = (tmp_path / "out" / written).read_text()
     assert text.startswith("# gradconf shrink sum_3x3: not reduced") and "[0.05, 3.88]" in text
-    from adapters.numpy_ref import NumpyReference
-    from harness.loader import load_file
-    from harness.runner import Runner
+    from gradconf.adapters.numpy_ref import NumpyReference
+    from gradconf.loader import load_file
+    from gradconf.runner import Runner
     (case,) = load_file(str(tmp_path / "out" / written))  # the reproducer still fails, as the case did
     assert any(r.status == "fail" for r in Runner(NumpyReference(), []).run_case(case).records)
 
@@ -83,7 +83,7 @@ def test_a_run_on_a_terminal_shows_a_bar_with_elapsed_eta_and_failures(tmp_path)
     import pty
     import select
     leader, follower = pty.openpty()
-    p = subprocess.Popen([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy",
+    p = subprocess.Popen([sys.executable, "-m", "gradconf", "run", "cases/examples", "--frameworks", "numpy",
                           "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=follower,
                          env={k: v for k, v in os.environ.items() if k != "CI"})
     os.close(follower)
@@ -142,8 +142,8 @@ def test_progress_bar_on_a_terminal_shows_elapsed_eta_and_failures():
 def test_a_numpy_run_imports_no_pandas_and_only_the_report_imports_matplotlib(tmp_path):
     code = f"""
 import sys
-from harness.cli import main
-from harness import summary, render, report
+from gradconf.cli import main
+from gradconf import summary, render, report
 rc = main(["validate", "cases/examples"])
 assert "matplotlib" not in sys.modules, "validate imported matplotlib"
 rc = main(["run", "cases/examples", "--frameworks", "numpy", "--out", {str(tmp_path)!r}, "-q", "--in-process"])
@@ -157,8 +157,8 @@ print(rc, "pandas" in sys.modules, "matplotlib" in sys.modules)
 def test_a_pytest_failure_diagnosis_shows_the_whole_message_under_the_reports_column_names():
     import re
 
-    from harness.diagnose import describe_failures
-    from harness.runner import Record
+    from gradconf.diagnose import describe_failures
+    from gradconf.runner import Record
     from tests.conftest import make_case
     case = make_case(input=[[1.0, 2.0]], model=[{"dense": {"name": "fc", "out_features": 1}}], loss={"sum": {}})
     message = ("9 of 9 element(s) off; worst at [0, 0, 1, 1]: 112 vs -28 (7.81e+10x the allowance); the "

@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from adapters.numpy_ref import NumpyReference
-from harness.loader import load_file, load_paths
-from harness.divergences import cited_ids, expectation, known
-from harness.hardware import detect
-from harness.runner import Runner
+from gradconf.adapters.numpy_ref import NumpyReference
+from gradconf.loader import load_file, load_paths
+from gradconf.divergences import cited_ids, expectation, known
+from gradconf.hardware import detect
+from gradconf.runner import Runner
 from tests.conftest import ROOT
 from tests.test_hardware import measured_cpu
 
@@ -44,7 +44,7 @@ def test_every_bundled_xfail_cites_a_catalogue_id():
 def test_adapters_name_the_divergences_that_bundled_xfail_marks_cite():
     """An adapter's `known_divergences(case)` (the hint on a failure nobody marked) agrees with the
     catalogue and with the marks: every cited id is named for its case, and every named id is real."""
-    import adapters
+    from gradconf import adapters
     cases, _ = load_paths([os.path.join(ROOT, "cases")], 12)
     named, per_mark = set(), {}  # a free-text mark cites what any variant may show: compare the union
     for case in cases:
@@ -77,7 +77,7 @@ def test_catalogue_lists_its_ids():
                                   "tf_weight_decay_float64", "tf_adam_bfloat16", "half_adam_underflow",
                                   "tf_onednn_single_channel_conv", "tf_bfloat16_bias_gradient"])
 def test_unmarked_divergence_is_a_failure(name):
-    tf_adapter = pytest.importorskip("adapters.tensorflow_adapter")
+    tf_adapter = pytest.importorskip("gradconf.adapters.tensorflow_adapter")
     pytest.importorskip("tensorflow")
     (case,) = load_file(os.path.join(ROOT, "cases", "divergences", f"{name}.yaml"))
     _skip_where_tensorflow_cannot_run(case)
@@ -100,7 +100,7 @@ def test_unmarked_divergence_is_a_failure(name):
                                   "tf_weight_decay_float64", "tf_adam_bfloat16", "tf_onednn_single_channel_conv",
                                   "tf_bfloat16_bias_gradient"])
 def test_torch_conforms_on_the_divergence_cases(name):
-    torch_adapter = pytest.importorskip("adapters.torch_adapter")
+    torch_adapter = pytest.importorskip("gradconf.adapters.torch_adapter")
     pytest.importorskip("torch")
     (case,) = load_file(os.path.join(ROOT, "cases", "divergences", f"{name}.yaml"))
     records = Runner(NumpyReference(), [torch_adapter.TorchAdapter()]).run_case(case).records
@@ -128,7 +128,7 @@ def test_tf_lr32_is_real_and_avoided():
 
 
 def test_half_adam_diverges_in_torch_too():
-    torch_adapter = pytest.importorskip("adapters.torch_adapter")
+    torch_adapter = pytest.importorskip("gradconf.adapters.torch_adapter")
     pytest.importorskip("torch")
     (case,) = load_file(os.path.join(ROOT, "cases", "divergences", "half_adam_underflow.yaml"))
     runner = Runner(NumpyReference(), [torch_adapter.TorchAdapter()])
@@ -142,7 +142,7 @@ def test_tf_strided_1x1_conv_whose_input_runs_past_the_last_window_runs_clean(tm
     so that a regression is a clean test failure, not a crashed test session."""
     pytest.importorskip("tensorflow")
     env = {**os.environ, "MALLOC_CHECK_": "3"}
-    p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/layers/strided_1x1_conv_f32.yaml",
+    p = subprocess.run([sys.executable, "-m", "gradconf", "run", "cases/layers/strided_1x1_conv_f32.yaml",
                         "--frameworks", "tensorflow", "--out", str(tmp_path), "-q"],
                        cwd=ROOT, capture_output=True, text=True, env=env)
     assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
@@ -154,7 +154,7 @@ def test_the_adapter_adds_a_bias_as_keras_does_and_gets_keras_bias_gradients():
     (2048 in float16, where 2048 + 1 rounds back to 2048). The adapter must match Keras in both."""
     tf = pytest.importorskip("tensorflow")
     keras = pytest.importorskip("keras")
-    from adapters.tensorflow_adapter import TensorflowAdapter
+    from gradconf.adapters.tensorflow_adapter import TensorflowAdapter
     (case,) = load_file(os.path.join(ROOT, "cases", "divergences", "tf_bfloat16_bias_gradient.yaml"))
     _skip_where_tensorflow_cannot_run(case)
     conv = case.layers[0]
@@ -188,7 +188,7 @@ def test_family_marks_are_catalogue_ids_that_apply_per_variant():
 
 
 def test_an_unknown_catalogue_id_is_an_invalid_case():
-    from harness.errors import CaseError
+    from gradconf.errors import CaseError
     from tests.conftest import make_case
     base = dict(input=[[[[1.0]]]], model=[{"sum": {}}], loss={"sum": {}})
     with pytest.raises(CaseError, match=r"xfail.tensorflow: unknown divergence id\(s\) TF-NOPE"):

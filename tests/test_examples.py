@@ -4,9 +4,9 @@ import os
 import numpy as np
 import pytest
 
-from adapters.numpy_ref import NumpyReference
-from harness.loader import load_file
-from harness.tensors import materialize
+from gradconf.adapters.numpy_ref import NumpyReference
+from gradconf.loader import load_file
+from gradconf.tensors import materialize
 from tests.conftest import ROOT
 
 EXAMPLES = ["sum_3x3", "net_5x5", "net_5x5_delta"]

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import yaml
 
-from adapters.numpy_ref import NumpyReference
-from harness.errors import CaseError
-from harness.family import draw_variant, variant_seed
-from harness.freeze import freeze
-from harness.loader import load_file, load_paths, read_file
-from harness.runner import Runner
-from harness.shrink import failing_predicate, shrink
-from harness.tensors import materialize
+from gradconf.adapters.numpy_ref import NumpyReference
+from gradconf.errors import CaseError
+from gradconf.family import draw_variant, variant_seed
+from gradconf.freeze import freeze
+from gradconf.loader import load_file, load_paths, read_file
+from gradconf.runner import Runner
+from gradconf.shrink import failing_predicate, shrink
+from gradconf.tensors import materialize
 from tests.conftest import ROOT
 from tests.planted import WrongTanhDerivative
 
@@ -177,7 +177,7 @@ def test_shrinking_a_case_written_with_bare_word_layers(tmp_path):
 
 def test_shrink_command_writes_a_regression_case(tmp_path):
     big = "net_random[2]"  # conv, avg-pool, tanh, conv, tanh, flatten, dense
-    p = subprocess.run([sys.executable, "-m", "harness", "shrink", big, "--frameworks", "numpy",
+    p = subprocess.run([sys.executable, "-m", "gradconf", "shrink", big, "--frameworks", "numpy",
                         "--adapter", "tests.planted:WrongTanhDerivative", "--out", str(tmp_path), "--budget", "60"],
                        cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
@@ -191,7 +191,7 @@ def test_shrink_command_writes_a_regression_case(tmp_path):
 
 def test_shrinking_a_case_that_crashes_its_framework(tmp_path):
     """A segfault is a failure like any other: each crash costs a child process, the shrink goes on."""
-    p = subprocess.run([sys.executable, "-m", "harness", "shrink", "sum_3x3", "--paths", "cases/examples",
+    p = subprocess.run([sys.executable, "-m", "gradconf", "shrink", "sum_3x3", "--paths", "cases/examples",
                         "--frameworks", "numpy", "--adapter", "tests.planted:CrashesOnSum3x3", "--out", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr

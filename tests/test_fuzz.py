@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from harness import yamlio
-from harness.errors import CaseError
-from harness.family import expand, is_family
-from harness.loader import parse_case
+from gradconf import yamlio
+from gradconf.errors import CaseError
+from gradconf.family import expand, is_family
+from gradconf.loader import parse_case
 from tests.conftest import ROOT
 
 JUNK = [None, "", "x", "1e-5", -1, 0, 1.5, -3.7, 10 ** 9, 2 ** 40, 10 ** 400, 1e308, float("nan"), float("inf"), True,

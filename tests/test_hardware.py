@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from harness.divergences import expectation
-from harness.hardware import from_environment
-from harness.loader import load_file
+from gradconf.divergences import expectation
+from gradconf.hardware import from_environment
+from gradconf.loader import load_file
 from tests.conftest import ROOT
 
 AVX512 = frozenset({"sse2", "avx", "avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq"})
@@ -57,7 +57,7 @@ def test_onednn_divergence_applies_only_where_its_code_path_runs():
 
 def test_the_detected_onednn_state_is_tensorflows_own():
     pytest.importorskip("tensorflow")
-    probe = ("from tensorflow.python.util import _pywrap_util_port as p; from harness.hardware import detect; "
+    probe = ("from tensorflow.python.util import _pywrap_util_port as p; from gradconf.hardware import detect; "
              "print(p.IsMklEnabled(), detect().onednn)")
     for value in ("0", "1"):
         out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
@@ -71,7 +71,7 @@ def test_the_onednn_case_passes_the_run_whichever_code_path_tensorflow_takes(env
     """The real divergence, on this machine and as on an AVX2-only one: `gradconf run` exits 0 either way,
     and the records say whether the mark applied and why. Where it applies the mismatch shows (xfail)."""
     pytest.importorskip("tensorflow")
-    p = subprocess.run([sys.executable, "-m", "harness", "run", ONEDNN_CASE, "--frameworks", "tensorflow",
+    p = subprocess.run([sys.executable, "-m", "gradconf", "run", ONEDNN_CASE, "--frameworks", "tensorflow",
                         "--out", str(tmp_path), "-q"], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env})
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
@@ -94,8 +94,8 @@ def test_the_onednn_case_passes_the_run_whichever_code_path_tensorflow_takes(env
     (AVX2_ONLY, False, {"pass", "fail"}, "not applied"),          # ... so a wrong result there is a failure
 ])
 def test_both_outcomes_from_injected_platform_facts_in_the_records(flags, conforms, statuses, decision):
-    from adapters.numpy_ref import NumpyReference
-    from harness.runner import Runner
+    from gradconf.adapters.numpy_ref import NumpyReference
+    from gradconf.runner import Runner
     from tests.planted_layers import ConvDxNoRotation
 
     stand_in = (NumpyReference if conforms else ConvDxNoRotation)()
@@ -123,7 +123,7 @@ def test_a_bfloat16_case_under_a_capped_onednn_is_unsupported_not_an_error(tmp_p
     if not (measured_cpu() or _avx512_here()):
         pytest.skip("needs an AVX-512 CPU to cap")
     case = os.path.join(ROOT, "cases", "layers", "half_bias_rounding_bf16.yaml")
-    p = subprocess.run([sys.executable, "-m", "harness", "run", case, "--frameworks", "tensorflow", "--out",
+    p = subprocess.run([sys.executable, "-m", "gradconf", "run", case, "--frameworks", "tensorflow", "--out",
                         str(tmp_path), "-q"], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "ONEDNN_MAX_CPU_ISA": "AVX2"})
     records = [r for r in json.load(open(tmp_path / "results.json"))["records"] if r["framework"] == "tensorflow"]

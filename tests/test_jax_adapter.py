@@ -5,15 +5,15 @@ import os
 
 import pytest
 
-from adapters.numpy_ref import NumpyReference
-from harness.loader import load_file
-from harness.runner import Runner
+from gradconf.adapters.numpy_ref import NumpyReference
+from gradconf.loader import load_file
+from gradconf.runner import Runner
 from tests.conftest import ROOT
 from tests.planted_jax import MUTATIONS
 
 pytest.importorskip("jax")
 pytest.importorskip("optax")
-from adapters import jax_adapter  # noqa: E402
+from gradconf.adapters import jax_adapter  # noqa: E402
 
 
 def _statuses(name: str) -> set[str]:
@@ -50,7 +50,7 @@ def test_xla_flags_keep_the_users_and_add_the_thread_pool():
 @pytest.mark.parametrize("name", ["half_adam_underflow", "tf_bfloat16_bias_gradient"])
 def test_the_jax_divergences_are_real(name):
     """HALF-ADAM and JAX-BF16-BCAST-GRAD on jax: marked, the case is an xfail; without the mark, a failure."""
-    from harness.divergences import expectation
+    from gradconf.divergences import expectation
     (case,) = load_file(os.path.join(ROOT, "cases", "divergences", f"{name}.yaml"))
     assert expectation(case, "jax").applies and expectation(case, "jax").strict
     runner = Runner(NumpyReference(), [jax_adapter.JaxAdapter()])

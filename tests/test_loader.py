@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from harness import loader, yamlio
-from harness.case import Conv2d, ConvTranspose2d
-from harness.errors import CaseError
-from harness.loader import load_file, load_paths, same_padding
+from gradconf import loader, yamlio
+from gradconf.case import Conv2d, ConvTranspose2d
+from gradconf.errors import CaseError
+from gradconf.loader import load_file, load_paths, same_padding
 from tests.conftest import ROOT, make_case
 
 CORPUS = os.path.join(ROOT, "tests", "malformed")
@@ -130,7 +130,7 @@ def test_malformed_file_message(name, monkeypatch):
 
 
 def test_validate_lists_every_invalid_file_and_exits_2():
-    p = subprocess.run([sys.executable, "-m", "harness", "validate", "tests/malformed"], cwd=ROOT,
+    p = subprocess.run([sys.executable, "-m", "gradconf", "validate", "tests/malformed"], cwd=ROOT,
                        capture_output=True, text=True)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
@@ -230,7 +230,7 @@ def test_optional_keys_left_empty_take_their_defaults(tmp_path):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
 def test_every_dtype_materialises_scalars_and_arrays_rounded_and_read_only(dtype):
-    from harness.tensors import materialize
+    from gradconf.tensors import materialize
     case = make_case(input=[[1.0 / 3.0, 2.0]], model=[{"dense": {"out_features": 1}}, {"sum": {}}],
                      loss={"mse": {"target": 0.1}}, dtype=dtype)  # a scalar output: a 0-d target
     init = materialize(case)
@@ -263,7 +263,7 @@ def test_validate_lists_every_error_in_a_file_not_only_the_first(tmp_path):
         "optimizer: {sgd: {lr: fast}}\n"
         "steps: 0\n"
         "colour: red\n")
-    p = subprocess.run([sys.executable, "-m", "harness", "validate", str(tmp_path)], cwd=ROOT,
+    p = subprocess.run([sys.executable, "-m", "gradconf", "validate", str(tmp_path)], cwd=ROOT,
                        capture_output=True, text=True)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     lines = p.stderr.strip().splitlines()

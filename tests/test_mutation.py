@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from adapters.numpy_ref import NumpyReference
-from harness.case import Expect, Pool2d
-from harness.loader import load_paths
-from harness.runner import CaseResult, Runner
+from gradconf.adapters.numpy_ref import NumpyReference
+from gradconf.case import Expect, Pool2d
+from gradconf.loader import load_paths
+from gradconf.runner import CaseResult, Runner
 from tests import mutation
 from tests.conftest import ROOT
 from tests.planted import MUTANTS

@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from adapters.numpy_ref import Adam, SGD, make_optimizer
-from harness.case import Optimizer
+from gradconf.adapters.numpy_ref import Adam, SGD, make_optimizer
+from gradconf.case import Optimizer
 
 STEPS = 4
 

@@ -6,11 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from adapters.numpy_ref import NumpyReference
-from harness.cli import main
-from harness.errors import CaseError
-from harness.runner import Runner
-from harness.select import compile_expr
+from gradconf.adapters.numpy_ref import NumpyReference
+from gradconf.cli import main
+from gradconf.errors import CaseError
+from gradconf.runner import Runner
+from gradconf.select import compile_expr
 from tests.conftest import ROOT, make_case
 
 SUM_3X3 = os.path.join(ROOT, "cases", "examples", "sum_3x3.yaml")
@@ -61,7 +61,7 @@ def test_a_run_that_compares_nothing_fails_saying_so(tmp_path, capsys):
 
 
 def test_a_framework_that_is_not_installed_is_a_skipped_record_in_the_summary(tmp_path, monkeypatch, capsys):
-    import adapters
+    from gradconf import adapters
     for name in ("torch", "tensorflow"):
         monkeypatch.setattr(adapters.builtin(name).__class__, "missing", lambda self, n=name: f"{n} is not installed")
     assert main(["run", SUM_3X3, "--out", str(tmp_path), "-q", "--in-process"]) == 0

@@ -26,7 +26,7 @@ def test_a_killed_run_leaves_the_previous_set_and_report_rebuilds_its_stream(tmp
     # DIR still shows the first run, all of it.
     assert {n: (out / n).read_text() for n in before} == before
     # What the killed run streamed becomes a report set, marked interrupted.
-    p = subprocess.run([sys.executable, "-m", "harness", "report", str(out)], cwd=ROOT, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "gradconf", "report", str(out)], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "2 case(s) not run" in p.stdout
@@ -38,7 +38,7 @@ def test_a_killed_run_leaves_the_previous_set_and_report_rebuilds_its_stream(tmp
 
 
 def test_concurrent_runs_into_one_folder_never_mix(tmp_path):
-    from harness import reportset
+    from gradconf import reportset
     out = tmp_path / "out"
     runs = [start("run", "cases/examples", "--frameworks", "numpy", "--out", str(out), "-q", "-k", k)
             for k in ("sum_3x3", "net_5x5") for _ in range(2)]
@@ -58,7 +58,7 @@ def test_concurrent_runs_into_one_folder_never_mix(tmp_path):
 def test_reports_are_created_with_the_users_umask(tmp_path):
     for umask, mode in ((0o022, 0o644), (0o027, 0o640)):
         out = tmp_path / f"u{umask:o}"
-        p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy",
+        p = subprocess.run([sys.executable, "-m", "gradconf", "run", "cases/examples", "--frameworks", "numpy",
                             "--out", str(out), "-q", "-k", "sum_3x3_f32"], cwd=ROOT, capture_output=True,
                            preexec_fn=lambda u=umask: os.umask(u))
         assert p.returncode == 0
@@ -84,7 +84,7 @@ def small_disk(tmp_path):
 
 
 def test_a_run_whose_report_cannot_fit_is_refused_before_it_runs(small_disk):
-    p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/families/conv2d.yaml", "--frameworks",
+    p = subprocess.run([sys.executable, "-m", "gradconf", "run", "cases/families/conv2d.yaml", "--frameworks",
                         "numpy", "--out", str(small_disk / "out"), "-q"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 2 and "MB free, and a report of this run takes about" in p.stderr, p.stderr
@@ -93,12 +93,12 @@ def test_a_run_whose_report_cannot_fit_is_refused_before_it_runs(small_disk):
 
 def test_a_disk_that_fills_during_the_run_stops_it_and_keeps_what_was_streamed(small_disk):
     out = small_disk / "out"
-    p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy", "--out",
+    p = subprocess.run([sys.executable, "-m", "gradconf", "run", "cases/examples", "--frameworks", "numpy", "--out",
                         str(out), "-q", "-k", "sum_3x3"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     before = (out / "report.md").read_text()
     filler = small_disk / "filler"
-    p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy",
+    p = subprocess.run([sys.executable, "-m", "gradconf", "run", "cases/examples", "--frameworks", "numpy",
                         "--adapter", "tests.planted:FillsDisk", "--out", str(out), "-q", "-j", "1"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120, env={**os.environ, "GRADCONF_TEST_FILL": str(filler)})
     assert p.returncode == 2, p.stdout + p.stderr
@@ -106,7 +106,7 @@ def test_a_disk_that_fills_during_the_run_stops_it_and_keeps_what_was_streamed(s
     assert "not run" in p.stdout  # the summary of what ran still prints
     assert (out / "report.md").read_text() == before  # the previous set, whole
     os.unlink(filler)
-    p = subprocess.run([sys.executable, "-m", "harness", "report", str(out)], cwd=ROOT, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "gradconf", "report", str(out)], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     data = results(out)
@@ -125,7 +125,7 @@ def test_shrink_writes_inside_its_folder_whatever_the_case_name(tmp_path, name):
     cases, out = tmp_path / "cases", tmp_path / "deep" / "er" / "out"
     cases.mkdir()
     _failing_case(cases, name)
-    p = subprocess.run([sys.executable, "-m", "harness", "shrink", name, "--paths", str(cases), "--frameworks",
+    p = subprocess.run([sys.executable, "-m", "gradconf", "shrink", name, "--paths", str(cases), "--frameworks",
                         "numpy", "--out", str(out), "--budget", "5"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0, p.stderr
@@ -133,7 +133,7 @@ def test_shrink_writes_inside_its_folder_whatever_the_case_name(tmp_path, name):
     assert not written.startswith(".") and "/" not in written and written.endswith(".yaml")
     found = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*") if f.is_file())
     assert found == ["cases/c.yaml", f"deep/er/out/{written}"]
-    from harness.loader import load_file
+    from gradconf.loader import load_file
     (case,) = load_file(str(out / written))
     assert case.id == "regression_" + name  # the id inside the file is kept
 
@@ -145,23 +145,23 @@ def test_shrink_and_freeze_replace_a_planted_symlink_instead_of_following_it(tmp
     target.write_text("keep me\n")
     _failing_case(cases, "sum_3x3")
     os.symlink(target, out / "regression_sum_3x3.yaml")
-    p = subprocess.run([sys.executable, "-m", "harness", "shrink", "sum_3x3", "--paths", str(cases), "--frameworks",
+    p = subprocess.run([sys.executable, "-m", "gradconf", "shrink", "sum_3x3", "--paths", str(cases), "--frameworks",
                         "numpy", "--out", str(out), "--budget", "5"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0, p.stderr
     assert target.read_text() == "keep me\n" and not os.path.islink(out / "regression_sum_3x3.yaml")
     os.symlink(target, tmp_path / "frozen.yaml")
-    p = subprocess.run([sys.executable, "-m", "harness", "freeze", "conv2d_random[3]", "-o",
+    p = subprocess.run([sys.executable, "-m", "gradconf", "freeze", "conv2d_random[3]", "-o",
                         str(tmp_path / "frozen.yaml")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert target.read_text() == "keep me\n" and "conv2d_random[3]" in (tmp_path / "frozen.yaml").read_text()
-    p = subprocess.run([sys.executable, "-m", "harness", "freeze", "conv2d_random[3]", "-o",
+    p = subprocess.run([sys.executable, "-m", "gradconf", "freeze", "conv2d_random[3]", "-o",
                         str(tmp_path / "no" / "such" / "dir.yaml")], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 2 and "-o: cannot write" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_safe_names():
-    from harness.files import safe_name
+    from gradconf.files import safe_name
     assert safe_name("regression_net_random_3", ".yaml") == "regression_net_random_3.yaml"
     odd = [safe_name(n, ".yaml") for n in ("a/b", "a_b", "a:b", "../..", "x" * 400, "é")]
     assert len(set(odd)) == len(odd)
@@ -185,7 +185,7 @@ def test_safe_names():
 def test_validate_answers_a_hostile_file_within_seconds(tmp_path, body, message):
     (tmp_path / "hostile.yaml").write_text("model: [{sum: {}}]\nloss: {sum: {}}\n" + body)
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "harness", "validate", str(tmp_path)], cwd=ROOT, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "gradconf", "validate", str(tmp_path)], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
     elapsed = time.monotonic() - t0
     assert p.returncode == 2 and message in p.stderr, p.stderr
@@ -193,7 +193,7 @@ def test_validate_answers_a_hostile_file_within_seconds(tmp_path, body, message)
 
 
 def test_count_cap_applies_to_the_option_too():
-    p = subprocess.run([sys.executable, "-m", "harness", "list", "cases/families/conv2d.yaml", "--count", "10001"],
+    p = subprocess.run([sys.executable, "-m", "gradconf", "list", "cases/families/conv2d.yaml", "--count", "10001"],
                        cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 2 and "--count: must be at most 10,000" in p.stderr
 
@@ -201,7 +201,7 @@ def test_count_cap_applies_to_the_option_too():
 # ---------------------------------------------------------------- adapters that raise where they should not
 
 def test_an_adapter_whose_missing_or_version_raises_is_an_error_not_a_skip(tmp_path):
-    from harness.cli import main
+    from gradconf.cli import main
     for spec, frameworks, message in (
             ("tests.planted:MissingRaises", ["--frameworks", "numpy"], "missing_raises.missing() raised RuntimeError: "
                                                                       "probe exploded"),
@@ -218,8 +218,8 @@ def test_an_adapter_whose_missing_or_version_raises_is_an_error_not_a_skip(tmp_p
 def test_an_installed_adapter_whose_missing_raises_does_not_crash_the_run(tmp_path, monkeypatch):
     """Without --frameworks every installed adapter is asked whether it is missing: one that raises
     is an error on its cases, not a traceback."""
-    import adapters
-    from harness.cli import main
+    from gradconf import adapters
+    from gradconf.cli import main
     monkeypatch.setattr(adapters, "_entry_points", lambda: {"missing_raises": "tests.planted:MissingRaises"})
     for name in ("torch", "tensorflow"):
         monkeypatch.setattr(adapters.builtin(name).__class__, "missing", lambda self: "not in this test")
@@ -229,8 +229,8 @@ def test_an_installed_adapter_whose_missing_raises_does_not_crash_the_run(tmp_pa
 
 
 def test_a_stream_cut_or_corrupted_midway_rebuilds_what_came_before(tmp_path):
-    from harness import reportset
-    from harness.runner import Record
+    from gradconf import reportset
+    from gradconf.runner import Record
     folder = reportset.RunFolder.create(str(tmp_path))
     folder.begin({"command": "gradconf run x"}, ["a", "b", "c"])
     record = Record("a", "numpy", "expected", 1, "loss", None, [], "float64", 0.0, 0.0, [], 1e-9, 1e-9, "pass")
@@ -252,7 +252,7 @@ def test_reports_replace_planted_symlinks_instead_of_following_them(tmp_path):
     precious.write_text("keep me\n")
     for name in ("results.json", "report.md", "latest"):
         os.symlink(precious, out / name)
-    p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy", "--out",
+    p = subprocess.run([sys.executable, "-m", "gradconf", "run", "cases/examples", "--frameworks", "numpy", "--out",
                         str(out), "-q", "-k", "sum_3x3_f32"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert precious.read_text() == "keep me\n" and results(out)["records"]
@@ -263,7 +263,7 @@ def test_reports_replace_planted_symlinks_instead_of_following_them(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     os.symlink(elsewhere, other / ".runs")
-    p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy", "--out",
+    p = subprocess.run([sys.executable, "-m", "gradconf", "run", "cases/examples", "--frameworks", "numpy", "--out",
                         str(other), "-q", "-k", "sum_3x3_f32"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "is a symlink; gradconf writes its run folders only inside" in p.stderr
     assert os.listdir(elsewhere) == []

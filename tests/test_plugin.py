@@ -60,8 +60,8 @@ def test_xpass_fails(pytester, cases):
 
 
 def test_missing_framework_is_a_skip_with_the_reason(pytester, cases, monkeypatch):
-    from adapters.torch_adapter import TorchAdapter
-    from harness import plugin
+    from gradconf.adapters.torch_adapter import TorchAdapter
+    from gradconf import plugin
     monkeypatch.setattr(TorchAdapter, "missing", lambda self: "torch is not installed")
     monkeypatch.setattr(plugin, "_ADAPTERS", {})
     result = pytester.runpytest("cases", "--gradconf-frameworks", "torch", "-rs")
@@ -220,10 +220,10 @@ def test_xdist_gives_the_same_results_and_merged_reports(pytester, cases):
 
 
 COUNT_REFERENCES = """
-import harness.runner
+import gradconf.runner
 
 runs = []
-_reference_trace = harness.runner.Runner.reference_trace
+_reference_trace = gradconf.runner.Runner.reference_trace
 
 
 def counted(self, case, result):
@@ -231,7 +231,7 @@ def counted(self, case, result):
     return _reference_trace(self, case, result)
 
 
-harness.runner.Runner.reference_trace = counted
+gradconf.runner.Runner.reference_trace = counted
 
 
 def pytest_collection_modifyitems(items):
@@ -261,7 +261,7 @@ class _Run:
 
 
 def test_reference_cache_is_bounded_by_bytes_least_recently_used_first():
-    from harness.plugin import _References
+    from gradconf.plugin import _References
     cache, computed = _References(budget=100), []
 
     def get(key, size):

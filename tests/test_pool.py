@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from adapters import usable_cores
-from adapters.numpy_ref import NumpyReference
-from harness.pool import Pool, worker_share
+from gradconf.adapters import usable_cores
+from gradconf.adapters.numpy_ref import NumpyReference
+from gradconf.pool import Pool, worker_share
 from tests.test_cli import EXAMPLE_IDS, EXAMPLES, gradconf
 
 
@@ -85,8 +85,8 @@ class SlowEverywhere(NumpyReference):
 
 
 def test_a_stopped_run_kills_the_workers_still_in_a_case():
-    from harness.loader import load_paths
-    from harness.runner import Runner
+    from gradconf.loader import load_paths
+    from gradconf.runner import Runner
     cases, _ = load_paths([EXAMPLES])
     pool = Pool(Runner(NumpyReference(), [SlowEverywhere()]), 2, finish=lambda: {"versions": "here"})
     results = pool.run(cases * 4)

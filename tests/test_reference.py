@@ -6,9 +6,9 @@ upstream gradient can hide a transposed kernel or a shifted window.
 import numpy as np
 import pytest
 
-from adapters import numpy_ref
-from adapters.numpy_ref import gradients
-from harness.tensors import materialize
+from gradconf.adapters import numpy_ref
+from gradconf.adapters.numpy_ref import gradients
+from gradconf.tensors import materialize
 from tests.conftest import make_case
 
 H = 1e-4  # with the 4-point stencil: truncation O(h⁴) ~ 1e-16, rounding eps·|L|/h ~ 1e-12
@@ -115,7 +115,7 @@ def test_activations(act):
 def test_sigmoid_and_tanh_are_accurate_to_an_ulp_relative_everywhere():
     """Where σ is tiny (x ≪ 0) a formula through 1 ± tiny, e.g. ½(1 + tanh(x/2)), loses its relative
     precision (1e-9 at σ = 1e-7): torch keeps it, so the reference must too. Against long double."""
-    from harness.case import Activation
+    from gradconf.case import Activation
     x = np.concatenate([np.linspace(-740.0, 40.0, 20001), np.linspace(-3.0, 3.0, 2001)])
     wide = x.astype(np.longdouble)
     exact = {"sigmoid": np.where(wide >= 0, 1 / (1 + np.exp(-wide)), np.exp(wide) / (1 + np.exp(wide))),
@@ -191,7 +191,7 @@ def test_sabotaged_backward_is_caught(monkeypatch, target, fake, case):
 
 
 def _entry(target, fake):
-    from harness.case import Activation, Conv2d
+    from gradconf.case import Activation, Conv2d
     if target == "conv2d_backward":
         return Conv2d, (numpy_ref.conv2d_forward, fake)
     if target == "activation_backward":
@@ -203,7 +203,7 @@ def _entry(target, fake):
 # must not depend on what the buffer held before, and a forward cache is good for one backward only.
 
 def _conv(n, c, o, hw, stride=1, pad=1):
-    from harness.case import Conv2d
+    from gradconf.case import Conv2d
     out = (hw + 2 * pad - 3) // stride + 1
     return Conv2d(name="conv", in_shape=(n, c, hw, hw), out_shape=(n, o, out, out), out_channels=o,
                   kernel_size=(3, 3), stride=(stride, stride), padding=((pad, pad), (pad, pad)),

@@ -55,7 +55,7 @@ def test_sigkill_of_the_run_takes_its_child_along(tmp_path, prctl):
     """The child notices its parent is gone: by the kernel's parent-death signal, or where that is not
     available, by polling its parent's pid."""
     out, pidfile = tmp_path / "out", tmp_path / "pid"
-    code = (f"import sys; from harness import isolate; isolate._USE_PRCTL = {prctl}; from harness.cli import main; "
+    code = (f"import sys; from gradconf import isolate; isolate._USE_PRCTL = {prctl}; from gradconf.cli import main; "
             f"sys.exit(main(['run', 'cases/examples', '--frameworks', 'numpy', '--adapter', 'tests.planted:Hangs', "
             f"'--out', {str(out)!r}, '-q', '--timeout', '0']))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ,
@@ -75,7 +75,7 @@ def test_sigkill_of_the_run_takes_its_child_along(tmp_path, prctl):
 ])
 def test_hostile_adapters_cost_only_their_own_case(tmp_path, spec, message):
     """Each within seconds (--timeout 2): none hangs the run, none loses another case's records."""
-    p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy",
+    p = subprocess.run([sys.executable, "-m", "gradconf", "run", "cases/examples", "--frameworks", "numpy",
                         "--adapter", spec, "--adapter", "tests.planted:Copy", "--out", str(tmp_path), "-q",
                         "--timeout", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 1, p.stderr
@@ -89,7 +89,7 @@ def test_hostile_adapters_cost_only_their_own_case(tmp_path, spec, message):
 
 def test_an_adapter_that_hangs_while_loading_is_a_clear_error(tmp_path):
     """Loading happens in the parent, which no child protects: it runs under the time limit too."""
-    p = subprocess.run([sys.executable, "-m", "harness", "run", "cases/examples", "--frameworks", "numpy",
+    p = subprocess.run([sys.executable, "-m", "gradconf", "run", "cases/examples", "--frameworks", "numpy",
                         "--adapter", "tests.planted:hangs_while_loading", "--out", str(tmp_path), "--timeout", "1"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "--adapter: loading the adapters, or asking them whether they are installed, took " \
@@ -101,7 +101,7 @@ def test_an_adapter_that_hangs_while_loading_is_a_clear_error(tmp_path):
 
 SUM_3X3 = open(os.path.join(EXAMPLES, "sum_3x3.yaml")).read()
 PLANTED_FRAMEWORKS = """
-import adapters
+from gradconf import adapters
 adapters._entry_points = lambda: {"hangs": "tests.planted:Hangs", "crashes": "tests.planted:CrashesOnSum3x3"}
 """
 
@@ -135,7 +135,7 @@ def test_a_crashed_xdist_worker_is_an_error_record_in_the_merged_report(planted)
     (crashed,) = [r for r in records if r["framework"] == "crashes" and r["case"] == "sum_3x3"]
     assert crashed["status"] == "error" and crashed["message"].startswith(
         "the pytest worker died while crashes ran this case (worker 'gw")
-    from harness.loader import load_file
+    from gradconf.loader import load_file
     (case,) = load_file(str(planted.path / "cases" / "sum_3x3.yaml"))
     assert [crashed[k] for k in ("file", "dtype", "line")] == ["cases/sum_3x3.yaml", "float64", case.line]
     assert {(r["case"], r["framework"]) for r in records if r["status"] == "pass"} == {
@@ -171,7 +171,7 @@ class _LaggingConnection:
 
 
 def test_a_child_times_out_keeps_its_parts_and_is_gone(tmp_path):
-    from harness.isolate import Child
+    from gradconf.isolate import Child
     child = Child(_serve_part_then_hang, (str(tmp_path / "marker"),), time_limit=0.5)
     answer = child.ask("hello")
     assert (answer.kind, answer.value, answer.running) == ("timeout", 0.5, ("c", "fw"))
@@ -181,7 +181,7 @@ def test_a_child_times_out_keeps_its_parts_and_is_gone(tmp_path):
 def test_an_interrupted_parent_still_reads_what_its_child_sent(tmp_path):
     """The child sent a finished framework's records, then hung; the signal reached the parent before it
     read them: they are read before the child is killed, so an interrupted run reports them."""
-    from harness.isolate import Child
+    from gradconf.isolate import Child
     marker = tmp_path / "marker"
     child = Child(_serve_part_then_hang, (str(marker),), time_limit=None)
     child.send("hello")

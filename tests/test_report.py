@@ -4,10 +4,10 @@ import re
 
 import pytest
 
-from adapters.numpy_ref import NumpyReference
-from harness import report
-from harness.runner import Runner
-from harness.summary import summarize_records
+from gradconf.adapters.numpy_ref import NumpyReference
+from gradconf import report
+from gradconf.runner import Runner
+from gradconf.summary import summarize_records
 from tests.conftest import make_case
 
 
@@ -69,7 +69,7 @@ def _shown(folder):
 
 
 def test_a_report_set_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
-    from harness import files, reportset
+    from gradconf import files, reportset
     records = Runner(NumpyReference(), [Scaled("x", 1.0)]).run_case(_case()).records
     report.write_reports(records, {"command": "first"}, str(tmp_path))
     first = _shown(tmp_path)

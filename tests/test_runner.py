@@ -4,13 +4,13 @@ import os
 import numpy as np
 import pytest
 
-from adapters import Unsupported
-from adapters import numpy_ref
-from adapters.numpy_ref import NumpyReference
-from harness.case import Activation, Conv2d, ConvTranspose2d
-from harness.loader import load_paths
-from harness import runner as runner_module
-from harness.runner import FAILING, CaseResult, Runner
+from gradconf.adapters import Unsupported
+from gradconf.adapters import numpy_ref
+from gradconf.adapters.numpy_ref import NumpyReference
+from gradconf.case import Activation, Conv2d, ConvTranspose2d
+from gradconf.loader import load_paths
+from gradconf import runner as runner_module
+from gradconf.runner import FAILING, CaseResult, Runner
 from tests.conftest import ROOT, make_case
 from tests.planted import WrongTanhDerivative
 
@@ -74,7 +74,7 @@ def test_flipped_kernel_gradient_is_caught_on_every_bundled_conv_case():
 
 
 def test_correct_float32_run_over_1000_random_networks_has_no_failures():
-    torch_adapter = pytest.importorskip("adapters.torch_adapter")
+    torch_adapter = pytest.importorskip("gradconf.adapters.torch_adapter")
     pytest.importorskip("torch")
     runner = Runner(NumpyReference(), [torch_adapter.TorchAdapter()])
     families = ["conv2d.yaml", "pool2d.yaml", "nets.yaml", "nets_momentum_f32.yaml"]  # the float32-capable ones
@@ -165,7 +165,7 @@ def test_reference_failure_is_an_error_for_every_framework():
 def test_a_case_that_overflows_its_dtype_is_an_error_that_says_so():
     """In float16 the loss of this case is 2·10^5: a correct framework overflows to inf, so nothing can be
     compared; every framework gets one error naming the quantity and the dtype's largest value."""
-    from harness.summary import summarize_records
+    from gradconf.summary import summarize_records
     case = make_case(input=[[300.0, 400.0]], model=[{"dense": {"out_features": 1, "weight": [[1.0, 1.0]]}}],
                      loss={"mse": {"target": 0.0}}, dtype="float16")
     records = Runner(NumpyReference(), [Scripted("other", lambda t: None)]).run_case(case).records
@@ -280,8 +280,8 @@ def test_saturated_tanh_is_judged_by_the_rounding_of_its_output():
 
 
 def test_a_failure_that_fits_a_known_divergence_says_so():
-    from harness.diagnose import describe_failures
-    from harness.summary import summarize_records
+    from gradconf.diagnose import describe_failures
+    from gradconf.summary import summarize_records
 
     def off(trace):
         trace.steps[0].grads["fc.weight"] *= 1.01
@@ -312,7 +312,7 @@ def test_a_max_pool_tie_made_by_float16_rounding_is_within_the_allowance(monkeyp
     every float16 framework does. The third conditioning run makes the same tie: with the perturbed runs
     taken out (whether their signs move this routing is luck), it alone passes torch, and without it
     torch was called wrong by 13x."""
-    torch_adapter = pytest.importorskip("adapters.torch_adapter")
+    torch_adapter = pytest.importorskip("gradconf.adapters.torch_adapter")
     pytest.importorskip("torch")
     case = next(c for c in _bundled() if c.id == "half_maxpool_tie_f16")
     assert _statuses(Runner(NumpyReference(), [torch_adapter.TorchAdapter()]).run_case(case).records, "torch") == {"pass"}
@@ -325,9 +325,9 @@ def test_a_max_pool_tie_made_by_tensorflows_float16_sigmoid_is_within_the_allowa
     """TensorFlow's float16 sigmoid is an ulp off on a quarter of its inputs: it ties two cells whose
     correctly rounded values differ by one ulp. The two-ulp grid of the half-type conditioning runs
     makes the same tie; rounding only to float16 does not, and TensorFlow was called wrong by 98x."""
-    tf_adapter = pytest.importorskip("adapters.tensorflow_adapter")
+    tf_adapter = pytest.importorskip("gradconf.adapters.tensorflow_adapter")
     pytest.importorskip("tensorflow")
-    from harness import tolerance
+    from gradconf import tolerance
     case = next(c for c in _bundled() if c.id == "half_sigmoid_tie_f16")
     runner = Runner(NumpyReference(), [tf_adapter.TensorflowAdapter()])
     assert _statuses(runner.run_case(case).records, "tensorflow") == {"pass"}
@@ -340,9 +340,9 @@ def test_a_relu_input_whose_sign_float16_accumulation_leaves_undetermined_is_wit
     and its ReLU blocks a gradient the float64 reference passes. The shifted half-type run flips such
     signs; with the perturbed runs taken out (whether their signs move this ReLU is luck), the flip alone
     passes torch, and without it torch (and TF) were called wrong by 1.29x."""
-    torch_adapter = pytest.importorskip("adapters.torch_adapter")
+    torch_adapter = pytest.importorskip("gradconf.adapters.torch_adapter")
     pytest.importorskip("torch")
-    from harness import tolerance
+    from gradconf import tolerance
     case = next(c for c in _bundled() if c.id == "half_relu_undetermined_f16")
     runner = Runner(NumpyReference(), [torch_adapter.TorchAdapter()])
     assert _statuses(runner.run_case(case).records, "torch") == {"pass"}
@@ -353,7 +353,7 @@ def test_a_relu_input_whose_sign_float16_accumulation_leaves_undetermined_is_wit
 
 
 def test_the_sign_flip_takes_only_outputs_within_the_rounding_of_their_terms():
-    from harness import tolerance
+    from gradconf import tolerance
     case = make_case(dtype="float16", input={"shape": [1, 4]}, model=[{"dense": {"out_features": 4}}],
                      loss={"sum": {}})
     flip = tolerance.stored_in_dtype(case, 0.5)

@@ -4,11 +4,11 @@ Each test here stands for one complaint of a new user about the earlier reports 
 import random
 import re
 
-from harness import render
-from harness.cli import summarize
-from harness.report import write_reports
-from harness.runner import Record
-from harness.summary import FAILURE_COLUMNS, NOT_RUN, summarize_records
+from gradconf import render
+from gradconf.cli import summarize
+from gradconf.report import write_reports
+from gradconf.runner import Record
+from gradconf.summary import FAILURE_COLUMNS, NOT_RUN, summarize_records
 
 LONG = ("9 of 9 element(s) off; worst at [0, 0, 1, 1]: 112 vs -28 (7.81e+10x the allowance); the reference and the "
         "golden value agree, so the framework's transposed kernel is the likely cause")
@@ -124,7 +124,7 @@ def test_failures_come_first_grouped_by_case_and_passing_cases_are_collapsed(tmp
 
 def test_summary_is_built_from_each_case_once_not_the_whole_frame_per_failure():
     """Linear: the verdict of a case sees only that case's records (benchmarks/bench_report.py times it)."""
-    from harness import verdict
+    from gradconf import verdict
     seen = []
     real = verdict.who_is_wrong
 

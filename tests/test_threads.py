@@ -3,10 +3,10 @@ import os
 
 import pytest
 
-import adapters
-from adapters import LARGE_CASE_MACS, case_macs, threads_for
-from harness.loader import load_file
-from harness.tensors import materialize
+from gradconf import adapters
+from gradconf.adapters import LARGE_CASE_MACS, case_macs, threads_for
+from gradconf.loader import load_file
+from gradconf.tensors import materialize
 from tests.conftest import ROOT, make_case
 
 LARGE = f"{ROOT}/benchmarks/cases/large_net.yaml"
@@ -48,8 +48,8 @@ def test_tensorflow_runs_on_one_intra_and_one_inter_op_thread(tmp_path):
     pytest.importorskip("tensorflow")
     import subprocess
     import sys
-    code = ("import adapters, tensorflow as tf\nfrom harness.loader import load_file\n"
-            "from harness.tensors import materialize\n"
+    code = ("import tensorflow as tf\nfrom gradconf import adapters\nfrom gradconf.loader import load_file\n"
+            "from gradconf.tensors import materialize\n"
             f"(case,) = load_file({SMALL!r})\nadapters.builtin('tensorflow').run(case, materialize(case))\n"
             "print(tf.config.threading.get_intra_op_parallelism_threads(),"
             " tf.config.threading.get_inter_op_parallelism_threads())")
