@@ -115,7 +115,10 @@ def test_a_signal_keeps_every_finished_case_of_every_worker(tmp_path, signum):
     assert ORDER.index(partial["case"]) <= ORDER.index("sum_3x3") and partial["finished"]
     assert {r["framework"] for r in data["records"] if r["case"] == partial["case"]} == set(partial["finished"])
     assert cut["cases_run"] + cut["cases_not_run"] == len(ORDER)
-    assert cut["cases_run"] == len({r["case"] for r in data["records"]}) - 1 >= ORDER.index(partial["case"])
+    cases = {r["case"] for r in data["records"]}
+    assert cut["cases_run"] == len(cases) - 1
+    # Before the partial case, only the one the other worker was still in (no framework done yet) can be missing.
+    assert len(set(ORDER[:ORDER.index(partial["case"])]) - cases) <= 1
     seen = list(dict.fromkeys(r["case"] for r in data["records"]))
     assert seen == sorted(seen, key=ORDER.index)
     assert {r["status"] for r in data["records"]} == {"pass"}
