@@ -21,8 +21,9 @@ import sys
 
 import numpy as np
 
-from gradconf.case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Flatten, Pool2d, Sum
-from . import Initial, Step, Trace, Unsupported, module_missing, one_thread_native_pools
+from gradconf.case import Case, Conv2d, ConvTranspose2d, Pool2d
+
+from . import Initial, Step, Tables, Trace, module_missing, one_thread_native_pools, run_layers
 
 
 def xla_flags(flags: str, threads: int | None) -> str:
@@ -48,8 +49,7 @@ def _import_jax():
     return jax
 
 
-# The primitives every layer is built from, in one table: tests/test_jax_adapter.py plants bugs here.
-# Each entry is (jax module, jax.lax module) -> the function, resolved at run time.
+# The primitives the layers are built from, each taking (jax.numpy, jax.lax) first.
 def _conv(jnp, lax, x, w, L: Conv2d):
     return lax.conv_general_dilated(x, w, window_strides=L.stride, padding=L.padding, rhs_dilation=L.dilation,
                                     feature_group_count=L.groups, dimension_numbers=("NCHW", "OIHW", "NCHW"))
@@ -95,28 +95,39 @@ def _optimizer(opt):
     return optax.chain(optax.add_decayed_weights(opt.weight_decay), step) if opt.weight_decay else step
 
 
-PRIMITIVES = {
-    "conv": _conv,
-    "conv_transpose": _conv_transpose,
-    "max_pool": _max_pool,
-    "avg_pool": _avg_pool,
-    "sigmoid": lambda jnp, lax, x: __import__("jax").nn.sigmoid(x),
-    "tanh": lambda jnp, lax, x: jnp.tanh(x),
-    "relu": lambda jnp, lax, x: __import__("jax").nn.relu(x),
-    "dense": lambda jnp, lax, x, w: x @ w.T,
-    "flatten": lambda jnp, lax, x: x.reshape(x.shape[0], -1),  # NCHW row-major: the canonical feature order
-    "mse": lambda jnp, lax, y, t: jnp.mean(jnp.square(y - t)),
-    "half_sse": lambda jnp, lax, y, t: 0.5 * jnp.sum(jnp.square(t - y)),
-    "sum": lambda jnp, lax, y, t: jnp.sum(y),
-    "cross_entropy": lambda jnp, lax, y, t: jnp.mean(
-        __import__("optax").softmax_cross_entropy_with_integer_labels(y, t)),
-    "grad_output": lambda jnp, lax, y, t: jnp.sum(y * t),
-    "optimizer": _optimizer,
-}
+def _jl():
+    """(jax.numpy, jax.lax), imported when first asked for."""
+    import jax
+    return jax.numpy, jax.lax
 
 
 def _bias(x, b):
     return x if b is None else x + b.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+# One function per vocabulary entry: layers f(L, xs, p) -> y, losses f(y, t), optimizers f(opt) -> optax.
+# tests/planted_jax.py plants bugs by swapping entries of these tables.
+LAYERS = {
+    "conv2d": lambda L, xs, p: _bias(_conv(*_jl(), xs[0], p["weight"], L), p.get("bias")),
+    "conv_transpose2d": lambda L, xs, p: _bias(_conv_transpose(*_jl(), xs[0], p["weight"], L), p.get("bias")),
+    "max_pool2d": lambda L, xs, p: _max_pool(*_jl(), xs[0], L),
+    "avg_pool2d": lambda L, xs, p: _avg_pool(*_jl(), xs[0], L),
+    "sigmoid": lambda L, xs, p: __import__("jax").nn.sigmoid(xs[0]),
+    "tanh": lambda L, xs, p: _jl()[0].tanh(xs[0]),
+    "relu": lambda L, xs, p: __import__("jax").nn.relu(xs[0]),
+    "flatten": lambda L, xs, p: xs[0].reshape(xs[0].shape[0], -1),  # NCHW row-major: the canonical feature order
+    "sum": lambda L, xs, p: _jl()[0].sum(xs[0]),
+    "dense": lambda L, xs, p: _bias(xs[0] @ p["weight"].T, p.get("bias")),
+}
+LOSSES = {
+    "mse": lambda y, t: _jl()[0].mean(_jl()[0].square(y - t)),
+    "half_sse": lambda y, t: 0.5 * _jl()[0].sum(_jl()[0].square(t - y)),
+    "sum": lambda y, t: _jl()[0].sum(y),
+    "cross_entropy": lambda y, t: _jl()[0].mean(__import__("optax").softmax_cross_entropy_with_integer_labels(y, t)),
+    "grad_output": lambda y, t: _jl()[0].sum(y * t),
+}
+OPTIMIZERS = {"sgd": _optimizer, "adam": _optimizer}
+TABLES = Tables("jax", LAYERS, LOSSES, OPTIMIZERS)
 
 
 class JaxAdapter:
@@ -137,28 +148,11 @@ class JaxAdapter:
         from gradconf.divergences import known
         return known(self.name, case)
 
-    def _layer(self, jnp, lax, L, x, p):
-        P = PRIMITIVES
-        if isinstance(L, Conv2d):
-            conv = P["conv_transpose"] if isinstance(L, ConvTranspose2d) else P["conv"]
-            return _bias(conv(jnp, lax, x, p[f"{L.name}.weight"], L), p.get(f"{L.name}.bias"))
-        if isinstance(L, Pool2d):
-            return P[f"{L.kind}_pool"](jnp, lax, x, L)
-        if isinstance(L, Activation):
-            return P[L.kind](jnp, lax, x)
-        if isinstance(L, Flatten):
-            return P["flatten"](jnp, lax, x)
-        if isinstance(L, Sum):
-            return jnp.sum(x)
-        if isinstance(L, Dense):
-            return _bias(P["dense"](jnp, lax, x, p[f"{L.name}.weight"]), p.get(f"{L.name}.bias"))
-        raise Unsupported(f"no JAX mapping for layer {L.name} ({L.type})")
-
     def run(self, case: Case, initial: Initial) -> Trace:
+        TABLES.check(case)
         jax = _import_jax()
         import jax.numpy as jnp
         import optax
-        lax = jax.lax
         dtype = jnp.dtype(case.dtype)
         params = {k: jax.device_put(v.astype(dtype)) for k, v in initial.params.items()}  # cast on the host: no XLA op
         x = jax.device_put(initial.input.astype(dtype))
@@ -168,13 +162,11 @@ class JaxAdapter:
                 jax.device_put(initial.target.astype(dtype))
 
         def forward(params, x):
-            y = x
-            for L in case.layers:
-                y = self._layer(jnp, lax, L, y, params)
-            return PRIMITIVES[case.loss.kind](jnp, lax, y, target), y
+            y = run_layers(case, LAYERS, x, params)
+            return LOSSES[case.loss.kind](y, target), y
 
         value_and_grad = jax.value_and_grad(forward, argnums=(0, 1), has_aux=True)
-        opt = PRIMITIVES["optimizer"](case.optimizer) if case.optimizer is not None and params else None
+        opt = OPTIMIZERS[case.optimizer.kind](case.optimizer) if case.optimizer is not None and params else None
 
         def every_step(params, x):
             state = opt.init(params) if opt is not None else None

@@ -16,8 +16,9 @@ import os
 
 import numpy as np
 
-from gradconf.case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Flatten, Pool2d, Sum
-from . import Initial, Step, Trace, Unsupported, module_missing, one_thread_native_pools
+from gradconf.case import Case
+
+from . import Initial, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers
 
 
 _THREADS_SET = False  # once per process
@@ -47,14 +48,13 @@ def _import_tf():
     return tf
 
 
+_WEIGHT_LAYOUT = {"conv2d": "conv", "conv_transpose2d": "conv_t", "dense": "dense"}  # others: canonical
+
+
 def _kinds(case: Case) -> dict[str, str]:
-    """Parameter name -> how its layout converts (conv, conv_t, dense, bias)."""
-    out = {}
-    for L in case.layers:
-        for p in L.params:
-            out[p.name] = ("bias" if p.name.endswith(".bias") else
-                           "conv_t" if isinstance(L, ConvTranspose2d) else "conv" if isinstance(L, Conv2d) else "dense")
-    return out
+    """Parameter name -> how its layout converts (conv, conv_t, dense, bias: as it is)."""
+    return {p.name: "bias" if p.name.endswith(".bias") else _WEIGHT_LAYOUT.get(L.type, "bias")
+            for L in case.layers for p in L.params}
 
 
 _TO_TF = {"conv": (2, 3, 1, 0), "conv_t": (2, 3, 1, 0), "dense": (1, 0)}  # OIHW->HWIO, IOHW->HW,O/g,I ; (o,i)->(i,o)
@@ -67,6 +67,148 @@ def to_tf_layout(kind: str, a: np.ndarray) -> np.ndarray:
 
 def from_tf_layout(kind: str, a: np.ndarray) -> np.ndarray:
     return a if kind == "bias" else np.transpose(a, _FROM_TF[kind])
+
+
+# ---------------------------------------------------------------- layers: f(L, xs, p) -> y (x NHWC when 4-D)
+
+def _pad(tf, x, pad, value=0.0):
+    if pad == ((0, 0), (0, 0)):
+        return x
+    return tf.pad(x, [[0, 0], list(pad[0]), list(pad[1]), [0, 0]], constant_values=value)
+
+
+def _dilate(tf, w, d):
+    """Insert d-1 zeros between kernel taps: a dilation-1 kernel computing exactly the dilated
+    conv. TF's CPU kernels cannot back-propagate dilation > 1; with this they need not."""
+    if d == (1, 1):
+        return w
+    kh, kw, i, o = w.shape
+    w = tf.pad(tf.reshape(w, (kh, 1, kw, 1, i, o)), [[0, 0], [0, d[0] - 1], [0, 0], [0, d[1] - 1], [0, 0], [0, 0]])
+    return tf.reshape(w, (kh * d[0], kw * d[1], i, o))[:d[0] * (kh - 1) + 1, :d[1] * (kw - 1) + 1]
+
+
+def _per_group(tf, g, x, w, op):
+    """Grouped convolution as one convolution per group, concatenated (TF's CPU kernels cannot
+    back-propagate grouped convolutions). Groups split x's channels and w's last axis."""
+    if g == 1:
+        return op(x, w)
+    return tf.concat([op(xi, wi) for xi, wi in zip(tf.split(x, g, axis=3), tf.split(w, g, axis=3))], axis=3)
+
+
+def _bias_add(tf, y, b):
+    # tf.nn.bias_add, as Keras 3 adds every conv and dense bias (its TF backend's `ops.add` turns a
+    # bias-shaped add into it). Its gradient differs from a broadcast add's in half types: exact in
+    # float16, but summed in bfloat16 for bfloat16 (TF-BF16-BIASADD).
+    return y if b is None else tf.nn.bias_add(y, b)
+
+
+def conv2d(L, xs, p):
+    import tensorflow as tf
+    w = _dilate(tf, p["weight"], L.dilation)
+    x = _pad(tf, xs[0], L.padding)
+    # Only the rows and columns some window reads: TF 2.21's CPU filter gradient of a strided 1x1
+    # conv corrupts the heap when the input runs past the last window (docs/divergences.md).
+    (oh, ow), (kh, kw) = L.out_shape[2:], w.shape[:2]
+    reach = ((oh - 1) * L.stride[0] + kh, (ow - 1) * L.stride[1] + kw)
+    if reach != tuple(x.shape[1:3]):
+        x = x[:, :reach[0], :reach[1]]
+    y = _per_group(tf, L.groups, x, w, lambda xi, wi: tf.nn.conv2d(xi, wi, [1, *L.stride, 1], "VALID"))
+    return _bias_add(tf, y, p.get("bias"))
+
+
+def conv_transpose2d(L, xs, p):
+    import tensorflow as tf
+    (x,), n, (h, wd) = xs, tf.shape(xs[0])[0], L.in_shape[2:]
+    k, s, d = L.kernel_size, L.stride, L.dilation
+    full = [(h - 1) * s[0] + d[0] * (k[0] - 1) + 1, (wd - 1) * s[1] + d[1] * (k[1] - 1) + 1]
+    cout_g = L.out_channels // L.groups
+    # w is (kh, kw, out/g, in): groups split its last axis.
+    y = _per_group(tf, L.groups, x, _dilate(tf, p["weight"], d),
+                   lambda xi, wi: tf.nn.conv2d_transpose(xi, wi, [n, *full, cout_g], [1, *s, 1], "VALID"))
+    # Output rows [top, top + H_out) of the full output, zero-extended past its end (output_padding).
+    (t, _), (le, _) = L.padding
+    out_h, out_w = L.out_shape[2:]
+    ext = [max(0, t + out_h - full[0]), max(0, le + out_w - full[1])]
+    if any(ext):
+        y = tf.pad(y, [[0, 0], [0, ext[0]], [0, ext[1]], [0, 0]])
+    return _bias_add(tf, y[:, t:t + out_h, le:le + out_w, :], p.get("bias"))
+
+
+def max_pool2d(L, xs, p):
+    import tensorflow as tf
+    return tf.nn.max_pool2d(_pad(tf, xs[0], L.padding, float("-inf")), L.kernel_size, L.stride, "VALID")
+
+
+def avg_pool2d(L, xs, p):
+    import tensorflow as tf
+    (x,), k, s, pad = xs, L.kernel_size, L.stride, L.padding
+    mean = tf.nn.avg_pool2d(_pad(tf, x, pad), k, s, "VALID")
+    if L.count_include_pad or pad == ((0, 0), (0, 0)):
+        return mean
+    ones = _pad(tf, tf.ones((1, *x.shape[1:3], 1), dtype=x.dtype), pad)
+    return mean / tf.nn.avg_pool2d(ones, k, s, "VALID")  # = window sum / real cells in the window
+
+
+def flatten(L, xs, p):
+    import tensorflow as tf
+    x = xs[0]
+    if len(L.in_shape) == 4:
+        x = tf.transpose(x, (0, 3, 1, 2))  # back to NCHW: canonical row-major feature order
+    return tf.reshape(x, (tf.shape(x)[0], -1))
+
+
+def dense(L, xs, p):
+    import tensorflow as tf
+    return _bias_add(tf, tf.matmul(xs[0], p["weight"]), p.get("bias"))  # as Keras' Dense (see conv2d)
+
+
+def _tf():
+    import tensorflow as tf
+    return tf
+
+
+LAYERS = {
+    "conv2d": conv2d, "conv_transpose2d": conv_transpose2d, "max_pool2d": max_pool2d, "avg_pool2d": avg_pool2d,
+    "sigmoid": lambda L, xs, p: _tf().sigmoid(xs[0]),
+    "tanh": lambda L, xs, p: _tf().tanh(xs[0]),
+    "relu": lambda L, xs, p: _tf().nn.relu(xs[0]),
+    "flatten": flatten,
+    "sum": lambda L, xs, p: _tf().reduce_sum(xs[0]),
+    "dense": dense,
+}
+
+# ---------------------------------------------------------------- losses: f(y, target) -> loss
+
+LOSSES = {
+    "mse": lambda y, t: _tf().reduce_mean(_tf().square(y - t)),
+    "half_sse": lambda y, t: 0.5 * _tf().reduce_sum(_tf().square(t - y)),
+    "sum": lambda y, t: _tf().reduce_sum(y),
+    "cross_entropy": lambda y, t: _tf().reduce_mean(_tf().nn.sparse_softmax_cross_entropy_with_logits(labels=t, logits=y)),
+    "grad_output": lambda y, t: _tf().reduce_sum(y * t),
+}
+
+# ---------------------------------------------------------------- optimizers: f(opt) -> a Keras optimizer
+# Keras' weight decay is decoupled: docs/divergences.md, TF-WD.
+
+OPTIMIZERS = {
+    "sgd": lambda o: __import__("keras").optimizers.SGD(learning_rate=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                                                        weight_decay=o.weight_decay or None),
+    "adam": lambda o: __import__("keras").optimizers.Adam(learning_rate=o.lr, beta_1=o.betas[0], beta_2=o.betas[1],
+                                                          epsilon=o.eps, weight_decay=o.weight_decay or None),
+}
+TABLES = Tables("tensorflow", LAYERS, LOSSES, OPTIMIZERS)
+
+
+def _optimizer(opt, dtype: str):
+    """Keras stores the learning rate in floatx; a float64 model is run with floatx float64, as a Keras
+    user would, or the float32 lr shifts every float64 update (docs/divergences.md, TF-LR32)."""
+    import keras
+    previous = keras.config.floatx()
+    keras.config.set_floatx("float64" if dtype == "float64" else "float32")
+    try:
+        return OPTIMIZERS[opt.kind](opt)
+    finally:
+        keras.config.set_floatx(previous)
 
 
 class TensorflowAdapter:
@@ -86,125 +228,10 @@ class TensorflowAdapter:
         from gradconf.divergences import known
         return known(self.name, case)
 
-    # -------------------------------------------------------------- layers (x is NHWC when 4-D)
-
-    @staticmethod
-    def _pad(tf, x, pad, value=0.0):
-        if pad == ((0, 0), (0, 0)):
-            return x
-        return tf.pad(x, [[0, 0], list(pad[0]), list(pad[1]), [0, 0]], constant_values=value)
-
-    @staticmethod
-    def _dilate(tf, w, d):
-        """Insert d-1 zeros between kernel taps: a dilation-1 kernel computing exactly the dilated
-        conv. TF's CPU kernels cannot back-propagate dilation > 1; with this they need not."""
-        if d == (1, 1):
-            return w
-        kh, kw, i, o = w.shape
-        w = tf.pad(tf.reshape(w, (kh, 1, kw, 1, i, o)), [[0, 0], [0, d[0] - 1], [0, 0], [0, d[1] - 1], [0, 0], [0, 0]])
-        return tf.reshape(w, (kh * d[0], kw * d[1], i, o))[:d[0] * (kh - 1) + 1, :d[1] * (kw - 1) + 1]
-
-    @staticmethod
-    def _per_group(tf, g, x, w, op):
-        """Grouped convolution as one convolution per group, concatenated (TF's CPU kernels cannot
-        back-propagate grouped convolutions). Groups split x's channels and w's last axis."""
-        if g == 1:
-            return op(x, w)
-        return tf.concat([op(xi, wi) for xi, wi in zip(tf.split(x, g, axis=3), tf.split(w, g, axis=3))], axis=3)
-
-    def _conv(self, tf, L: Conv2d, x, w):
-        w = self._dilate(tf, w, L.dilation)
-        x = self._pad(tf, x, L.padding)
-        # Only the rows and columns some window reads: TF 2.21's CPU filter gradient of a strided 1x1
-        # conv corrupts the heap when the input runs past the last window (docs/divergences.md).
-        (oh, ow), (kh, kw) = L.out_shape[2:], w.shape[:2]
-        reach = ((oh - 1) * L.stride[0] + kh, (ow - 1) * L.stride[1] + kw)
-        if reach != tuple(x.shape[1:3]):
-            x = x[:, :reach[0], :reach[1]]
-        return self._per_group(tf, L.groups, x, w, lambda xi, wi: tf.nn.conv2d(xi, wi, [1, *L.stride, 1], "VALID"))
-
-    def _conv_transpose(self, tf, L: ConvTranspose2d, x, w):
-        n, (h, wd) = tf.shape(x)[0], L.in_shape[2:]
-        k, s, d = L.kernel_size, L.stride, L.dilation
-        full = [(h - 1) * s[0] + d[0] * (k[0] - 1) + 1, (wd - 1) * s[1] + d[1] * (k[1] - 1) + 1]
-        cout_g = L.out_channels // L.groups
-        # w is (kh, kw, out/g, in): groups split its last axis.
-        y = self._per_group(tf, L.groups, x, self._dilate(tf, w, d),
-                            lambda xi, wi: tf.nn.conv2d_transpose(xi, wi, [n, *full, cout_g], [1, *s, 1], "VALID"))
-        # Output rows [top, top + H_out) of the full output, zero-extended past its end (output_padding).
-        (t, _), (le, _) = L.padding
-        out_h, out_w = L.out_shape[2:]
-        ext = [max(0, t + out_h - full[0]), max(0, le + out_w - full[1])]
-        if any(ext):
-            y = tf.pad(y, [[0, 0], [0, ext[0]], [0, ext[1]], [0, 0]])
-        return y[:, t:t + out_h, le:le + out_w, :]
-
-    def _layer(self, tf, L, x, p):
-        if isinstance(L, Conv2d):
-            conv = self._conv_transpose if isinstance(L, ConvTranspose2d) else self._conv
-            y = conv(tf, L, x, p[f"{L.name}.weight"])
-            b = p.get(f"{L.name}.bias")
-            # tf.nn.bias_add, as Keras 3 adds every conv and dense bias (its TF backend's `ops.add`
-            # turns a bias-shaped add into it). Its gradient differs from a broadcast add's in half
-            # types: exact in float16, but summed in bfloat16 for bfloat16 (TF-BF16-BIASADD).
-            return y if b is None else tf.nn.bias_add(y, b)
-        if isinstance(L, Pool2d):
-            k, s, pad = L.kernel_size, L.stride, L.padding
-            if L.kind == "max":
-                return tf.nn.max_pool2d(self._pad(tf, x, pad, float("-inf")), k, s, "VALID")
-            mean = tf.nn.avg_pool2d(self._pad(tf, x, pad), k, s, "VALID")
-            if L.count_include_pad or pad == ((0, 0), (0, 0)):
-                return mean
-            ones = self._pad(tf, tf.ones((1, *x.shape[1:3], 1), dtype=x.dtype), pad)
-            return mean / tf.nn.avg_pool2d(ones, k, s, "VALID")  # = window sum / real cells in the window
-        if isinstance(L, Activation):
-            return {"sigmoid": tf.sigmoid, "tanh": tf.tanh, "relu": tf.nn.relu}[L.kind](x)
-        if isinstance(L, Flatten):
-            if len(L.in_shape) == 4:
-                x = tf.transpose(x, (0, 3, 1, 2))  # back to NCHW: canonical row-major feature order
-            return tf.reshape(x, (tf.shape(x)[0], -1))
-        if isinstance(L, Sum):
-            return tf.reduce_sum(x)
-        if isinstance(L, Dense):
-            y = tf.matmul(x, p[f"{L.name}.weight"])
-            b = p.get(f"{L.name}.bias")
-            return y if b is None else tf.nn.bias_add(y, b)  # as Keras' Dense (see conv above)
-        raise Unsupported(f"no TensorFlow mapping for layer {L.name} ({L.type})")
-
-    @staticmethod
-    def _loss(tf, kind, y, target):
-        if kind == "mse":
-            return tf.reduce_mean(tf.square(y - target))
-        if kind == "half_sse":
-            return 0.5 * tf.reduce_sum(tf.square(target - y))
-        if kind == "sum":
-            return tf.reduce_sum(y)
-        if kind == "cross_entropy":
-            return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=y))
-        return tf.reduce_sum(y * target)  # grad_output
-
-    @staticmethod
-    def _optimizer(opt, dtype: str):
-        import keras
-        if opt is None:
-            return None
-        wd = opt.weight_decay or None  # Keras' weight decay is decoupled: docs/divergences.md, TF-WD
-        # Keras stores the learning rate in floatx; a float64 model is run with floatx float64, as a Keras
-        # user would, or the float32 lr shifts every float64 update (docs/divergences.md, TF-LR32).
-        previous = keras.config.floatx()
-        keras.config.set_floatx("float64" if dtype == "float64" else "float32")
-        try:
-            if opt.kind == "sgd":
-                return keras.optimizers.SGD(learning_rate=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov,
-                                            weight_decay=wd)
-            return keras.optimizers.Adam(learning_rate=opt.lr, beta_1=opt.betas[0], beta_2=opt.betas[1],
-                                         epsilon=opt.eps, weight_decay=wd)
-        finally:
-            keras.config.set_floatx(previous)
-
     # -------------------------------------------------------------- run
 
     def run(self, case: Case, initial: Initial) -> Trace:
+        TABLES.check(case)
         if case.dtype == "bfloat16":
             from gradconf.hardware import detect
             blocked = detect().tf_bfloat16_blocked()
@@ -220,7 +247,7 @@ class TensorflowAdapter:
         if initial.target is not None:
             target = tf.constant(initial.target.astype(np.int64)) if case.loss.kind == "cross_entropy" else \
                 tf.cast(initial.target, dtype)
-        opt = self._optimizer(case.optimizer, case.dtype) if variables else None  # nothing to update
+        opt = _optimizer(case.optimizer, case.dtype) if variables and case.optimizer else None  # nothing to update
         names = list(variables)
         as_np = lambda t: np.asarray(tf.cast(t, tf.float64))  # noqa: E731
         steps = []
@@ -228,11 +255,10 @@ class TensorflowAdapter:
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 y = tf.transpose(x, (0, 2, 3, 1)) if len(case.input.shape) == 4 else x
-                for L in case.layers:
-                    y = self._layer(tf, L, y, variables)
+                y = run_layers(case, LAYERS, y, variables)
                 if len(case.output_shape) == 4:
                     y = tf.transpose(y, (0, 3, 1, 2))  # canonical NCHW for the loss and the report
-                loss = self._loss(tf, case.loss.kind, y, target)
+                loss = LOSSES[case.loss.kind](y, target)
             grads = tape.gradient(loss, [x] + [variables[k] for k in names])
             out_grads = {"input": as_np(grads[0])}
             for k, g in zip(names, grads[1:]):

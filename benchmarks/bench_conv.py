@@ -17,7 +17,7 @@ try:
 except ImportError:  # run as a script from benchmarks/
     from timing import median_ratio
 
-from gradconf.adapters.numpy_ref import conv2d_backward, conv2d_forward
+from gradconf.vocab.conv import conv2d_backward, conv2d_forward
 from gradconf.case import Conv2d
 
 N, C, O, H, W, K = 16, 64, 64, 56, 56, 3
@@ -38,8 +38,8 @@ def main(repeat: int = 3) -> list[dict]:
         dy = rng.standard_normal((N, O, H, W)).astype(dtype)
 
         def reference():
-            y, cache = conv2d_forward(x, w, b, layer)
-            conv2d_backward(dy, cache, layer)
+            y, cache = conv2d_forward(layer, [x], {"weight": w, "bias": b})
+            conv2d_backward(layer, dy, cache)
 
         tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
         tdy = torch.tensor(dy)
@@ -50,8 +50,8 @@ def main(repeat: int = 3) -> list[dict]:
             torch.nn.functional.conv2d(tx, tw, tb, padding=1).backward(tdy)
 
         # Same answer first: a benchmark of a wrong kernel means nothing.
-        y, cache = conv2d_forward(x, w, b, layer)
-        dx, grads = conv2d_backward(dy, cache, layer)
+        y, cache = conv2d_forward(layer, [x], {"weight": w, "bias": b})
+        (dx,), grads = conv2d_backward(layer, dy, cache)
         with_torch()
         tol = 1e-3 if dtype == "float32" else 1e-9
         np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=tol, atol=tol * np.abs(dx).max())

@@ -6,14 +6,12 @@ Shorthands are gone by now: every pair is a pair, every padding is ((top, bottom
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 INITS = ("uniform", "normal", "zeros", "ones", "arange")
-ACTIVATIONS = ("sigmoid", "tanh", "relu")
-LOSSES = ("mse", "half_sse", "sum", "cross_entropy", "grad_output")
-OPTIMIZERS = ("sgd", "adam")
 QUANTITIES = ("loss", "output", "grad", "param")
 
 Pair = tuple[int, int]
@@ -45,10 +43,11 @@ class Layer:
     in_shape: Shape
     out_shape: Shape
     params: tuple[Param, ...] = ()
+    TYPE: ClassVar[str] = ""  # its declaration's name in gradconf.vocab (a class serving several: `type`)
 
     @property
     def type(self) -> str:
-        return _TYPE_NAMES[type(self)]
+        return self.TYPE
 
     def param(self, kind: str) -> Param | None:
         return next((p for p in self.params if p.name == f"{self.name}.{kind}"), None)
@@ -56,6 +55,7 @@ class Layer:
 
 @dataclass(frozen=True, kw_only=True)
 class Conv2d(Layer):
+    TYPE = "conv2d"
     out_channels: int
     kernel_size: Pair
     stride: Pair
@@ -72,6 +72,7 @@ class Conv2d(Layer):
 class ConvTranspose2d(Conv2d):
     """Gradient of a conv2d w.r.t. its input. Output = full transposed output, cropped by padding,
     zero-extended at bottom/right by output_padding (PyTorch's meaning, per side)."""
+    TYPE = "conv_transpose2d"
     output_padding: Pair
 
 
@@ -99,16 +100,17 @@ class Activation(Layer):
 
 @dataclass(frozen=True, kw_only=True)
 class Flatten(Layer):
-    pass
+    TYPE = "flatten"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Sum(Layer):
-    pass
+    TYPE = "sum"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Dense(Layer):
+    TYPE = "dense"
     out_features: int
 
     @property
@@ -116,12 +118,9 @@ class Dense(Layer):
         return self.in_shape[1]
 
 
-_TYPE_NAMES = {Conv2d: "conv2d", ConvTranspose2d: "conv_transpose2d", Flatten: "flatten", Sum: "sum", Dense: "dense"}
-
-
 @dataclass(frozen=True)
 class Loss:
-    kind: str  # one of LOSSES
+    kind: str  # a name in gradconf.vocab.LOSSES
     target: TensorSpec | None = None  # mse / half_sse / cross_entropy target, grad_output value
 
 

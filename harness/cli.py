@@ -95,8 +95,8 @@ def _load(paths, count=None):
     if count is not None and count > MAX_COUNT:
         raise CaseError(f"must be at most {MAX_COUNT:,} (gradconf's cap on a family's variants), got {count:,}",
                         ("--count",), COMMAND_LINE)
-    cases, errors = load_paths(paths, count)
-    return cases, errors
+    from . import registry
+    return load_paths(paths, count, registry.known_names())
 
 
 def _report_invalid(errors) -> int:
@@ -188,7 +188,8 @@ def find_case(case_id: str, paths):
             file = None
         if file is not None:
             try:
-                return draw_variant(data, file, lines, parsed[1])
+                from . import registry
+                return draw_variant(data, file, lines, parsed[1], registry.known_names())
             except CaseError as e:
                 raise e.located(file, lines) from None
     cases, errors = _load(paths)
@@ -262,7 +263,7 @@ def _adapters(args):
 
 def select_adapters(frameworks: str | None, reference: str, extra: list[str]):
     """(reference adapter, [adapters to compare]). Raises CaseError for an unknown name or bad spec."""
-    from gradconf import adapters as registry
+    from . import registry
 
     plugins = {}
     for spec in extra:

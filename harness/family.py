@@ -10,6 +10,8 @@ import numpy as np
 
 from .case import Case
 from .errors import CaseError, Conflict
+from .fields import integer
+from .parse import case_name, parse_case
 
 MAX_ATTEMPTS = 200
 # Variants per family (`count:` or --count): each is drawn and validated up front (~1 ms each), and a
@@ -64,22 +66,20 @@ def variant_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def draw_variant(data: dict, file: str, lines: dict, index: int) -> Case:
-    from .loader import _int, case_name, parse_case
-
+def draw_variant(data: dict, file: str, lines: dict, index: int, frameworks=None) -> Case:
     name = case_name(data, file)
     body = {k: v for k, v in data.items() if k != "count"}
     last: CaseError | None = None
     for attempt in range(MAX_ATTEMPTS):
-        rng = np.random.default_rng([_int(data.get("seed", 0), ("seed",), min=0), index, attempt])
+        rng = np.random.default_rng([integer(data.get("seed", 0), ("seed",), min=0), index, attempt])
         drawn = _draw(body, rng, ())
         drawn["name"] = f"{name}[{index}]"
-        drawn["seed"] = variant_seed(_int(drawn.get("seed", 0), ("seed",), min=0), index)
+        drawn["seed"] = variant_seed(integer(drawn.get("seed", 0), ("seed",), min=0), index)
         tags = drawn.get("tags") or []
         if isinstance(tags, list) and all(isinstance(t, str) for t in tags):  # else parse_case reports it
             drawn["tags"] = list(dict.fromkeys([*tags, "family", name]))
         try:
-            return parse_case(drawn, file, lines, family=name)
+            return parse_case(drawn, file, lines, family=name, frameworks=frameworks)
         except Conflict as e:  # an impossible network or pairing: draw again
             last = e
         except CaseError as e:
@@ -90,14 +90,13 @@ def draw_variant(data: dict, file: str, lines: dict, index: int) -> Case:
                     last.path if last else ())
 
 
-def expand(data: dict, file: str, lines: dict, count: int | None = None) -> list[Case]:
-    from .loader import _int
-
-    n = count if count is not None else _int(data["count"], ("count",), min=1)
+def expand(data: dict, file: str, lines: dict, count: int | None = None, frameworks=None) -> list[Case]:
+    """Every variant of a family; `frameworks` as parse_case takes it."""
+    n = count if count is not None else integer(data["count"], ("count",), min=1)
     if n > MAX_COUNT:
         raise CaseError(f"{n:,} variants is more than gradconf draws for one family (the cap is {MAX_COUNT:,})",
                         ("count",) if count is None else ("--count",))
-    return [draw_variant(data, file, lines, i) for i in range(n)]
+    return [draw_variant(data, file, lines, i, frameworks) for i in range(n)]
 
 
 def split_id(case_id: str) -> tuple[str, int] | None:

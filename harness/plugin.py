@@ -93,8 +93,8 @@ _CONFIG = None  # the session's config, for hooks that are not handed it
 def pytest_configure(config):
     global _CONFIG
     _CONFIG = config
-    from gradconf import adapters
-    for name in adapters.known_names():
+    from . import registry
+    for name in registry.known_names():
         config.addinivalue_line("markers", f"{name}: gradconf cases run through the {name} adapter")
     _frameworks(config)  # options are checked once, up front: a bad one is a usage error, not N collection errors
     count = config.getoption("gradconf_count")
@@ -172,32 +172,33 @@ def pytest_collect_file(file_path: Path, parent):
 
 
 def _adapter(name: str):
-    from gradconf import adapters
+    from . import registry
     if name not in _ADAPTERS:
-        _ADAPTERS[name] = adapters.builtin_or_unloadable(name)  # a broken plug-in: its tests error, others run
+        _ADAPTERS[name] = registry.builtin_or_unloadable(name)  # a broken plug-in: its tests error, others run
     return _ADAPTERS[name]
 
 
 def _frameworks(config) -> list[str]:
-    from gradconf import adapters
+    from . import registry
     chosen = config.getoption("gradconf_frameworks")
-    names = [n.strip() for n in chosen.split(",") if n.strip()] if chosen else adapters.known_names()
+    names = [n.strip() for n in chosen.split(",") if n.strip()] if chosen else registry.known_names()
     for n in names:
-        if n not in adapters.known_names():
+        if n not in registry.known_names():
             raise pytest.UsageError(f"--gradconf-frameworks: unknown framework `{n}`; known: "
-                                    f"{', '.join(adapters.known_names())}")
+                                    f"{', '.join(registry.known_names())}")
     return names
 
 
 class CaseFile(pytest.File):
     def collect(self):
         from .divergences import expectation
+        from . import registry
         from .loader import load_file
         # Named as the user can open it from where pytest runs (the rootdir may be elsewhere).
         rel = os.path.relpath(self.path)
         try:
             cases = load_file(rel if not rel.startswith("..") else str(self.path),
-                              self.config.getoption("gradconf_count"))
+                              self.config.getoption("gradconf_count"), registry.known_names())
         except CaseError as e:
             raise self.CollectError(str(e)) from None
         seen = self.config.stash.setdefault(_CASE_IDS, {})

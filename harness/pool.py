@@ -25,6 +25,7 @@ from multiprocessing.connection import wait
 
 from . import isolate
 from .runner import CaseResult, Record, Runner, _note
+from .threads import usable_cores
 
 # Read by the native libraries when they load (in the children): their pools' sizes.
 POOL_SIZE_VARIABLES = ("GRADCONF_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -32,7 +33,6 @@ POOL_SIZE_VARIABLES = ("GRADCONF_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THRE
 
 def default_workers() -> int:
     """The cores this process may run on."""
-    from gradconf.adapters import usable_cores
     return usable_cores()
 
 

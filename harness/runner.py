@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gradconf.adapters import Adapter, Initial, Trace
+from .protocol import Adapter, Initial, Trace
 from .case import Activation, Case
 from .compare import compare
 from .divergences import expectation

@@ -1,9 +1,11 @@
-"""The JSON Schema of a case file (`gradconf schema`), built from the loader's own key tables so
-the two cannot drift apart. Editors use it for completion; the loader remains the authority."""
+"""The JSON Schema of a case file (`gradconf schema`), built from the vocabulary's declarations (each
+field's schema fragment) and the parser's top-level keys, so the three cannot drift apart. Editors use
+it for completion; the parser remains the authority."""
 from __future__ import annotations
 
 from .case import DTYPES, INITS
-from .loader import LAYER_KEYS, LOSS_KEYS, OPT_KEYS, TOP_KEYS
+from . import vocab
+from .parse import TOP_KEYS
 
 # Shared pieces live in $defs and are referenced, so that the schema stays small for editors.
 _DEFS = {
@@ -19,19 +21,7 @@ _DEFS = {
             "init": {"enum": list(INITS)}, "low": {"type": "number"}, "high": {"type": "number"},
             "mean": {"type": "number"}, "std": {"type": "number", "minimum": 0}}}]},
 }
-_INT, _PAIR, _TENSOR, _DRAW = ({"$ref": f"#/$defs/{k}"} for k in ("int", "pair", "tensor", "draw"))
-_PARAM_SCHEMA = {
-    "name": {"type": "string"}, "in_channels": _INT, "out_channels": _INT, "in_features": _INT,
-    "out_features": _INT, "kernel_size": _PAIR, "stride": _PAIR, "dilation": _PAIR, "groups": _INT,
-    "output_padding": _PAIR, "count_include_pad": {"type": "boolean"},
-    "padding": {"anyOf": [_PAIR, {"enum": ["same", "valid"]},
-                          {"type": "array", "items": {"type": "array", "items": _INT}}]},
-    "bias": {"anyOf": [{"type": "boolean"}, _TENSOR]}, "weight": _TENSOR,
-    "target": _TENSOR, "value": _TENSOR,  # a tensor, or a number broadcast to the output's shape
-    "lr": {"type": "number", "minimum": 0}, "momentum": {"type": "number", "minimum": 0},
-    "nesterov": {"type": "boolean"}, "weight_decay": {"type": "number", "minimum": 0},
-    "betas": {"type": "array", "items": {"type": "number"}}, "eps": {"type": "number"},
-}
+_TENSOR, _DRAW = ({"$ref": f"#/$defs/{k}"} for k in ("tensor", "draw"))
 
 
 def _drawable(node):
@@ -53,9 +43,9 @@ def _drawable(node):
 
 def _one_of(table: dict) -> dict:
     variants = []
-    for kind, keys in table.items():
+    for kind, decl in table.items():
         body = {"type": ["object", "null"], "additionalProperties": False,
-                "properties": {k: _PARAM_SCHEMA[k] for k in keys}}
+                "properties": {f.name: f.schema for f in decl.fields}}
         variants.append({"type": "object", "additionalProperties": False, "required": [kind],
                          "properties": {kind: body}})
     return {"oneOf": variants}
@@ -70,10 +60,10 @@ def case_schema() -> dict:
         "description": {"type": "string"},
         "tags": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
         "dtype": {"enum": list(DTYPES)},
-        "seed": _INT, "input": _TENSOR,
-        "model": {"type": "array", "minItems": 1, "items": {"anyOf": [_one_of(LAYER_KEYS), {"enum": [
-            k for k in LAYER_KEYS if not set(LAYER_KEYS[k]) - {"name"}]}]}},  # `- relu` for a parameterless layer
-        "loss": _one_of(LOSS_KEYS), "optimizer": _one_of(OPT_KEYS), "steps": {"type": "integer", "minimum": 1},
+        "seed": {"$ref": "#/$defs/int"}, "input": _TENSOR,
+        "model": {"type": "array", "minItems": 1, "items": {"anyOf": [_one_of(vocab.LAYERS), {"enum": [
+            k for k, d in vocab.LAYERS.items() if not set(d.keys) - {"name"}]}]}},  # `- relu` for a parameterless layer
+        "loss": _one_of(vocab.LOSSES), "optimizer": _one_of(vocab.OPTIMIZERS), "steps": {"type": "integer", "minimum": 1},
         "expect": {"type": "object", "additionalProperties": False, "properties": {
             "loss": {"oneOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]},
             "output": _TENSOR, "grad": {"type": "object"}, "param": {"type": "object"}}},

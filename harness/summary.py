@@ -34,7 +34,7 @@ def worst(statuses: Iterable[str]) -> str:
 def framework_order(names: Iterable[str], reference: str | None = None) -> list[str]:
     """Stable whatever order the records came in: the reference, the built-ins in registry order,
     then any other framework alphabetically."""
-    from gradconf.adapters import known_names
+    from .registry import known_names  # the registry's order (names only: no adapter is imported)
     names = set(names)
     rank = {n: i for i, n in enumerate(known_names())}
     first = [reference] if reference in names else []

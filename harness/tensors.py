@@ -5,7 +5,7 @@ import zlib
 
 import numpy as np
 
-from gradconf.adapters import Initial
+from .protocol import Initial
 from .case import Case, TensorSpec
 
 

@@ -161,7 +161,7 @@ def value_signs(a, salt: int) -> np.ndarray:
 def perturbed(case: Case, initial, draw: int):
     """The initial tensors, each element scaled by (1 ± PERTURBATION·rounding_scale), the sign a function of
     its value (value_signs: equal values stay equal); class ids left alone."""
-    from gradconf.adapters import Initial
+    from .protocol import Initial
     salt = int(np.random.default_rng([case.seed, 0x6E015E, draw]).integers(1 << 62))
     delta = PERTURBATION * rounding_scale(case)
     keep_target = case.loss.kind == "cross_entropy"

@@ -25,8 +25,8 @@ pytest_plugins = ["pytester"]
 def _isolated_adapter_registry():
     """Adapters loaded with --adapter register their names process-wide (as a CLI run needs); tests
     that run the CLI in-process must not leak them into later tests."""
-    from gradconf import adapters
-    saved = dict(adapters._LOADED)
+    from gradconf import registry
+    saved = dict(registry._LOADED)
     yield
-    adapters._LOADED.clear()
-    adapters._LOADED.update(saved)
+    registry._LOADED.clear()
+    registry._LOADED.update(saved)

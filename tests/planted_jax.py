@@ -1,6 +1,8 @@
-"""Bugs planted in the JAX adapter's primitives (`adapters.jax_adapter.PRIMITIVES`): each a slip that
-changes the math, with the bundled cases expected to catch it. tests/test_jax_adapter.py patches one at a
-time and runs its cases: each bug must fail at least one, and the unpatched adapter must pass them all.
+"""Bugs planted in the JAX adapter's primitives: each a slip that changes the math, with the bundled cases
+expected to catch it. `entries` puts one into the adapter's tables (jax_adapter.LAYERS / LOSSES /
+OPTIMIZERS, keyed by vocabulary name) as the adapter builds its own entries from its primitives;
+tests/test_jax_adapter.py plants one at a time and runs its cases: each bug must fail at least one, and the
+unpatched adapter must pass them all.
 
 Not planted, because JAX has no such state: a forgotten zero_grad, a stale input gradient after step 1
 (jax.grad returns fresh gradients of a pure function every step)."""
@@ -43,6 +45,25 @@ def _dampened(opt):
     import optax
     return optax.chain(optax.add_decayed_weights(opt.weight_decay), optax.ema(opt.momentum, debias=False),
                        optax.scale(-opt.lr))
+
+
+def entries(primitive: str, f) -> list[tuple[dict, str, object]]:
+    """(table, name, function) of the adapter's entries built on `primitive`, built on `f` instead."""
+    def jl():
+        return J._jl()
+    if primitive in ("conv", "conv_transpose"):
+        name = "conv2d" if primitive == "conv" else "conv_transpose2d"
+        return [(J.LAYERS, name, lambda L, xs, p: J._bias(f(*jl(), xs[0], p["weight"], L), p.get("bias")))]
+    if primitive in ("max_pool", "avg_pool"):
+        return [(J.LAYERS, f"{primitive}2d", lambda L, xs, p: f(*jl(), xs[0], L))]
+    if primitive in ("sigmoid", "tanh", "relu", "flatten"):
+        return [(J.LAYERS, primitive, lambda L, xs, p: f(*jl(), xs[0]))]
+    if primitive == "dense":
+        return [(J.LAYERS, "dense", lambda L, xs, p: J._bias(f(*jl(), xs[0], p["weight"]), p.get("bias")))]
+    if primitive in J.LOSSES:
+        return [(J.LOSSES, primitive, lambda y, t: f(*jl(), y, t))]
+    assert primitive == "optimizer", primitive
+    return [(J.OPTIMIZERS, kind, f) for kind in J.OPTIMIZERS]
 
 
 # name -> (primitive, replacement, bundled case files expected to catch it)

@@ -5,21 +5,23 @@ import dataclasses
 
 import numpy as np
 
+from gradconf import vocab
 from gradconf.adapters import Step, Trace
 from gradconf.adapters import numpy_ref as ref
 from gradconf.adapters.numpy_ref import NumpyReference
-from tests.planting import Planted
+from gradconf.vocab.optimizers import SGD, Adam
+from tests.planting import Planted, swap
 
 
 # ---------------------------------------------------------------- losses
 
 def _loss(change):
-    plain = ref.loss_and_grad
-
-    def wrong(kind, y, target, round_off=None):
-        loss, dy = plain(kind, y, target, round_off)
-        return change(kind, y, target, loss, dy)
-    return [(ref, "loss_and_grad", wrong)]
+    """Every loss's declaration, its (loss, dy) passed through change(kind, y, target, loss, dy)."""
+    def wrong(kind, plain):
+        def loss(y, target, round_off=None):
+            return change(kind, y, target, *plain(y, target, round_off))
+        return loss
+    return [swap(vocab.LOSSES, kind, loss=wrong(kind, d.loss)) for kind, d in vocab.LOSSES.items()]
 
 
 class CrossEntropyWithoutMean(Planted):
@@ -45,7 +47,7 @@ class MseSumForMean(Planted):
 
 # ---------------------------------------------------------------- optimizers
 
-class _SGD(ref.SGD):
+class _SGD(SGD):
     def update(self, name, p, g):
         o = self.opt
         g = g + o.weight_decay * p
@@ -67,14 +69,14 @@ class MomentumDampening(Planted):
         class Damped(_SGD):
             def damped(self, g):
                 return (1 - self.opt.momentum) * g
-        return [(ref, "SGD", Damped)]
+        return [swap(vocab.OPTIMIZERS, "sgd", make=Damped)]
 
 
 class NesterovAsPlain(Planted):
     bug = "nesterov run as plain momentum"
 
     def patches(self, case):
-        return [(ref, "SGD", type("Plain", (_SGD,), {"nesterov_ok": False}))]
+        return [swap(vocab.OPTIMIZERS, "sgd", make=type("Plain", (_SGD,), {"nesterov_ok": False}))]
 
 
 class WeightDecayAfterStep(Planted):
@@ -86,10 +88,10 @@ class WeightDecayAfterStep(Planted):
                 o = self.opt
                 q = super().update(name, p, g - o.weight_decay * p)  # the step without the decay, then the decay
                 return q - o.lr * o.weight_decay * q
-        return [(ref, "SGD", After)]
+        return [swap(vocab.OPTIMIZERS, "sgd", make=After)]
 
 
-class _Adam(ref.Adam):
+class _Adam(Adam):
     def update(self, name, p, g):
         o, (b1, b2) = self.opt, self.opt.betas
         g = g + (0.0 if self.decoupled else o.weight_decay) * p
@@ -110,37 +112,37 @@ class AdamEpsInsideRoot(Planted):
     bug = "Adam ε inside the square root"
 
     def patches(self, case):
-        return [(ref, "Adam", type("Inside", (_Adam,), {"eps_inside": True}))]
+        return [swap(vocab.OPTIMIZERS, "adam", make=type("Inside", (_Adam,), {"eps_inside": True}))]
 
 
 class AdamNoBiasCorrection(Planted):
     bug = "Adam without bias correction"
 
     def patches(self, case):
-        return [(ref, "Adam", type("Uncorrected", (_Adam,), {"corrections": lambda self, t: (1.0, 1.0)}))]
+        return [swap(vocab.OPTIMIZERS, "adam", make=type("Uncorrected", (_Adam,), {"corrections": lambda self, t: (1.0, 1.0)}))]
 
 
 class AdamBiasCorrectionOffByOne(Planted):
     bug = "Adam bias correction off by one step (t + 1)"
 
     def patches(self, case):
-        return [(ref, "Adam", type("OffByOne", (_Adam,), {"corrections": lambda self, t: _Adam.corrections(self, t + 1)}))]
+        return [swap(vocab.OPTIMIZERS, "adam", make=type("OffByOne", (_Adam,), {"corrections": lambda self, t: _Adam.corrections(self, t + 1)}))]
 
 
 class AdamDecoupledDecay(Planted):
     bug = "Adam weight decay decoupled (AdamW) instead of L2"
 
     def patches(self, case):
-        return [(ref, "Adam", type("Decoupled", (_Adam,), {"decoupled": True}))]
+        return [swap(vocab.OPTIMIZERS, "adam", make=type("Decoupled", (_Adam,), {"decoupled": True}))]
 
 
 class LrRoundedToFloat16(Planted):
     bug = "learning rate rounded to float16"
 
     def patches(self, case):
-        plain = ref.make_optimizer
-        return [(ref, "make_optimizer", lambda opt: plain(None if opt is None else
-                                                          dataclasses.replace(opt, lr=float(np.float16(opt.lr)))))]
+        def rounded(plain):
+            return lambda opt: plain(dataclasses.replace(opt, lr=float(np.float16(opt.lr))))
+        return [swap(vocab.OPTIMIZERS, kind, make=rounded(d.make)) for kind, d in vocab.OPTIMIZERS.items()]
 
 
 # ---------------------------------------------------------------- the training loop

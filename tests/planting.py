@@ -1,10 +1,12 @@
-"""The machinery of the planted bugs (tests/planted.py): the NumPy reference with some of its functions
-swapped for wrong ones while it runs, and helpers to write such swaps."""
+"""The machinery of the planted bugs (tests/planted.py): the NumPy reference with some of the vocabulary's
+declarations (or the functions they are built from) swapped for wrong ones while it runs, and helpers to
+write such swaps."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
-from gradconf.adapters import numpy_ref as ref
+from gradconf import vocab
 from gradconf.adapters.numpy_ref import NumpyReference
 
 
@@ -41,27 +43,33 @@ def _patched(patches):
                 setattr(where, key, old)
 
 
-def _wrap_backward(kind, change):
-    """A patch of layer type `kind`'s backward: (dx, grads) -> change(dy, cache, L, dx, grads)."""
-    table = ref._PARAMETRIC if kind in ref._PARAMETRIC else ref._PLAIN
-    forward, backward = table[kind]
+def swap(table: dict, name: str, **changes):
+    """A patch: declaration `name` of `table` (vocab.LAYERS, LOSSES or OPTIMIZERS) with `changes`."""
+    return table, name, dataclasses.replace(table[name], **changes)
 
-    def wrong(dy, cache, L):
-        dx, grads = backward(dy, cache, L)
-        return change(dy, cache, L, dx, grads)
-    return table, kind, (forward, wrong)
+
+def _wrap_backward(kind, change):
+    """A patch of layer `kind`'s backward: (dx, grads) -> change(dy, cache, L, dx, grads)."""
+    backward = vocab.LAYERS[kind].backward
+
+    def wrong(L, dy, cache):
+        (dx,), grads = backward(L, dy, cache)
+        dx, grads = change(dy, cache, L, dx, grads)
+        return [dx], grads
+    return swap(vocab.LAYERS, kind, backward=wrong)
 
 
 def _keeping_input(kind, change):
     """A patch whose backward also sees the layer's input: change(x, dy, L, dx, grads) -> (dx, grads)."""
-    forward, backward = ref._PARAMETRIC[kind]
+    decl = vocab.LAYERS[kind]
 
-    def fwd(x, w, b, L):
-        y, cache = forward(x, w, b, L)
-        return y, (cache, x)
+    def fwd(L, xs, p):
+        y, cache = decl.forward(L, xs, p)
+        return y, (cache, xs[0])
 
-    def bwd(dy, cache, L):
+    def bwd(L, dy, cache):
         inner, x = cache
-        dx, grads = backward(dy, inner, L)
-        return change(x, dy, L, dx, grads)
-    return ref._PARAMETRIC, kind, (fwd, bwd)
+        (dx,), grads = decl.backward(L, dy, inner)
+        dx, grads = change(x, dy, L, dx, grads)
+        return [dx], grads
+    return swap(vocab.LAYERS, kind, forward=fwd, backward=bwd)

@@ -173,9 +173,9 @@ def test_third_party_adapter(tmp_path, monkeypatch):
 
 
 def test_entry_point_adapters_run_by_default_and_a_broken_one_costs_only_its_records(tmp_path, monkeypatch):
-    from gradconf import adapters
+    from gradconf import adapters, registry
     from gradconf.adapters.numpy_ref import NumpyReference
-    monkeypatch.setattr(adapters, "_entry_points", lambda: {"copy": "tests.planted:Copy",
+    monkeypatch.setattr(registry, "_entry_points", lambda: {"copy": "tests.planted:Copy",
                                                             "broken": "no_such_module_x:Adapter"})
     for name in ("torch", "tensorflow"):  # keep this test light: only the plug-ins and the reference
         monkeypatch.setattr(adapters.builtin(name).__class__, "missing", lambda self: "not in this test")

@@ -154,7 +154,7 @@ def test_the_adapter_adds_a_bias_as_keras_does_and_gets_keras_bias_gradients():
     (2048 in float16, where 2048 + 1 rounds back to 2048). The adapter must match Keras in both."""
     tf = pytest.importorskip("tensorflow")
     keras = pytest.importorskip("keras")
-    from gradconf.adapters.tensorflow_adapter import TensorflowAdapter
+    from gradconf.adapters import tensorflow_adapter
     (case,) = load_file(os.path.join(ROOT, "cases", "divergences", "tf_bfloat16_bias_gradient.yaml"))
     _skip_where_tensorflow_cannot_run(case)
     conv = case.layers[0]
@@ -166,7 +166,7 @@ def test_the_adapter_adds_a_bias_as_keras_does_and_gets_keras_bias_gradients():
         w = tf.ones((1, 1, 1, 2), dtype)
         with tf.GradientTape(persistent=True) as tape:
             y_keras = layer(ones)
-            y_adapter = TensorflowAdapter()._layer(tf, conv, ones, {"conv.weight": w, "conv.bias": b})
+            y_adapter = tensorflow_adapter.LAYERS["conv2d"](conv, [ones], {"weight": w, "bias": b})
             y_broadcast = ones * w + b
         return [float(tape.gradient(y, v)[0]) for y, v in
                 ((y_keras, layer.bias), (y_adapter, b), (y_broadcast, b))]

@@ -9,7 +9,7 @@ from gradconf.adapters.numpy_ref import NumpyReference
 from gradconf.loader import load_file
 from gradconf.runner import Runner
 from tests.conftest import ROOT
-from tests.planted_jax import MUTATIONS
+from tests.planted_jax import MUTATIONS, entries
 
 pytest.importorskip("jax")
 pytest.importorskip("optax")
@@ -34,7 +34,8 @@ def test_the_unpatched_adapter_passes_every_case_the_mutations_use():
 @pytest.mark.parametrize("mutation", list(MUTATIONS))
 def test_a_planted_bug_fails_a_bundled_case(mutation, monkeypatch):
     primitive, replacement, cases = MUTATIONS[mutation]
-    monkeypatch.setitem(jax_adapter.PRIMITIVES, primitive, replacement)
+    for table, name, function in entries(primitive, replacement):
+        monkeypatch.setitem(table, name, function)
     caught = [n for n in cases if _statuses(n) & {"fail", "error"}]
     assert caught, f"{mutation}: no failure on {cases}"
 

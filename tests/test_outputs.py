@@ -218,9 +218,9 @@ def test_an_adapter_whose_missing_or_version_raises_is_an_error_not_a_skip(tmp_p
 def test_an_installed_adapter_whose_missing_raises_does_not_crash_the_run(tmp_path, monkeypatch):
     """Without --frameworks every installed adapter is asked whether it is missing: one that raises
     is an error on its cases, not a traceback."""
-    from gradconf import adapters
+    from gradconf import adapters, registry
     from gradconf.cli import main
-    monkeypatch.setattr(adapters, "_entry_points", lambda: {"missing_raises": "tests.planted:MissingRaises"})
+    monkeypatch.setattr(registry, "_entry_points", lambda: {"missing_raises": "tests.planted:MissingRaises"})
     for name in ("torch", "tensorflow"):
         monkeypatch.setattr(adapters.builtin(name).__class__, "missing", lambda self: "not in this test")
     assert main(["run", EXAMPLES, "--out", str(tmp_path), "-q", "--in-process", "-k", "sum_3x3_f32"]) == 1

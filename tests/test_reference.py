@@ -6,8 +6,11 @@ upstream gradient can hide a transposed kernel or a shifted window.
 import numpy as np
 import pytest
 
-from gradconf.adapters import numpy_ref
+import dataclasses
+
+from gradconf import vocab
 from gradconf.adapters.numpy_ref import gradients
+from gradconf.vocab import conv, numerics, pool
 from gradconf.tensors import materialize
 from tests.conftest import make_case
 
@@ -121,8 +124,8 @@ def test_sigmoid_and_tanh_are_accurate_to_an_ulp_relative_everywhere():
     exact = {"sigmoid": np.where(wide >= 0, 1 / (1 + np.exp(-wide)), np.exp(wide) / (1 + np.exp(wide))),
              "tanh": np.tanh(wide)}
     for kind, want in exact.items():
-        got, _ = numpy_ref.activation_forward(x, Activation(kind=kind, name=kind, in_shape=x.shape,
-                                                            out_shape=x.shape))
+        got, _ = vocab.LAYERS[kind].forward(Activation(kind=kind, name=kind, in_shape=x.shape, out_shape=x.shape),
+                                            [x], {})
         tiny = np.abs(want) > np.finfo(np.float64).tiny  # normal results: relative error is defined
         rel = np.abs((got[tiny] - want[tiny]) / want[tiny]).astype(np.float64)
         assert rel.max() < 4 * np.finfo(np.float64).eps, (kind, x[tiny][np.argmax(rel)])
@@ -161,45 +164,35 @@ def test_sum_layer():
 
 # The suite must fail when a backward formula is wrong. Each sabotage is a classic hand-backprop bug.
 
-def _flipped_kernel_dx(dy, cache, L):
+def _flipped_kernel_dx(L, dy, cache):
     x_shape, cols, wg, has_bias = cache
-    return numpy_ref.conv2d_backward(dy, [x_shape, cols, wg[..., ::-1], has_bias], L)  # the flipped kernel
+    return conv.conv2d_backward(L, dy, [x_shape, cols, wg[..., ::-1], has_bias])  # the flipped kernel
 
 
-def _sigmoid_without_chain(dy, cache, L):
+def _sigmoid_without_chain(L, dy, cache):
     x, y = cache
-    return (dy * y if L.kind == "sigmoid" else numpy_ref.activation_backward(dy, cache, L)[0]), {}
+    return [dy * y], {}
 
 
-def _maxpool_last_max(dy, cache, L):
+def _maxpool_last_max(L, dy, cache):
     shape, arg = cache
-    return numpy_ref.max_pool2d_backward(dy, (shape, np.minimum(arg + 1, L.kernel_size[0] * L.kernel_size[1] - 1)), L)
+    return pool.max_pool2d_backward(L, dy, (shape, np.minimum(arg + 1, L.kernel_size[0] * L.kernel_size[1] - 1)))
 
 
-@pytest.mark.parametrize("target,fake,case", [
-    ("conv2d_backward", _flipped_kernel_dx, lambda: net((1, 2, 5, 5), {"conv2d": {"out_channels": 2, "kernel_size": 3}})),
-    ("activation_backward", _sigmoid_without_chain, lambda: net((2, 3), {"sigmoid": {}})),
-    ("max_pool2d_backward", _maxpool_last_max, lambda: net((1, 1, 4, 4), {"max_pool2d": {"kernel_size": 2}})),
+@pytest.mark.parametrize("layer,fake,case", [
+    ("conv2d", _flipped_kernel_dx, lambda: net((1, 2, 5, 5), {"conv2d": {"out_channels": 2, "kernel_size": 3}})),
+    ("sigmoid", _sigmoid_without_chain, lambda: net((2, 3), {"sigmoid": {}})),
+    ("max_pool2d", _maxpool_last_max, lambda: net((1, 1, 4, 4), {"max_pool2d": {"kernel_size": 2}})),
 ])
-def test_sabotaged_backward_is_caught(monkeypatch, target, fake, case):
+def test_sabotaged_backward_is_caught(monkeypatch, layer, fake, case):
+    """A wrong backward injected through the layer's declaration (the registry the reference dispatches on)."""
     c = case()
     assert fd_error(c) < TOL
-    monkeypatch.setitem(numpy_ref._PARAMETRIC if target == "conv2d_backward" else
-                        numpy_ref._POOLS if target.startswith("max") else numpy_ref._PLAIN,
-                        *_entry(target, fake))
+    monkeypatch.setitem(vocab.LAYERS, layer, dataclasses.replace(vocab.LAYERS[layer], backward=fake))
     assert fd_error(c) > 1e-3
 
 
-def _entry(target, fake):
-    from gradconf.case import Activation, Conv2d
-    if target == "conv2d_backward":
-        return Conv2d, (numpy_ref.conv2d_forward, fake)
-    if target == "activation_backward":
-        return Activation, (numpy_ref.activation_forward, fake)
-    return "max", (numpy_ref.max_pool2d_forward, fake)
-
-
-# The conv reuses the im2col columns a backward has finished with (numpy_ref._give_back): results
+# The conv reuses the im2col columns a backward has finished with (vocab.numerics.give_back): results
 # must not depend on what the buffer held before, and a forward cache is good for one backward only.
 
 def _conv(n, c, o, hw, stride=1, pad=1):
@@ -214,8 +207,8 @@ def _fwd_bwd(L, seed):
     rng = np.random.default_rng(seed)
     x, dy = rng.standard_normal(L.in_shape), rng.standard_normal(L.out_shape)
     w, b = rng.standard_normal((L.out_channels, L.in_shape[1], 3, 3)), rng.standard_normal(L.out_channels)
-    y, cache = numpy_ref.conv2d_forward(x, w, b, L)
-    dx, grads = numpy_ref.conv2d_backward(dy, cache, L)
+    y, cache = conv.conv2d_forward(L, [x], {"weight": w, "bias": b})
+    (dx,), grads = conv.conv2d_backward(L, dy, cache)
     return y, dx, grads["weight"], grads["bias"]
 
 
@@ -224,23 +217,23 @@ def _two_alive(L):
     rng = np.random.default_rng(7)
     xs, dys = rng.standard_normal((2, *L.in_shape)), rng.standard_normal((2, *L.out_shape))
     w = rng.standard_normal((L.out_channels, L.in_shape[1], 3, 3))
-    caches = [numpy_ref.conv2d_forward(x, w, None, L)[1] for x in xs]
-    return tuple(numpy_ref.conv2d_backward(dy, c, L)[1]["weight"] for dy, c in zip(dys[::-1], caches[::-1]))
+    caches = [conv.conv2d_forward(L, [x], {"weight": w})[1] for x in xs]
+    return tuple(conv.conv2d_backward(L, dy, c)[1]["weight"] for dy, c in zip(dys[::-1], caches[::-1]))
 
 
 def test_reused_columns_change_no_result(monkeypatch):
     # big enough to be kept; then a stride-2 conv (col2im path) and a larger-input one write over it
     layers = [_conv(2, 16, 8, 64), _conv(2, 8, 16, 48, stride=2), _conv(2, 16, 8, 64), _conv(1, 16, 16, 70, pad=0)]
-    numpy_ref._SPARE.cols = None
+    numerics._SPARE.cols = None
     reused = [_fwd_bwd(layers[0], 0)]
-    spare = numpy_ref._SPARE.cols
+    spare = numerics._SPARE.cols
     assert spare is not None and spare.size >= 1 << 20  # kept...
-    _, cache = numpy_ref.conv2d_forward(np.ones(layers[0].in_shape), np.ones((8, 16, 3, 3)), None, layers[0])
+    _, cache = conv.conv2d_forward(layers[0], [np.ones(layers[0].in_shape)], {"weight": np.ones((8, 16, 3, 3))})
     assert np.shares_memory(cache[1], spare)  # ...and written over by the next im2col
-    numpy_ref.conv2d_backward(np.ones(layers[0].out_shape), cache, layers[0])
+    conv.conv2d_backward(layers[0], np.ones(layers[0].out_shape), cache)
     reused += [_fwd_bwd(L, seed) for seed, L in enumerate(layers) if seed] + [_two_alive(layers[0])]
-    monkeypatch.setattr(numpy_ref, "_give_back", lambda cols: None)
-    numpy_ref._SPARE.cols = None
+    monkeypatch.setattr(conv, "give_back", lambda cols: None)
+    numerics._SPARE.cols = None
     fresh = [_fwd_bwd(L, seed) for seed, L in enumerate(layers)] + [_two_alive(layers[0])]
     for a, b in zip(reused, fresh):
         for u, v in zip(a, b):
@@ -250,21 +243,21 @@ def test_reused_columns_change_no_result(monkeypatch):
 def test_a_forward_cache_serves_one_backward():
     L = _conv(1, 2, 2, 5)
     rng = np.random.default_rng(0)
-    y, cache = numpy_ref.conv2d_forward(rng.standard_normal(L.in_shape), rng.standard_normal((2, 2, 3, 3)), None, L)
-    numpy_ref.conv2d_backward(np.ones_like(y), cache, L)
+    y, cache = conv.conv2d_forward(L, [rng.standard_normal(L.in_shape)], {"weight": rng.standard_normal((2, 2, 3, 3))})
+    conv.conv2d_backward(L, np.ones_like(y), cache)
     with pytest.raises(RuntimeError, match="already used by a backward"):
-        numpy_ref.conv2d_backward(np.ones_like(y), cache, L)
+        conv.conv2d_backward(L, np.ones_like(y), cache)
 
 
 def test_batch_split_over_threads_matches_one_thread(monkeypatch):
-    """A big conv splits its batch over threads, one BLAS thread each (numpy_ref._over_batch)."""
+    """A big conv splits its batch over threads, one BLAS thread each (vocab.numerics.over_batch)."""
     from threadpoolctl import threadpool_info
     before = [i["num_threads"] for i in threadpool_info()]
     L = _conv(4, 16, 8, 64)
-    monkeypatch.setattr(numpy_ref, "_threads", lambda: 2)
+    monkeypatch.setattr(numerics, "_threads", lambda: 2)
     split = _fwd_bwd(L, 3)
     assert [i["num_threads"] for i in threadpool_info()] == before  # BLAS's own pool size is restored
-    monkeypatch.setattr(numpy_ref, "_threads", lambda: 1)
+    monkeypatch.setattr(numerics, "_threads", lambda: 1)
     whole = _fwd_bwd(L, 3)
     for u, v in zip(split, whole):
         np.testing.assert_allclose(u, v, rtol=1e-13, atol=1e-13 * np.abs(v).max())

@@ -101,8 +101,8 @@ def test_an_adapter_that_hangs_while_loading_is_a_clear_error(tmp_path):
 
 SUM_3X3 = open(os.path.join(EXAMPLES, "sum_3x3.yaml")).read()
 PLANTED_FRAMEWORKS = """
-from gradconf import adapters
-adapters._entry_points = lambda: {"hangs": "tests.planted:Hangs", "crashes": "tests.planted:CrashesOnSum3x3"}
+from gradconf import registry
+registry._entry_points = lambda: {"hangs": "tests.planted:Hangs", "crashes": "tests.planted:CrashesOnSum3x3"}
 """
 
 

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from gradconf import adapters
+from gradconf import adapters, threads
 from gradconf.adapters import LARGE_CASE_MACS, case_macs, threads_for
 from gradconf.loader import load_file
 from gradconf.tensors import materialize
@@ -29,7 +29,7 @@ def test_small_cases_get_one_thread_large_ones_the_workers_share(monkeypatch):
     monkeypatch.setenv("GRADCONF_THREADS", "3")
     assert (threads_for(small), threads_for(large)) == (1, 3)
     monkeypatch.delenv("GRADCONF_THREADS")
-    monkeypatch.setattr(adapters, "usable_cores", lambda: 5)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 5)
     assert (threads_for(small), threads_for(large)) == (1, 5)
 
 

@@ -1,0 +1,111 @@
+"""The adapter protocol, defined by the harness and implemented by the adapters (gradconf.adapters
+re-exports every name here). An adapter runs a `Case` from its materialised `Initial` tensors and
+returns a `Trace`: per step the loss, the output, the gradient of every parameter and of the input,
+and every parameter after the update — NumPy arrays in the canonical layout (NCHW, OIHW, IOHW,
+dense (out, in)). Adapters only compute; the runner compares and decides statuses.
+
+An adapter keeps one function per vocabulary entry, in tables keyed by the declaration's name
+(`Tables`); `Tables.check(case)` makes every entry a table lacks `unsupported`, and `run_layers`
+is the forward walk every framework shares.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from . import threads, vocab
+from .errors import Unsupported
+
+__all__ = ["Adapter", "Initial", "Step", "Tables", "Trace", "Unsupported", "LARGE_CASE_MACS",
+           "case_macs", "run_layers", "threads_for"]
+
+
+@dataclass(frozen=True)
+class Initial:
+    """What every framework starts from: float64 arrays already rounded to the case dtype."""
+    input: np.ndarray
+    params: dict[str, np.ndarray]
+    target: np.ndarray | None  # loss target / grad_output value / class ids (as floats)
+
+
+@dataclass
+class Step:
+    loss: np.ndarray                 # 0-d
+    output: np.ndarray
+    grads: dict[str, np.ndarray]     # every parameter, and "input"
+    params: dict[str, np.ndarray] = field(default_factory=dict)  # after this step's update (empty: no optimizer)
+    # Optional, from a reference: the size of the terms a scalar was summed from ("loss", "output"),
+    # so that a result that is small by cancellation is judged against the terms, not itself.
+    magnitude: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Trace:
+    steps: list[Step]
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    name: str  # "numpy", "torch", ...
+
+    def missing(self) -> str | None:
+        """Why this framework cannot run here (e.g. not installed), or None. Must not import it."""
+
+    def version(self) -> str:
+        """The framework's version (may import it)."""
+
+    def run(self, case, initial: Initial) -> Trace:
+        """Run `case.steps` steps; raise `Unsupported(reason)` for a case it cannot express faithfully.
+        Optional: `known_divergences(case) -> {id: gist}`, the docs/divergences.md entries whose
+        conditions the case meets (named on its failures)"""
+
+
+@dataclass(frozen=True)
+class Tables:
+    """One framework's functions, keyed by vocabulary name: a layer's `f(L, xs, p) -> y` (xs: its input
+    tensors, p: its parameters by kind, "weight" / "bias"), a loss's `f(y, target) -> loss`, an
+    optimizer's `f(opt, ...)`, whatever the framework's run loop passes it."""
+    framework: str
+    layers: dict[str, Callable]
+    losses: dict[str, Callable]
+    optimizers: dict[str, Callable]
+
+    def check(self, case) -> None:
+        """Unsupported, naming each entry of `case` this framework has no function for."""
+        lacking = [f"layer `{L.type}` ({L.name})" for L in case.layers if L.type not in self.layers]
+        if case.loss.kind not in self.losses:
+            lacking.append(f"loss `{case.loss.kind}`")
+        if case.optimizer is not None and case.optimizer.kind not in self.optimizers:
+            lacking.append(f"optimizer `{case.optimizer.kind}`")
+        if lacking:
+            raise Unsupported(f"{self.framework} has no function for {', '.join(lacking)}")
+
+
+def own_params(L, params: dict) -> dict:
+    """The layer's parameters by kind ("weight", "bias"), from the case's by full name."""
+    return {p.name.rsplit(".", 1)[1]: params[p.name] for p in L.params if p.name in params}
+
+
+def run_layers(case, layers: dict[str, Callable], x, params: dict):
+    """The model's output: each layer's function from `layers`, in order, on the tensors of any
+    framework. `params` by full name ("conv.weight")."""
+    y = x
+    for L in case.layers:
+        y = layers[L.type](L, [y], own_params(L, params))
+    return y
+
+
+# The thread policy (README, "Threads"): one thread per framework per worker. Measured
+# (benchmarks/bench_threads.py): a second thread makes every bundled case slower, whatever the
+# framework — a pool's threads meet after every small op, and on a busy machine a late core stalls
+# them all — so only a case whose largest layer takes this many multiply-adds gets the worker's share.
+LARGE_CASE_MACS = 1 << 24
+case_macs = vocab.case_macs
+
+
+def threads_for(case) -> int:
+    """The threads a framework runs `case` on: 1, or for a large case the worker's share of the cores."""
+    return (threads.thread_limit() or threads.usable_cores()) if case_macs(case) >= LARGE_CASE_MACS else 1
