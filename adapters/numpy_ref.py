@@ -60,14 +60,23 @@ class NumpyReference:
         each gradient the backward pass stores, and with layer None on each updated parameter
         (tolerance.rounded_layers, stored_in_dtype). One with `wants_terms` set gets a conv or dense
         output with `terms=`, the sum of the absolute values of the terms each element adds up."""
+        return self._run(case, initial, round_off, np.float64)
+
+    def run_precise(self, case, initial: Initial) -> Trace:
+        """The same computation carried out in np.longdouble (harness.blame's recheck of a reference in
+        question): x87 extended precision on x86-64, a 64-bit mantissa to float64's 53."""
+        return self._run(case, initial, None, np.longdouble)
+
+    def _run(self, case, initial: Initial, round_off, dtype) -> Trace:
         one_thread_native_pools("numpy")  # NumPy's BLAS too: a big layer splits its batch instead (vocab.numerics.over_batch)
-        params = {k: np.array(v, dtype=np.float64) for k, v in initial.params.items()}
-        x0 = np.array(initial.input, dtype=np.float64)
+        params = {k: np.array(v, dtype=dtype) for k, v in initial.params.items()}
+        x0 = np.array(initial.input, dtype=dtype)
+        target = None if initial.target is None else np.asarray(initial.target, dtype=dtype)
         opt = make_optimizer(case.optimizer)
         steps, states = [], {}  # states: the stateful layers' (running statistics), by layer name
         for _ in range(case.steps):
             with np.errstate(all="ignore"):  # overflow shows up as non-finite values, which the runner reports
-                loss, output, grads, magnitude = gradients(case, x0, params, initial.target, round_off, states)
+                loss, output, grads, magnitude = gradients(case, x0, params, target, round_off, states)
             if opt is not None:
                 params = {k: opt.update(k, p, grads[k]) for k, p in params.items()}
                 for p in params.values() if round_off is not None else ():

@@ -63,6 +63,15 @@ class Adapter(Protocol):
         conditions the case meets (named on its failures)"""
 
 
+@runtime_checkable
+class PreciseReference(Protocol):
+    """A reference that can also run a case in higher precision than float64 (the NumPy reference, in
+    np.longdouble): harness.blame's recheck, before a framework is blamed on the reference's word alone."""
+
+    def run_precise(self, case, initial: Initial) -> Trace:
+        """The reference's own computation, every array in the higher precision."""
+
+
 @dataclass(frozen=True)
 class Tables:
     """One framework's functions, keyed by vocabulary name: a layer's `f(L, xs, p) -> y` (xs: its input

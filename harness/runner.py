@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .protocol import Adapter, Initial, Trace
+from . import blame
+from .protocol import Adapter, Initial, PreciseReference, Trace
 from .case import Activation, Case
 from .compare import compare
 from .divergences import expectation
@@ -59,6 +60,9 @@ class Record:
     # Where the case marks this framework with `xfail:`: whether the mark applied here and why
     # (harness/divergences.py), e.g. "applied (non-strict): TF-ONEDNN-1CH (...)" or "not applied: ...".
     divergence: str | None = None
+    # On a failing comparison with the reference: the other frameworks whose value there lies within
+    # twice the allowance of this one's (harness.blame), e.g. "jax, tensorflow"; "" none; None not asked.
+    agrees: str | None = None
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in _FIELDS}  # shallow: every field is a plain value
@@ -394,6 +398,7 @@ class Runner:
         # The reference is always held to the golden values; the others to the reference and the golden values.
         records = self.compare_golden(case, self.reference.name, ref.trace, ref)
         self._finished(case, self.reference.name, records)
+        traces = {}  # the frameworks', kept for harness.blame
         for fw in frameworks:
             if fw.name == self.reference.name:
                 continue
@@ -409,9 +414,35 @@ class Runner:
                 for r in (r for r in mine if r.status == "fail"):
                     r.known = known
             records += mine
+            traces[fw.name] = trace
             self._finished(case, fw.name, mine)
         result.records = records
-        return self.apply_xfail(case, result, self.platform)
+        self.apply_xfail(case, result, self.platform)
+        recheck = self._weigh(case, ref, result.records, traces)  # after the marks: a known divergence is no question
+        if recheck:
+            result.records += recheck
+            self._finished(case, self.reference.name, recheck)
+        return result
+
+    def _weigh(self, case: Case, ref: Reference, records: list[Record], traces: dict) -> list[Record]:
+        """harness.blame: mark which frameworks fail alike, and, where nothing but the reference backs
+        it, recheck the reference in long double. Returns the recheck's records ([] when none ran)."""
+        values = {(step, q, t): a for step, q, t, a in _quantities(ref.trace)}
+        blame.annotate_agreement(records, traces, _lookup, values)
+        name = self.reference.name
+        if not (isinstance(self.reference, PreciseReference) and blame.in_question(records, name)
+                and blame.small_enough(ref.initial)):
+            return []
+        if self.on_adapter_start is not None:  # a crash or time limit here is the reference's
+            self.on_adapter_start(case, self.reference)
+        try:
+            precise = self.reference.run_precise(case, ref.initial)
+        except Exception:  # a recheck that cannot run leaves the verdict to the other rules
+            return []
+        checked = self.compare_traces(case, name, ref.trace, Reference(ref.initial, precise, {}))
+        for r in checked:
+            r.reference = blame.HIGH
+        return checked
 
     def _finished(self, case: Case, framework: str, records: list[Record]) -> None:
         if self.on_framework_done is not None:

@@ -28,14 +28,34 @@ def _case(**extra):
                      loss={"sum": {}}, dtype="float64", **extra)
 
 
-def _verdict(case, frameworks):
-    summary = summarize_records(Runner(NumpyReference(), frameworks).run_case(case).records)
+class PlainReference:
+    """The NumPy reference without its long-double recheck (gradconf.protocol.PreciseReference): the
+    verdict's rules for a reference nothing can recheck."""
+    name = "numpy"
+
+    def __init__(self):
+        self._reference = NumpyReference()
+
+    def missing(self):
+        return None
+
+    def version(self):
+        return "plain"
+
+    def run(self, case, initial, round_off=None):
+        return self._reference.run(case, initial, round_off)
+
+
+def _verdict(case, frameworks, reference=None):
+    summary = summarize_records(Runner(reference or PlainReference(), frameworks).run_case(case).records)
     return next((c.verdict for c in summary.cases if c.case == case.id), "")
 
 
 def test_the_odd_framework_out_is_named():
     v = _verdict(_case(), [Scaled("good", 1.0), Scaled("bad", 0.5)])
     assert v == "bad: differs from the reference, which good match(es)"
+    v = _verdict(_case(), [Scaled("good", 1.0), Scaled("bad", 0.5)], NumpyReference())  # and it is rechecked
+    assert v == "bad: differs from the reference, which good match(es) and which recomputed in long double stands"
 
 
 def test_a_golden_value_that_everyone_misses_is_named():
@@ -50,8 +70,9 @@ def test_when_no_framework_matches_the_reference_the_reference_is_suspect():
 
 def test_frameworks_that_all_differ_from_a_reference_that_meets_the_golden_values_are_named():
     """Hand-derived values back the reference: the frameworks, not the reference, are then suspect."""
-    v = _verdict(_case(expect={"output": [[11.0]]}), [Scaled("a", 0.5), Scaled("b", 0.5)])
-    assert v == "a, b: differs from the reference, which meets the case's golden values"
+    for reference in (PlainReference(), NumpyReference()):  # golden values outweigh a recheck
+        v = _verdict(_case(expect={"output": [[11.0]]}), [Scaled("a", 0.5), Scaled("b", 0.5)], reference)
+        assert v == "a, b: differs from the reference, which meets the case's golden values"
 
 
 def test_one_framework_that_differs_from_an_unconfirmed_reference_leaves_both_suspect():

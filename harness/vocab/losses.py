@@ -56,7 +56,7 @@ def total(y, target, round_off=None):
 
 def grad_output(y, target, round_off=None):
     # L = Σ y·v, so dL/dy = v
-    return np.sum(y * target), np.array(target, dtype=np.float64)
+    return np.sum(y * target), np.array(target, dtype=np.result_type(y, np.float64))  # a copy, in y's precision
 
 
 def cross_entropy(y, target, round_off=None):

@@ -55,7 +55,12 @@ def max_pool2d_backward(L: Pool2d, dy, cache):
     oy, ox = np.indices(dy.shape[2:])
     rows, cols = oy * s[0] + arg // k[1], ox * s[1] + arg % k[1]
     flat = (np.arange(n * c).reshape(n, c, 1, 1) * hp + rows) * wp + cols
-    dxp = np.bincount(flat.ravel(), weights=dy.ravel(), minlength=n * c * hp * wp).reshape(n, c, hp, wp)
+    if dy.dtype == np.float64:  # bincount sums in float64 only, and fast
+        dxp = np.bincount(flat.ravel(), weights=dy.ravel(), minlength=n * c * hp * wp).reshape(n, c, hp, wp)
+    else:  # the long-double recheck (harness.blame)
+        dxp = np.zeros(n * c * hp * wp, dtype=dy.dtype)
+        np.add.at(dxp, flat.ravel(), dy.ravel())
+        dxp = dxp.reshape(n, c, hp, wp)
     return [dxp[:, :, pad[0][0]:pad[0][0] + h, pad[1][0]:pad[1][0] + w]], {}
 
 
