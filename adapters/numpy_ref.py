@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from gradconf import vocab
-from gradconf.protocol import own_params
+from gradconf.protocol import Rounding, own_params
 from gradconf.vocab.optimizers import SGD, Adam  # noqa: F401 (re-exported: the reference's optimizers)
 
 from . import Initial, Step, Trace, one_thread_native_pools
@@ -33,9 +33,9 @@ def layer_backward(L, dy, cache):
     return dx, {f"{L.name}.{kind}": g for kind, g in grads.items()}
 
 
-def loss_and_grad(kind: str, y, target, round_off=None):
-    """The loss value and dL/dy. `round_off(array, "softmax")`: see NumpyReference.run."""
-    return vocab.LOSSES[kind].loss(y, target, round_off)
+def loss_and_grad(kind: str, y, target, rounding=None):
+    """The loss value and dL/dy (`rounding`: a conditioning run's, protocol.Rounding)."""
+    return vocab.LOSSES[kind].loss(y, target, rounding)
 
 
 def make_optimizer(opt):
@@ -45,7 +45,8 @@ def make_optimizer(opt):
 # ---------------------------------------------------------------- the adapter
 
 class NumpyReference:
-    """The hand-written float64 reference (SPEC §5)."""
+    """The hand-written float64 reference (SPEC §5). It implements the optional `run_rounded`
+    (protocol.rounds_off): the conditioning runs round its intermediate results as a framework stores them."""
     name = "numpy"
 
     def missing(self):
@@ -54,21 +55,21 @@ class NumpyReference:
     def version(self):
         return np.__version__
 
-    def run(self, case, initial: Initial, round_off=None) -> Trace:
-        """`round_off(array, layer)` (the runner's conditioning runs only): called in place on each layer's
-        output, with layer "softmax" on cross-entropy's softmax sum and probabilities, with "gradient" on
-        each gradient the backward pass stores, and with layer None on each updated parameter
-        (tolerance.rounded_layers, stored_in_dtype). One with `wants_terms` set gets a conv or dense
-        output with `terms=`, the sum of the absolute values of the terms each element adds up."""
-        return self._run(case, initial, round_off, np.float64)
+    def run(self, case, initial: Initial) -> Trace:
+        return self._trace(case, initial, None, np.float64)
+
+    def run_rounded(self, case, initial: Initial, rounding: Rounding) -> Trace:
+        """`run`, with `rounding`'s hooks called in place on each layer output, gradient and updated parameter
+        (protocol.Rounding; the runner's conditioning runs only)."""
+        return self._trace(case, initial, rounding, np.float64)
 
     def run_precise(self, case, initial: Initial) -> Trace:
         """The same computation carried out in np.longdouble (harness.blame's recheck of a reference in
         question): x87 extended precision on x86-64, a 64-bit mantissa to float64's 53."""
-        return self._run(case, initial, None, np.longdouble)
+        return self._trace(case, initial, None, np.longdouble)
 
-    def _run(self, case, initial: Initial, round_off, dtype) -> Trace:
-        one_thread_native_pools("numpy")  # NumPy's BLAS too: a big layer splits its batch instead (vocab.numerics.over_batch)
+    def _trace(self, case, initial: Initial, rounding: Rounding | None, dtype) -> Trace:
+        one_thread_native_pools("numpy")  # NumPy's BLAS too: a big layer splits its batch instead (numerics.over_batch)
         params = {k: np.array(v, dtype=dtype) for k, v in initial.params.items()}
         x0 = np.array(initial.input, dtype=dtype)
         target = None if initial.target is None else np.asarray(initial.target, dtype=dtype)
@@ -76,52 +77,58 @@ class NumpyReference:
         steps, states = [], {}  # states: the stateful layers' (running statistics), by layer name
         for _ in range(case.steps):
             with np.errstate(all="ignore"):  # overflow shows up as non-finite values, which the runner reports
-                loss, output, grads, magnitude = gradients(case, x0, params, target, round_off, states)
+                loss, output, grads, magnitude = gradients(case, x0, params, target, rounding, states)
             if opt is not None:
                 params = {k: opt.update(k, p, grads[k]) for k, p in params.items()}
-                for p in params.values() if round_off is not None else ():
-                    round_off(p, None)
+                for p in params.values() if rounding is not None else ():
+                    rounding.param(p)
             steps.append(Step(np.asarray(loss), output, grads, dict(params) if opt is not None else {}, magnitude))
         return Trace(steps)
 
 
-def gradients(case, x, params, target, round_off=None, states: dict | None = None):
-    """Forward through every layer, then backward in reverse: (loss, output, {name: gradient}, magnitudes)."""
+def _forward(case, x, params, rounding, states):
+    """Every layer's output in turn, rounded as `rounding` says: (output, caches, the last layer's input)."""
     caches, last_input = [], x
     for L in case.layers:
         last_input = x
         x, cache = layer_forward(L, x, params, states)
         accumulates = vocab.LAYERS[L.type].accumulates
         bias = params.get(f"{L.name}.bias") if accumulates else None
-        if round_off is not None and bias is not None:  # a framework that adds the bias as its own op
+        if rounding is not None and bias is not None:  # a framework that adds the bias as its own op
             b = bias.reshape((1, -1) + (1,) * (x.ndim - 2))
             before = x - b
-            round_off(before, "before bias")
+            rounding.before_bias(before)
             x[...] = before + b
-        if getattr(round_off, "wants_terms", False) and accumulates:
+        if rounding is not None and rounding.wants_terms and accumulates:
             # Σ|terms| of each output (|x|·|W| + |b|): the scale a framework's rounded accumulation works at
             own = {p.name: np.abs(params[p.name]) for p in L.params}
             terms, _ = layer_forward(L, np.abs(last_input), own)
-            round_off(x, L, terms=terms)
-        elif round_off is not None and not L.type == "flatten":  # a flatten's output is a view of its input
-            round_off(x, L)  # in place: an activation's cache holds this same array, and its derivative reads it
+            rounding.output(x, L, terms=terms)
+        elif rounding is not None and not L.type == "flatten":  # a flatten's output is a view of its input
+            rounding.output(x, L)  # in place: an activation's cache holds this same array, and its derivative reads it
         caches.append(cache)
-    loss, dy = loss_and_grad(case.loss.kind, x, target, round_off)
+    return x, caches, last_input
+
+
+def gradients(case, x, params, target, rounding: Rounding | None = None, states: dict | None = None):
+    """Forward through every layer, then backward in reverse: (loss, output, {name: gradient}, magnitudes)."""
+    x, caches, last_input = _forward(case, x, params, rounding, states)
+    loss, dy = loss_and_grad(case.loss.kind, x, target, rounding)
     # How big an error in the loss an output error of one part in max|y| makes: Σ|dL/dy|·max|y|.
     magnitude = {"loss": float(abs(loss) + np.abs(dy).sum() * np.abs(x).max())}
     if case.layers[-1].type == "sum":
         magnitude["output"] = float(np.abs(last_input).sum())  # the terms the output was summed from
     grads = {}
-    if round_off is not None:
+    if rounding is not None:
         dy = np.require(dy, requirements="W")  # a copy only where dy is read-only
-        round_off(dy, "gradient")
+        rounding.gradient(dy)
     for L, cache in zip(reversed(case.layers), reversed(caches)):
         dy, g = layer_backward(L, dy, cache)
-        if round_off is not None:  # as a framework stores them: each layer's input gradient and parameter gradients
+        if rounding is not None:  # as a framework stores them: each layer's input gradient and parameter gradients
             dy = np.require(dy, requirements="W")
-            round_off(dy, "gradient")
+            rounding.gradient(dy)
             for v in g.values():
-                round_off(v, "gradient")
+                rounding.gradient(v)
         grads.update(g)
     grads["input"] = dy
     return loss, x, grads, magnitude

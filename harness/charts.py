@@ -13,10 +13,12 @@ import io
 import math
 
 from .summary import FAILING, Summary
+from .records import Status
 
 FLOOR = 1e-6     # an exact match (ratio 0) is drawn here, on the log axis
 MAX_GROUPS = 24  # heat-map rows; the groups with the worst ratios are kept
-STATUS_COLOURS = {"pass": "#2d9a4b", "xfail": "#d99a00", "fail": "#d7263d", "xpass": "#e8702a", "error": "#7b1e3b"}
+STATUS_COLOURS = {Status.PASS: "#2d9a4b", Status.XFAIL: "#d99a00", Status.FAIL: "#d7263d", Status.XPASS: "#e8702a",
+                  Status.ERROR: "#7b1e3b"}
 WIDTH_IN, HEIGHT_IN, DPI = 6.6, 3.3, 100
 
 
@@ -55,7 +57,7 @@ def ratio_figure(summary: Summary):
     ax = fig.add_subplot()
     top = FLOOR
     for i, (fw, pts) in enumerate(points.items()):
-        for status in ("pass", "xfail", "xpass", "fail", "error"):
+        for status in (Status.PASS, Status.XFAIL, Status.XPASS, Status.FAIL, Status.ERROR):
             ys = [max(r, FLOOR) for r, s in pts if s == status]
             if not ys:
                 continue
@@ -108,7 +110,7 @@ def heatmap_figure(summary: Summary):
             text = "" if f is None else (f"{f.failed}/{f.variants} fail" if f.failed else
                                          f"{f.xfail} xfail" if f.xfail else f"{f.passed}/{f.variants}")
             if f is not None and f.xfail and not f.failed:  # nothing wrong but known divergences: amber, not red
-                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, color=STATUS_COLOURS["xfail"], alpha=0.35,
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, color=STATUS_COLOURS[Status.XFAIL], alpha=0.35,
                                        linewidth=0))
             ax.text(j, i, text, ha="center", va="center", fontsize=7 if len(groups) <= 16 else 6, color="black")
     ax.set_xticks(range(len(frameworks)), frameworks, fontsize=8)

@@ -13,6 +13,7 @@ import time
 
 from . import __version__
 from .errors import COMMAND_LINE, CaseError
+from .records import Status
 
 EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
 
@@ -250,64 +251,27 @@ def _report_shrink(case, small, framework: str, out: str) -> int:
 
 
 def _adapters(args):
-    """select_adapters within the time limit: loading a plug-in, or asking it whether it is installed,
+    """registry.select within the time limit: loading a plug-in, or asking it whether it is installed,
     happens here in the parent, which no child protects."""
+    from . import registry
     from .deadline import TimeLimit, deadline
     try:
         with deadline(args.timeout):
-            return select_adapters(args.frameworks, args.reference, args.adapter)
+            return registry.select(args.frameworks, args.reference, args.adapter)
     except TimeLimit as e:
         raise CaseError(f"loading the adapters, or asking them whether they are installed, took more than "
                         f"{e.seconds:g} s, the time limit (--timeout)", ("--adapter",), COMMAND_LINE) from None
 
 
-def select_adapters(frameworks: str | None, reference: str, extra: list[str]):
-    """(reference adapter, [adapters to compare]). Raises CaseError for an unknown name or bad spec."""
-    from . import registry
-
-    plugins = {}
-    for spec in extra:
-        try:
-            a = registry.load_adapter(spec)
-        except ValueError as e:
-            raise CaseError(str(e), ("--adapter",), COMMAND_LINE) from None
-        plugins[a.name] = a
-    known = {**registry.all_specs(), **dict.fromkeys(plugins)}
-
-    def get(name):
-        if name in plugins:
-            return plugins[name]
-        try:
-            return registry.builtin(name)
-        except ValueError as e:  # a broken entry point: report, do not crash
-            raise CaseError(str(e), ("--frameworks",), COMMAND_LINE) from None
-
-    if reference not in known:
-        raise CaseError(f"unknown reference `{reference}`; known: {', '.join(known)}", ("--reference",),
-                        COMMAND_LINE)
-    if frameworks:
-        names = [n.strip() for n in frameworks.split(",") if n.strip()]
-        for n in names:
-            if n not in known:
-                from .errors import did_you_mean
-                raise CaseError(f"unknown framework `{n}`{did_you_mean(n, known)}; known: {', '.join(known)}",
-                                ("--frameworks",), COMMAND_LINE)
-        chosen = [get(n) for n in dict.fromkeys([*names, *plugins])]  # an --adapter always runs
-    else:  # every known one, plus every --adapter; a broken plug-in nobody named costs only its own records, and
-        # one that is not installed here a `skipped` record per case saying so (the runner asks `missing()`)
-        chosen = [plugins.get(n) or registry.builtin_or_unloadable(n) for n in known]
-    return get(reference), chosen
-
-
 def summarize(records, run: dict | None = None) -> str:
     from .render import console_text
     from .summary import summarize_records
-    skipped = sorted({(r.framework, r.message) for r in records if r.status == "skipped"})  # not installed, say
+    skipped = sorted({(r.framework, r.message) for r in records if r.status == Status.SKIPPED})  # not installed, say
     return console_text(summarize_records(records, run)) + "".join(f"\n{fw} skipped: {why}" for fw, why in skipped)
 
 
 def cmd_run(args, argv) -> int:
-    from .runner import COMPARED, FAILING, Runner
+    from .runner import FAILING, Runner
     try:  # adapters first: a case may name an --adapter's framework in `xfail:`
         reference, frameworks = _adapters(args)
         cases = _selected_cases(args)
@@ -366,16 +330,19 @@ def cmd_run(args, argv) -> int:
         _err(lost or f"cannot stream records to {folder.stream_path}: {outcome.stream_error}; the run stopped")
         return EXIT_INVALID
     signum = outcome.signum or (late[0] if late else None)
-    if signum:
-        return 128 + signum
-    compared = sum(r.status in COMPARED for r in records)
-    if not compared:  # a run that checked nothing has not passed
-        _err(f"nothing was compared: {len(cases)} case(s), and no framework other than the reference "
-             f"{reference.name} ran on them, and no golden `expect:` values were checked "
+    return 128 + signum if signum else _verdict(records, len(cases), reference.name)
+
+
+def _verdict(records, n_cases: int, reference: str) -> int:
+    """The exit status of a run that finished: 0 all passed, 1 a failure, or nothing compared at all."""
+    from .records import COMPARED, FAILING
+    if not any(r.status in COMPARED for r in records):  # a run that checked nothing has not passed
+        _err(f"nothing was compared: {n_cases} case(s), and no framework other than the reference "
+             f"{reference} ran on them, and no golden `expect:` values were checked "
              f"(--frameworks names the frameworks to compare; skipped, unsupported and error records are "
              f"in the reports)")
         return EXIT_FAIL
-    return EXIT_FAIL if bad else EXIT_OK
+    return EXIT_FAIL if any(r.status in FAILING for r in records) else EXIT_OK
 
 
 def cmd_report(args) -> int:

@@ -7,13 +7,14 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from .summary import FAILURE_COLUMNS, num_text, ratio_text
+from .records import Status
 
 COLUMNS = [c for c in FAILURE_COLUMNS if c not in ("case", "framework", "message")] + ["message"]
 MESSAGE_WIDTH = 60
 
 
 def describe_failures(case, framework: str, records) -> str:
-    bad = [r for r in records if r.status in ("fail", "error", "xpass", "xfail")]
+    bad = [r for r in records if r.status in (Status.FAIL, Status.ERROR, Status.XPASS, Status.XFAIL)]
     head = f"{case.file}:{case.line}: case {case.id} [{framework}]: {len(bad)} failing record(s)"
     rows, notes = [], []
     for r in bad:

@@ -24,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .deadline import DEFAULT_TIME_LIMIT, TimeLimit, deadline  # per (case, framework); 0 or None: none
-from .runner import CaseResult, Record, Runner, _note
+from .records import Record, Status, note
+from .runner import CaseResult, Runner
 
 _THREADED = ("torch", "tensorflow", "jax")  # their thread pools do not survive a fork once started
 _PR_SET_PDEATHSIG = 1                      # linux/prctl.h
@@ -269,9 +270,9 @@ class IsolatedRunner:
             why = lost_to(answer, framework)
             if framework is None or framework == self.reference.name:  # nothing to compare against: the case is lost
                 lost = dict.fromkeys([self.reference.name, *names])
-                notes = [_note(case, n, "error", why, self.reference.name) for n in lost]
+                notes = [note(case, n, Status.ERROR, why, self.reference.name) for n in lost]
                 return Runner.apply_xfail(case, CaseResult(case, records + notes), self.runner.platform)
-            records += Runner.apply_xfail(case, CaseResult(case, [_note(case, framework, "error", why,
+            records += Runner.apply_xfail(case, CaseResult(case, [note(case, framework, Status.ERROR, why,
                                                                         self.reference.name)]),
                                           self.runner.platform).records
             names.remove(framework)  # the same case again, without the framework that died on it

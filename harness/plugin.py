@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from .errors import CaseError
+from .records import Status
 
 CASE_SUFFIXES = (".case.yaml", ".case.yml")  # the opt-in outside a case folder
 _PROJECT_MARKERS = ("pyproject.toml", "setup.cfg", "tox.ini", "pytest.ini", "setup.py", ".git")
@@ -245,7 +246,8 @@ class CaseItem(pytest.Item):
 
     def runtest(self):
         from .deadline import TimeLimit, deadline
-        from .runner import CaseResult, Runner, _note
+        from .records import note
+        from .runner import CaseResult, Runner
         reference = _adapter("numpy")
         runner = Runner(reference, [])
         fw = _adapter(self.framework)
@@ -254,18 +256,19 @@ class CaseItem(pytest.Item):
                 result = runner.run_case(self.case, [fw], reference=self._reference(runner))
             records = [r for r in result.records if r.framework == self.framework]
         except TimeLimit as e:
-            records = Runner.apply_xfail(self.case, CaseResult(self.case, [_note(
-                self.case, self.framework, "error", f"{self.framework} ran this case for more than {e.seconds:g} s, "
+            records = Runner.apply_xfail(self.case, CaseResult(self.case, [note(
+                self.case, self.framework, Status.ERROR, f"{self.framework} ran this case for more than {e.seconds:g} s, "
                 "the time limit (--gradconf-timeout); pytest stopped it", reference.name)])).records
         if self.config.getoption("gradconf_report"):
             # Travels to the controller with the call report (under xdist, serialised by execnet in
             # pure Python): one JSON string is far cheaper to ship than a list of dicts.
             self.user_properties.append((_RECORDS_KEY, json.dumps([r.to_dict() for r in records])))
         statuses = {r.status for r in records}
-        if statuses & {"fail", "error", "xfail"}:  # xfail: the marker set at collection reports it
+        if statuses & {Status.FAIL, Status.ERROR, Status.XFAIL}:  # xfail: the marker set at collection reports it
             raise CaseFailure(records)
-        if statuses & {"skipped", "unsupported"}:
-            pytest.skip(next(f"{r.status}: {r.message}" for r in records if r.status in ("skipped", "unsupported")))
+        if statuses & {Status.SKIPPED, Status.UNSUPPORTED}:
+            pytest.skip(next(f"{r.status}: {r.message}" for r in records
+                             if r.status in (Status.SKIPPED, Status.UNSUPPORTED)))
 
     def repr_failure(self, excinfo):
         if not isinstance(excinfo.value, CaseFailure):
@@ -310,7 +313,7 @@ def _crash_record(nodeid: str, why: str) -> dict | None:
     message = (f"the pytest worker died while {framework} ran this case ({why}; a crash in native code, or a "
                f"hang past twice --gradconf-timeout); xdist went on in a fresh worker")
     return Record(case_id, framework, "numpy", None, None, None, None, case.dtype if case else "", None, None, None,
-                  None, None, "error", message, family=case.family if case else None,
+                  None, None, Status.ERROR, message, family=case.family if case else None,
                   file=case.file if case else file, line=case.line if case else None).to_dict()
 
 

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
 from . import isolate
-from .runner import CaseResult, Record, Runner, _note
+from .records import Record, Status
+from .records import note as note_of
+from .runner import CaseResult, Runner
 from .threads import usable_cores
 
 # Read by the native libraries when they load (in the children): their pools' sizes.
@@ -130,9 +132,9 @@ class Pool:
         framework = running[1] if running and running[0] == case.id else None
         why = isolate.lost_to(answer, framework)
         if framework is None or framework == reference:  # nothing to compare against: the case is lost
-            notes = [_note(case, n, "error", why, reference) for n in dict.fromkeys([reference, *job.names])]
+            notes = [note_of(case, n, Status.ERROR, why, reference) for n in dict.fromkeys([reference, *job.names])]
             return Runner.apply_xfail(case, CaseResult(case, job.records + notes)).records
-        note = _note(case, framework, "error", why, reference)
+        note = note_of(case, framework, Status.ERROR, why, reference)
         job.records += Runner.apply_xfail(case, CaseResult(case, [note])).records
         job.names.remove(framework)
         return None

@@ -19,8 +19,8 @@ import numpy as np
 from . import threads, vocab
 from .errors import Unsupported
 
-__all__ = ["Adapter", "Initial", "Step", "Tables", "Trace", "Unsupported", "LARGE_CASE_MACS",
-           "case_macs", "run_layers", "threads_for"]
+__all__ = ["Adapter", "Initial", "Rounding", "Step", "Tables", "Trace", "Unsupported", "LARGE_CASE_MACS",
+           "case_macs", "rounds_off", "run_layers", "threads_for"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,40 @@ class Adapter(Protocol):
     def run(self, case, initial: Initial) -> Trace:
         """Run `case.steps` steps; raise `Unsupported(reason)` for a case it cannot express faithfully.
         Optional: `known_divergences(case) -> {id: gist}`, the docs/divergences.md entries whose
-        conditions the case meets (named on its failures)"""
+        conditions the case meets (named on its failures); for a reference, `run_rounded` (rounds_off)."""
+
+
+class Rounding:
+    """What a conditioning run rounds, in place, in a reference that implements `run_rounded` (README,
+    Tolerance policy; tolerance.RoundedLayers, StoredInDtype, ExactZeros). This base rounds nothing.
+    `output(a, layer, terms=None)`: each layer's output (a flatten's is a view of its input: not called);
+    where `wants_terms`, a layer that accumulates (conv, dense) also gets `terms`, the sum of the absolute
+    values of the terms each output element adds up. `before_bias(a)`: such a layer's output before its
+    bias; `softmax(a)`: cross-entropy's softmax sum and probabilities; `gradient(a)`: each gradient the
+    backward pass stores; `param(a)`: each updated parameter."""
+    wants_terms = False
+
+    def output(self, a: np.ndarray, layer, terms: np.ndarray | None = None) -> None:
+        pass
+
+    def before_bias(self, a: np.ndarray) -> None:
+        pass
+
+    def softmax(self, a: np.ndarray) -> None:
+        pass
+
+    def gradient(self, a: np.ndarray) -> None:
+        pass
+
+    def param(self, a: np.ndarray) -> None:
+        pass
+
+
+def rounds_off(reference) -> bool:
+    """Whether a reference implements the optional `run_rounded(case, initial, rounding: Rounding) -> Trace`:
+    the conditioning runs then round its intermediate results; without it they are measured from perturbed
+    initial tensors alone."""
+    return callable(getattr(reference, "run_rounded", None))
 
 
 @runtime_checkable

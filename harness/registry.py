@@ -7,6 +7,7 @@ import functools
 import importlib
 import importlib.metadata
 
+from .errors import COMMAND_LINE, CaseError, did_you_mean
 from .protocol import Adapter, Initial, Trace
 
 _BUILTIN = {"numpy": "gradconf.adapters.numpy_ref:NumpyReference", "torch": "gradconf.adapters.torch_adapter:TorchAdapter",
@@ -90,3 +91,39 @@ def builtin_or_unloadable(name: str) -> Adapter:
 
 def all_specs() -> dict[str, str]:
     return {**_entry_points(), **_BUILTIN}
+
+
+def select(frameworks: str | None, reference: str, extra: list[str]):
+    """The front ends' choice (`--frameworks`, `--reference`, `--adapter`): (reference adapter, [adapters to
+    compare]). Raises CaseError for an unknown name or bad spec."""
+    plugins = {}
+    for spec in extra:
+        try:
+            a = load_adapter(spec)
+        except ValueError as e:
+            raise CaseError(str(e), ("--adapter",), COMMAND_LINE) from None
+        plugins[a.name] = a
+    known = {**all_specs(), **dict.fromkeys(plugins)}
+
+    def get(name):
+        if name in plugins:
+            return plugins[name]
+        try:
+            return builtin(name)
+        except ValueError as e:  # a broken entry point: report, do not crash
+            raise CaseError(str(e), ("--frameworks",), COMMAND_LINE) from None
+
+    if reference not in known:
+        raise CaseError(f"unknown reference `{reference}`; known: {', '.join(known)}", ("--reference",),
+                        COMMAND_LINE)
+    if frameworks:
+        names = [n.strip() for n in frameworks.split(",") if n.strip()]
+        for n in names:
+            if n not in known:
+                raise CaseError(f"unknown framework `{n}`{did_you_mean(n, known)}; known: {', '.join(known)}",
+                                ("--frameworks",), COMMAND_LINE)
+        chosen = [get(n) for n in dict.fromkeys([*names, *plugins])]  # an --adapter always runs
+    else:  # every known one, plus every --adapter; a broken plug-in nobody named costs only its own records, and
+        # one that is not installed here a `skipped` record per case saying so (the runner asks `missing()`)
+        chosen = [plugins.get(n) or builtin_or_unloadable(n) for n in known]
+    return get(reference), chosen

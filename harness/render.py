@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from tabulate import tabulate
 
 from .summary import FAILURE_COLUMNS, FAMILY_COLUMNS, NOT_RUN, PASS_RATE, SEVERITY, Summary, num_text, ratio_text
+from .records import Status
 
-COLOURS = {"pass": "#d8f3dc", "fail": "#ffccd5", "error": "#ff8fa3", "xfail": "#fff3b0", "xpass": "#ffd6a5",
-           "unsupported": "#e2e2e2", "skipped": "#f0f0f0", NOT_RUN: "#ffffff"}
+COLOURS = {Status.PASS: "#d8f3dc", Status.FAIL: "#ffccd5", Status.ERROR: "#ff8fa3", Status.XFAIL: "#fff3b0",
+           Status.XPASS: "#ffd6a5", Status.UNSUPPORTED: "#e2e2e2", Status.SKIPPED: "#f0f0f0", NOT_RUN: "#ffffff"}
 DETAIL_COLUMNS = ("status", "framework", "vs", "step", "quantity", "tensor", "shape", "max abs err", "max rel err",
                   "error/allowance", "rtol", "atol", "worst at", "actual", "expected", "message")
 MAX_CONSOLE_ROWS = 20
@@ -27,7 +28,7 @@ MAX_CASE_RECORDS = 200  # report.html: records shown per case
 
 def headline(s: Summary) -> str:
     failing, n = len(s.failing), len(s.cases)
-    xfail = sum(1 for c in s.cases for st in c.status.values() if st == "xfail")
+    xfail = sum(1 for c in s.cases for st in c.status.values() if st == Status.XFAIL)
     tail = f"; {xfail} known divergence(s) (xfail) count as passed" if xfail else ""
     if not n:
         return "no records"

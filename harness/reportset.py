@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 
 from . import files
-from .runner import Record
+from .records import Record
 
 try:
     import fcntl
@@ -32,7 +32,7 @@ except ImportError:  # Windows: no locks, so pruning cannot tell a running run's
 
 RUNS, LATEST, STREAM = ".runs", "latest", "results.jsonl"
 NAMES = ("results.json", "results.csv", "report.md", "report.html", "report-ratios.svg", "report-ratios.png",
-         "report-heatmap.svg", "report-heatmap.png")  # harness.report.report_files writes each of them
+         "report-heatmap.svg", "report-heatmap.png")  # harness.reportfiles.report_files writes each of them
 KEEP = 2  # the set shown and one more (a killed run's stream, say); a full run's set is ~50 MB
 PER_CELL_BYTES = 32 << 10  # a (case, framework)'s share of a report set and its stream, with room (README)
 BASE_BYTES = 1 << 20
@@ -73,7 +73,7 @@ def check_out_dir(out_dir: str, need: int = 0) -> str | None:
 
 def render(records: Sequence[Record], run: dict) -> dict[str, str | bytes]:
     """The report set's files, by name."""
-    from .report import report_files
+    from .reportfiles import report_files  # when a set is written: it imports the summary and the renderer
     return report_files(records, run)
 
 

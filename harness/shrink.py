@@ -20,6 +20,7 @@ from .case import Case
 from .errors import CaseError
 from .loader import parse_case
 from .runner import FAILING, Runner
+from .records import Status
 
 SMALL = 4  # spatial sizes and channels are pushed down towards this (and below where possible)
 
@@ -127,7 +128,7 @@ def failing_predicate(runner: Runner, framework: str) -> Callable[[Case], bool]:
 
     def fails(case: Case) -> bool:
         records = runner.run_case(case, chosen).records
-        if any(r.framework == runner.reference.name and r.status == "error" for r in records):
+        if any(r.framework == runner.reference.name and r.status == Status.ERROR for r in records):
             return False
         return any(r.framework == framework and r.status in FAILING for r in records)
     return fails

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from .runner import FAILING, Record
+from .records import Status
 
 # Worst first: a (case, framework) cell shows its worst record's status.
-SEVERITY = ["error", "fail", "xpass", "xfail", "unsupported", "skipped", "pass"]
+SEVERITY = [Status.ERROR, Status.FAIL, Status.XPASS, Status.XFAIL, Status.UNSUPPORTED, Status.SKIPPED, Status.PASS]
 NOT_RUN = "nothing compared"  # a (case, framework) cell with no record: not run, or a reference with no golden values
 
 # The failing-records table, console, markdown and HTML alike: (header, what it shows).
@@ -150,9 +151,9 @@ class Summary:
         seen: dict[tuple[str, str], int] = {}
         for c in self.cases:
             for fw, status in c.status.items():
-                if status == "xfail":
+                if status == Status.XFAIL:
                     why = next((r.message.rsplit(" [xfail: ", 1)[-1].rstrip("]") for r in c.records
-                                if r.framework == fw and r.status == "xfail"), "")
+                                if r.framework == fw and r.status == Status.XFAIL), "")
                     seen[(fw, why)] = seen.get((fw, why), 0) + 1
         return sorted(((fw, why, n) for (fw, why), n in seen.items()), key=lambda t: (-t[2], t[0], t[1]))
 
@@ -168,14 +169,14 @@ class Summary:
             for fw, status in c.status.items():
                 row = table.setdefault((c.group, fw), FamilyRow(c.group, fw, 0, 0, 0, 0, 0, None))
                 row.variants += 1
-                row.passed += status == "pass"
+                row.passed += status == Status.PASS
                 row.failed += status in FAILING
-                row.xfail += status == "xfail"
-                row.skipped += status in ("skipped", "unsupported")
+                row.xfail += status == Status.XFAIL
+                row.skipped += status in (Status.SKIPPED, Status.UNSUPPORTED)
                 r = c.ratio.get(fw)
                 if r is not None and (row.worst_ratio is None or r > row.worst_ratio):
                     row.worst_ratio = r
-                if r is not None and status != "xfail" and (row.worst_judged is None or r > row.worst_judged):
+                if r is not None and status != Status.XFAIL and (row.worst_judged is None or r > row.worst_judged):
                     row.worst_judged = r
         rank = {fw: i for i, fw in enumerate(self.frameworks)}
         return sorted(table.values(), key=lambda f: (f.group, rank[f.framework]))
@@ -207,15 +208,15 @@ def _xpass_cells(records: Sequence[Record]) -> tuple:
     why = first.message.removeprefix("expected to fail: ")
     message = (f"all {len(records)} comparison(s) passed, but the case marks {first.framework} as a known "
                f"divergence (xfail: {why}): it no longer shows; remove the mark or fix the case")
-    return ("xpass", first.case, first.framework, "", "", "", "", "", ratio_text(worst_ratio), "", "", "",
+    return (Status.XPASS, first.case, first.framework, "", "", "", "", "", ratio_text(worst_ratio), "", "", "",
             f"{first.file}:{first.line}" if first.file else "", message)
 
 
 def case_rows(records: Sequence[Record], frameworks: Sequence[str]) -> list[Row]:
     """A failing case's rows: its fail and error records, and one row per xpass framework."""
-    rows = [Row(r) for r in records if r.status in ("fail", "error")]
+    rows = [Row(r) for r in records if r.status in (Status.FAIL, Status.ERROR)]
     for fw in frameworks:
-        xpass = [r for r in records if r.framework == fw and r.status == "xpass"]
+        xpass = [r for r in records if r.framework == fw and r.status == Status.XPASS]
         if xpass:
             rows.append(Row(xpass[0], xpass))
     return rows

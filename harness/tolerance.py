@@ -42,7 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Layer, Pool2d, Sum, Tol
+from .case import Activation, Case, Conv2d, ConvTranspose2d, Dense, Pool2d, Sum, Tol
+from .protocol import Rounding
 from .tensors import round_to
 
 EPS = {"float64": 2.0 ** -52, "float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
@@ -172,8 +173,8 @@ def perturbed(case: Case, initial, draw: int):
     return Initial(shake(initial.input), {k: shake(v) for k, v in initial.params.items()}, target)
 
 
-def rounded_layers(case: Case, draw: int):
-    """A `round_off` for the reference's perturbed runs: scales a sigmoid, tanh or softmax output in place
+class RoundedLayers(Rounding):
+    """The rounding of the reference's perturbed runs: scales a sigmoid, tanh or softmax output in place
     by (1 ± PERTURBATION·eps). Every framework computes tanh and the sigmoid to within a few ulps of the
     dtype (measured: up to 7 in TensorFlow's float64 tanh, 1 in torch's), each with its own last bits,
     and reads the derivative back from that output (tanh' = 1 − y², σ' = σ(1 − σ)); near saturation
@@ -182,18 +183,32 @@ def rounded_layers(case: Case, draw: int):
     output up. Cross-entropy's softmax is rounded the same way: for a confident row its sum is 1 + tiny
     and p − 1 at the true class a difference of nearly equal numbers; a framework rounds both at eps·1,
     where the float64 reference keeps the tiny part exactly."""
-    salt = int(np.random.default_rng([case.seed, 0x6E015E, draw, 1]).integers(1 << 62))
-    delta = PERTURBATION * EPS[case.dtype]
 
-    def round_off(a: np.ndarray, layer) -> None:  # signs by value (value_signs): equal outputs stay tied
-        if (isinstance(layer, Activation) and layer.kind != "relu") or layer == "softmax":
-            a *= 1.0 + delta * (value_signs(a, salt) if draw == 0 else 1.0)
-        elif layer is None and case.dtype == "float32":
+    def __init__(self, case: Case, draw: int):
+        self.case, self.draw = case, draw
+        self.salt = int(np.random.default_rng([case.seed, 0x6E015E, draw, 1]).integers(1 << 62))
+        self.delta = PERTURBATION * EPS[case.dtype]
+
+    def _scale(self, a: np.ndarray) -> None:  # signs by value (value_signs): equal outputs stay tied
+        a *= 1.0 + self.delta * (value_signs(a, self.salt) if self.draw == 0 else 1.0)
+
+    def output(self, a, layer, terms=None) -> None:
+        if isinstance(layer, Activation) and layer.kind != "relu":
+            self._scale(a)
+
+    def softmax(self, a) -> None:
+        self._scale(a)
+
+    def param(self, a) -> None:
+        if self.case.dtype == "float32":
             # An updated parameter, stored in float32 as every float32 framework stores it: over steps its
             # rounding feeds back through the net (measured: a 3-step SGD net fitting its half_sse target,
             # whose gradients y − t of 6e-5 TensorFlow got to 1.4e-7, 1.3x the allowance without this).
-            a[...] = round_to(a, case.dtype)
-    return round_off
+            a[...] = round_to(a, self.case.dtype)
+
+
+def rounded_layers(case: Case, draw: int) -> RoundedLayers:
+    return RoundedLayers(case, draw)
 
 
 # Mantissa bits and smallest normal exponent of the half types (their ulp, for stored_in_dtype).
@@ -206,8 +221,8 @@ MANTISSA = {"float16": (10, -14), "bfloat16": (7, -126)}
 UNDETERMINED = {ConvTranspose2d: 0.5, Conv2d: 0.25, Dense: 0.1}
 
 
-def stored_in_dtype(case: Case, shift: float):
-    """A `round_off` that rounds every layer output, gradient and updated parameter to the case dtype, as
+class StoredInDtype(Rounding):
+    """Rounds every layer output, gradient and updated parameter to the case dtype, as
     a float16 / bfloat16 framework stores them, and each sigmoid and tanh output onto a grid of two ulps
     (moved by `shift` of its step; the runner uses shifts 0 and 1/2). From the given tensors, that makes
     the ties a framework meets: two cells of a max-pool window that round to the same value (the
@@ -217,26 +232,39 @@ def stored_in_dtype(case: Case, shift: float):
     every pair within an ulp shares a grid cell under one of the two shifts. The shifted run also asks
     for each conv or dense output's Σ|terms| (`wants_terms`) and flips the sign of the outputs within
     UNDETERMINED·eps·Σ|terms| of 0, which a framework may round to either side of a ReLU."""
-    bits, lowest = MANTISSA[case.dtype]
 
-    def round_off(a: np.ndarray, layer, terms: np.ndarray | None = None) -> None:
-        if layer == "before bias" and shift == 0.0:  # one run rounds a conv or dense output once, bias
-            return                                   # included (torch); the other before the bias too (TF)
-        a[...] = round_to(a, case.dtype)
+    def __init__(self, case: Case, shift: float):
+        self.dtype, self.shift = case.dtype, shift
+        self.wants_terms = shift != 0.0
+
+    def output(self, a, layer, terms=None) -> None:
+        bits, lowest = MANTISSA[self.dtype]
+        a[...] = round_to(a, self.dtype)
         if isinstance(layer, Activation) and layer.kind != "relu":
             exponent = np.maximum(np.floor(np.log2(np.maximum(np.abs(a), 2.0 ** lowest))), lowest)
             step = 2.0 ** (exponent - bits + 1)
-            a[...] = round_to((np.floor(a / step + 0.5 + shift) - shift) * step, case.dtype)
+            a[...] = round_to((np.floor(a / step + 0.5 + self.shift) - self.shift) * step, self.dtype)
         if terms is not None:  # the shifted run: flip the signs rounding leaves undetermined
-            near = (np.abs(a) <= UNDETERMINED[type(layer)] * EPS[case.dtype] * terms) & (a != 0)
+            near = (np.abs(a) <= UNDETERMINED[type(layer)] * EPS[self.dtype] * terms) & (a != 0)
             a[near] = -a[near]
-    round_off.wants_terms = shift != 0.0
-    return round_off
+
+    def before_bias(self, a) -> None:
+        if self.shift != 0.0:  # one run rounds a conv or dense output once, bias included (torch); the
+            a[...] = round_to(a, self.dtype)  # other before the bias too (TF)
+
+    def softmax(self, a) -> None:
+        a[...] = round_to(a, self.dtype)
+
+    gradient = param = softmax
 
 
-class ExactZeros:
+def stored_in_dtype(case: Case, shift: float) -> StoredInDtype:
+    return StoredInDtype(case, shift)
+
+
+class ExactZeros(Rounding):
     """The layer outputs that are exactly 0 for the given tensors, recorded in order from one reference run
-    (`record` as its round_off, changing nothing), then held at 0 in each conditioning run (`pin`).
+    (this, as its rounding, changing nothing), then held at 0 in each conditioning run (`pin`).
     A 0 the given numbers fix — integer inputs and weights that cancel, a zero-padded window — is 0 in every
     framework, and ReLU′(0) = 0 there; a perturbed run that moved it off 0 would let the ReLU pass a
     gradient and turn the routing of that 0 into slack (the slack that hides ReLU′(0) = 1)."""
@@ -244,17 +272,29 @@ class ExactZeros:
     def __init__(self):
         self.masks: list = []
 
-    def record(self, a: np.ndarray, layer, terms=None) -> None:
-        self.masks.append(np.asarray(a) == 0 if isinstance(layer, Layer) else None)
+    def output(self, a: np.ndarray, layer, terms=None) -> None:
+        self.masks.append(np.asarray(a) == 0)
 
-    def pin(self, round_off):
-        """`round_off`, then every recorded 0 of that call's array put back to 0 (calls come in the same order)."""
-        calls = iter(self.masks)
+    def pin(self, rounding: Rounding) -> Rounding:
+        """`rounding`, then every recorded 0 of each layer output put back to 0 (outputs come in the same order)."""
+        return _Pinned(rounding, iter(self.masks))
 
-        def pinned(a: np.ndarray, layer, **terms) -> None:
-            round_off(a, layer, **terms)
-            mask = next(calls, None)
-            if mask is not None and mask.shape == np.shape(a):
-                np.copyto(a, 0.0, where=mask)
-        pinned.wants_terms = getattr(round_off, "wants_terms", False)
-        return pinned
+
+class _Pinned(Rounding):
+    def __init__(self, inner: Rounding, masks):
+        self.inner, self.masks, self.wants_terms = inner, masks, inner.wants_terms
+        self.before_bias, self.softmax = inner.before_bias, inner.softmax
+        self.gradient, self.param = inner.gradient, inner.param
+
+    def output(self, a, layer, terms=None) -> None:
+        self.inner.output(a, layer, terms)
+        mask = next(self.masks, None)
+        if mask is not None and mask.shape == np.shape(a):
+            np.copyto(a, 0.0, where=mask)
+
+
+def takes_slack(case: Case, quantity: str, tensor: str | None) -> bool:
+    """Whether the measured slack is added to a quantity's atol: not where the case's own `tolerance:` sets
+    an atol, which is applied exactly as written (the one place this rule is decided; `allowance` applies
+    the case's own bounds)."""
+    return override(case, quantity, tensor).atol is None

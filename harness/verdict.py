@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .blame import HIGH
-from .runner import FAILING, Record
+from .records import FAILING, Record, Status
 
 
 def _names(names) -> str:
@@ -27,7 +27,7 @@ def who_is_wrong(records: Sequence[Record], reference: str | None = None) -> str
     everyone = {r.framework for r in records}
     vs_ref = [r for r in records if r.reference not in ("expected", HIGH) and r.quantity is not None]
     others = {r.framework for r in vs_ref}
-    bad_vs_ref = {r.framework for r in vs_ref if r.status in ("fail", "error")}
+    bad_vs_ref = {r.framework for r in vs_ref if r.status in (Status.FAIL, Status.ERROR)}
     notes = [r for r in bad if r.quantity is None]  # adapter errors, and the reference's own failure
     errors = {r.framework for r in notes}
     found = []
@@ -38,7 +38,7 @@ def who_is_wrong(records: Sequence[Record], reference: str | None = None) -> str
     references = {r.reference for r in records if r.reference not in (None, "expected")}
     references |= {reference} & everyone
     checked = [r for r in records if r.reference == "expected" and r.framework in references]
-    backed = bool(checked) and all(r.status == "pass" for r in checked)  # hand-derived values back the reference
+    backed = bool(checked) and all(r.status == Status.PASS for r in checked)  # hand-derived values back the reference
     weighed = None if backed and len(bad_vs_ref) == len(others) else _weighed(records, bad_vs_ref,
                                                                               others - bad_vs_ref)
     if weighed:
@@ -52,7 +52,7 @@ def who_is_wrong(records: Sequence[Record], reference: str | None = None) -> str
         found.append(f"{_names(others)} or the reference: the one framework compared differs from the reference")
     elif bad_vs_ref:
         found.append("the reference or the case: no framework matches the reference")
-    xpass = {r.framework for r in bad if r.status == "xpass"}
+    xpass = {r.framework for r in bad if r.status == Status.XPASS}
     if xpass:
         found.append(f"the case's xfail mark for {_names(xpass)}: {_names(xpass)} now match(es) everywhere the "
                      "case expects a known divergence")

@@ -1,8 +1,9 @@
 """Adapters with planted bugs — the mutation suite (tests/mutation.py runs it; loadable with
 --adapter tests.planted:NAME).
 
-Each is the NumPy reference with one hand-backprop slip put in while it runs: a function of
-adapters/numpy_ref.py swapped for a wrong one, or the case's layers or training loop changed. Every one
+Each is the NumPy reference with one hand-backprop slip put in while it runs: a declaration of the
+vocabulary (harness/vocab/, or a function it is built from) swapped for a wrong one, or the case's layers
+or training loop changed. Every one
 changes the mathematics for some case, so a bundled case that exercises it must fail it. `Copy` is the
 control: the reference under another name, which must fail nothing.
 """

@@ -16,8 +16,13 @@ class Scaled(NumpyReference):
     def __init__(self, name, factor):
         self.name, self.factor = name, factor
 
-    def run(self, case, initial, round_off=None):
-        trace = super().run(case, initial)
+    def run(self, case, initial):
+        return self._scaled(super().run(case, initial))
+
+    def run_rounded(self, case, initial, rounding):  # the conditioning runs see the same math
+        return self._scaled(super().run_rounded(case, initial, rounding))
+
+    def _scaled(self, trace):
         for s in trace.steps:
             s.grads["input"] = self.factor * s.grads["input"]
         return trace
@@ -25,8 +30,14 @@ class Scaled(NumpyReference):
 
 class Float32Reference(NumpyReference):
     """A planted reference bug: its results rounded to float32 in a float64 case."""
-    def run(self, case, initial, round_off=None):
-        trace = super().run(case, initial)
+    def run(self, case, initial):
+        return self._rounded(super().run(case, initial))
+
+    def run_rounded(self, case, initial, rounding):  # the conditioning runs see the same bug; run_precise not
+        return self._rounded(super().run_rounded(case, initial, rounding))
+
+    @staticmethod
+    def _rounded(trace):
         for s in trace.steps:
             s.loss, s.output = np.float64(np.float32(s.loss)), s.output.astype(np.float32).astype(np.float64)
             s.grads = {k: v.astype(np.float32).astype(np.float64) for k, v in s.grads.items()}

@@ -8,8 +8,9 @@ from gradconf import vocab
 from gradconf.adapters import Unsupported
 from gradconf.adapters.numpy_ref import NumpyReference
 from gradconf.case import Conv2d, ConvTranspose2d
+from gradconf.protocol import Rounding
 from gradconf.loader import load_paths
-from gradconf import runner as runner_module
+from gradconf import reference as reference_module
 from gradconf.runner import FAILING, CaseResult, Runner
 from tests.conftest import ROOT, make_case
 from tests.planted import WrongTanhDerivative
@@ -255,9 +256,8 @@ class OtherTanh(NumpyReference):
 
 
 class WithoutRounding(NumpyReference):
-    """The reference, for a runner that cannot round its layer outputs (a `run` without `round_off`)."""
-    def run(self, case, initial):
-        return super().run(case, initial)
+    """The reference, for a runner that cannot round its layer outputs (no `run_rounded`: protocol.rounds_off)."""
+    run_rounded = None
 
 
 def test_saturated_tanh_is_judged_by_the_rounding_of_its_output():
@@ -310,7 +310,7 @@ def test_a_max_pool_tie_made_by_float16_rounding_is_within_the_allowance(monkeyp
     pytest.importorskip("torch")
     case = next(c for c in _bundled() if c.id == "half_maxpool_tie_f16")
     assert _statuses(Runner(NumpyReference(), [torch_adapter.TorchAdapter()]).run_case(case).records, "torch") == {"pass"}
-    monkeypatch.setattr(runner_module, "perturbed", lambda case, initial, draw: initial)  # alone: no luck of signs
+    monkeypatch.setattr(reference_module, "perturbed", lambda case, initial, draw: initial)  # alone: no luck of signs
     assert _statuses(Runner(NumpyReference(), [torch_adapter.TorchAdapter()]).run_case(case).records, "torch") == {"pass"}
     assert "fail" in _statuses(Runner(WithoutRounding(), [torch_adapter.TorchAdapter()]).run_case(case).records, "torch")
 
@@ -340,7 +340,7 @@ def test_a_relu_input_whose_sign_float16_accumulation_leaves_undetermined_is_wit
     case = next(c for c in _bundled() if c.id == "half_relu_undetermined_f16")
     runner = Runner(NumpyReference(), [torch_adapter.TorchAdapter()])
     assert _statuses(runner.run_case(case).records, "torch") == {"pass"}
-    monkeypatch.setattr(runner_module, "perturbed", lambda case, initial, draw: initial)  # alone: no luck of signs
+    monkeypatch.setattr(reference_module, "perturbed", lambda case, initial, draw: initial)  # alone: no luck of signs
     assert _statuses(runner.run_case(case).records, "torch") == {"pass"}
     monkeypatch.setitem(tolerance.UNDETERMINED, ConvTranspose2d, 0.0)
     assert "fail" in _statuses(runner.run_case(case).records, "torch")
@@ -354,7 +354,7 @@ def test_the_sign_flip_takes_only_outputs_within_the_rounding_of_their_terms():
     assert flip.wants_terms and not tolerance.stored_in_dtype(case, 0.0).wants_terms
     eps = tolerance.EPS["float16"]
     y = np.array([[0.01 * eps, -0.05 * eps, 0.2 * eps, 0.0]])  # Σ|terms| = 1 each: dense flips within 0.1·eps
-    flip(y, case.layers[0], terms=np.ones_like(y))
+    flip.output(y, case.layers[0], terms=np.ones_like(y))
     assert np.array_equal(np.sign(y), [[-1, 1, 1, 0]])
 
 
@@ -377,10 +377,10 @@ class SoftmaxOneUlpHigh(NumpyReference):
     name = "ulp_high"
 
     def run(self, case, initial):
-        def one_ulp_high(a, layer):
-            if layer == "softmax":
+        class OneUlpHigh(Rounding):
+            def softmax(self, a):
                 a[...] = np.nextafter(a.astype(np.float32), np.float32(np.inf)).astype(np.float64)
-        return super().run(case, initial, round_off=one_ulp_high)
+        return super().run_rounded(case, initial, OneUlpHigh())
 
 
 def test_a_confident_cross_entropy_is_judged_at_the_rounding_of_its_softmax():
@@ -437,9 +437,13 @@ class CountingReference(NumpyReference):
     def __init__(self):
         self.runs = 0
 
-    def run(self, case, initial, round_off=None):
+    def run(self, case, initial):
         self.runs += 1
-        return super().run(case, initial, round_off)
+        return super().run(case, initial)
+
+    def run_rounded(self, case, initial, rounding):
+        self.runs += 1
+        return super().run_rounded(case, initial, rounding)
 
 
 def test_conditioning_runs_only_when_a_comparison_can_use_it():

@@ -79,8 +79,8 @@ class LayerDecl:
 
 @dataclass(frozen=True)
 class LossDecl:
-    """A loss. `build(p, site) -> Loss` (site.shape: the model's output); `loss(y, target, round_off)
-    -> (L, dL/dy)`, vectorised; `round_off` is the conditioning's (tolerance.RoundOff) or None."""
+    """A loss. `build(p, site) -> Loss` (site.shape: the model's output); `loss(y, target, rounding)
+    -> (L, dL/dy)`, vectorised; `rounding` is a conditioning run's (protocol.Rounding) or None."""
     name: str
     doc: str
     fields: tuple[Field, ...]

@@ -37,37 +37,37 @@ def _class_ids(p, site: Site) -> Loss:
     return Loss("cross_entropy", TensorSpec((len(ids),), np.array(ids, dtype=np.float64)))
 
 
-def mse(y, target, round_off=None):
+def mse(y, target, rounding=None):
     # L = mean((y - t)²) ;  dL/dy = 2(y - t)/size
     d = y - target
     return np.mean(d * d), 2.0 * d / d.size
 
 
-def half_sse(y, target, round_off=None):
+def half_sse(y, target, rounding=None):
     # L = ½ Σ (t - y)² ;  dL/dy = y - t
     d = y - target
     return 0.5 * np.sum(d * d), d
 
 
-def total(y, target, round_off=None):
+def total(y, target, rounding=None):
     # L = Σ y ;  dL/dy = 1
     return np.sum(y), np.ones_like(y)
 
 
-def grad_output(y, target, round_off=None):
+def grad_output(y, target, rounding=None):
     # L = Σ y·v, so dL/dy = v
     return np.sum(y * target), np.array(target, dtype=np.result_type(y, np.float64))  # a copy, in y's precision
 
 
-def cross_entropy(y, target, round_off=None):
+def cross_entropy(y, target, rounding=None):
     # L = mean_n(-log softmax(y_n)[t_n]) ;  dL/dy = (softmax - onehot)/N
     n = y.shape[0]
     z = y - y.max(axis=1, keepdims=True)
     sums = np.exp(z).sum(axis=1, keepdims=True)  # softmax p = exp(z) / sums
     p = np.exp(z) / sums
-    if round_off is not None:  # a confident row: the sum is 1 + tiny, and p − 1 at its class nearly cancels
-        round_off(sums, "softmax")
-        round_off(p, "softmax")
+    if rounding is not None:  # a confident row: the sum is 1 + tiny, and p − 1 at its class nearly cancels
+        rounding.softmax(sums)
+        rounding.softmax(p)
     t = target.astype(np.int64)
     onehot = np.zeros_like(y)
     onehot[np.arange(n), t] = 1.0

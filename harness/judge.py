@@ -1,0 +1,122 @@
+"""Judging: measurements -> records. Each quantity of each step an adapter returned, against the
+reference's (or a golden `expect:` value), under the tolerance policy's allowance plus the measured slack."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .case import Case
+from .compare import compare
+from .protocol import Trace
+from .records import Record, Status, note
+from .tolerance import LARGEST, Allowance, allowance, takes_slack
+
+
+def quantities(trace: Trace):
+    """(step, quantity, tensor, array) for everything an adapter returned, reference order."""
+    for i, s in enumerate(trace.steps, start=1):
+        yield i, "loss", None, np.asarray(s.loss)
+        yield i, "output", None, np.asarray(s.output)
+        for name in sorted(s.grads):
+            yield i, "grad", name, s.grads[name]
+        for name in sorted(s.params):
+            yield i, "param", name, s.params[name]
+
+
+def golden(case: Case):
+    """(step, quantity, tensor, array) for the case's `expect:` values."""
+    e = case.expect
+    for i, v in enumerate(e.loss or (), start=1):
+        yield i, "loss", None, np.asarray(v)
+    if e.output is not None:
+        yield 1, "output", None, e.output
+    for name, v in e.grad.items():
+        yield 1, "grad", name, v
+    for name, v in e.param.items():
+        yield case.steps, "param", name, v
+
+
+def golden_line(case: Case, step: int, quantity: str, tensor: str | None) -> int:
+    """The line of the golden value itself (`input:` under `expect.grad`, a step's entry of a loss list)."""
+    return case.line_of("expect", quantity, *((tensor,) if tensor else (step - 1,) if quantity == "loss" else ()))
+
+
+def lookup(trace: Trace, step: int, quantity: str, tensor: str | None):
+    s = trace.steps[step - 1]
+    if quantity == "loss":
+        return s.loss
+    if quantity == "output":
+        return s.output
+    return (s.grads if quantity == "grad" else s.params).get(tensor)
+
+
+def malformed(actual, desired) -> str | None:
+    """What is wrong with an adapter's array, or None: it must be real, floating-point and of the
+    reference's shape (a one-element array stands for a scalar). Converting a complex array to float
+    would drop its imaginary part with only a ComplexWarning, and an integer one hides a truncation."""
+    try:
+        a = np.asarray(actual)
+    except Exception as e:
+        return f"something that is not an array ({type(e).__name__}: {e})"
+    if np.iscomplexobj(a):
+        return f"complex values (dtype {a.dtype}), not real ones"
+    if a.dtype.kind != "f" and "float" not in a.dtype.name:  # ml_dtypes' bfloat16 is a float of kind 'V'
+        return f"an array of dtype {a.dtype}, not floating-point"
+    if a.shape != np.shape(desired) and not (a.size == 1 == np.size(desired)):
+        return f"shape {list(a.shape)} where the reference has {list(np.shape(desired))}"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Judge:
+    """Records of one framework's trace on one case. `reference`: the reference's trace (its magnitudes);
+    `slack(step, quantity, tensor)`: the measured extra atol; `at_own_rounding`: the reference itself,
+    held to golden values without the frameworks' slack."""
+    case: Case
+    framework: str
+    reference_name: str
+    reference: Trace
+    slack: object  # (key) -> float or array, measured on first use (reference.Reference.slack)
+
+    def record(self, against: str, step: int, quantity: str, tensor: str | None, actual, desired,
+               at_own_rounding: bool = False) -> Record:
+        case, framework = self.case, self.framework
+        magnitude = self.reference.steps[step - 1].magnitude.get(quantity) if tensor is None else None
+        allow = allowance(case, quantity, tensor, step, desired, magnitude)
+        what = f"{quantity}{' ' + tensor if tensor else ''} at step {step}"
+        bad = "nothing" if actual is None else malformed(actual, desired)
+        if bad:  # not a result to compare: the adapter's own error, named
+            return Record(case.id, framework, against, step, quantity, tensor, list(np.shape(desired)), case.dtype,
+                          None, None, None, allow.rtol, allow.atol, Status.ERROR, f"{framework} returned {bad} for "
+                          f"{what}", family=case.family, file=case.file, line=case.line)
+        # The reference against golden values: at its own rounding level. The measured slack is room for
+        # the frameworks' rounding, and it must not loosen what a golden value pins.
+        extra = self.slack().get((step, quantity, tensor), 0.0) \
+            if takes_slack(case, quantity, tensor) and not at_own_rounding else None
+        cmp = compare(actual, desired, allow, extra)
+        if cmp.non_finite and (magnitude or 0.0) > LARGEST[case.dtype]:
+            cmp = dataclasses.replace(cmp, message=f"{cmp.message}; the terms it is computed from reach "
+                                      f"{magnitude:.4g}, beyond {case.dtype}'s largest value "
+                                      f"{LARGEST[case.dtype]:.6g}: an intermediate overflows (the case, "
+                                      f"not the framework)")
+        if extra is not None:  # the record states the atol applied (Adam's varies by element: its largest)
+            allow = Allowance(allow.rtol, allow.atol + float(np.max(extra)))
+        return Record(case.id, framework, against, step, quantity, tensor, list(np.shape(desired)), case.dtype,
+                      cmp.max_abs_err, cmp.max_rel_err, cmp.worst_index, allow.rtol, allow.atol,
+                      Status.PASS if cmp.ok else Status.FAIL, cmp.message, cmp.ratio, cmp.actual, cmp.desired,
+                      case.family, case.file, golden_line(case, step, quantity, tensor) if against == "expected"
+                      else case.line)
+
+    def against_reference(self, trace: Trace) -> list[Record]:
+        if len(trace.steps) != len(self.reference.steps):
+            return [note(self.case, self.framework, Status.ERROR, f"{self.framework} returned {len(trace.steps)} "
+                         f"step(s), expected {len(self.reference.steps)}", self.reference_name)]
+        return [self.record(self.reference_name, step, q, t, lookup(trace, step, q, t), desired)
+                for step, q, t, desired in quantities(self.reference)]
+
+    def against_golden(self, trace: Trace, at_own_rounding: bool = False) -> list[Record]:
+        if len(trace.steps) != len(self.reference.steps):
+            return []  # against_reference reports it
+        return [self.record("expected", step, q, t, lookup(trace, step, q, t), desired, at_own_rounding)
+                for step, q, t, desired in golden(self.case)]

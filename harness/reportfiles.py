@@ -1,0 +1,49 @@
+"""The report set's contents (SPEC §3): file name -> text or bytes of results.json, results.csv, report.md,
+report.html and its charts. What they say is harness.summary, how it reads harness.render and
+harness.charts; harness.reportset writes them."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+
+from .records import Record
+
+CHART_FILES = {"ratios": "report-ratios", "heatmap": "report-heatmap"}  # beside report.html, as .svg and .png
+
+
+def _json_safe(v):
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def results_csv(records: Sequence[Record]) -> str:
+    """results.csv: every record, one row each, the record's fields as columns (None is empty)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(Record.__dataclass_fields__)
+    writer.writerows([("" if v is None else v) for v in r.to_dict().values()] for r in records)
+    return buf.getvalue()
+
+
+def report_files(records: Sequence[Record], run: dict, charts: bool = True) -> dict[str, str | bytes]:
+    """file name -> content of the whole report set (harness.summary builds it once; harness.render writes it
+    out; charts come from gradconf.charts, which alone imports matplotlib)."""
+    from .render import html_page, markdown
+    from .summary import summarize_records
+    summary = summarize_records(records, run)
+    pictures = {}
+    if charts:
+        from .charts import charts as draw
+        pictures = draw(summary)
+    payload = {"run": run, "records": [{k: _json_safe(v) for k, v in r.to_dict().items()} for r in records]}
+    files: dict[str, str | bytes] = {
+        "results.json": json.dumps(payload, indent=1),
+        "results.csv": results_csv(records),
+        "report.md": markdown(summary, {name: CHART_FILES[name] + ".svg" for name in pictures}),
+        "report.html": html_page(summary, pictures),
+    }
+    for name, formats in pictures.items():
+        files.update({f"{CHART_FILES[name]}.{fmt}": data for fmt, data in formats.items()})
+    return files
