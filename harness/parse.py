@@ -242,7 +242,8 @@ def _fits(data: dict, dtype: str, inp, layers, loss, collect: _Collect) -> None:
 def _xfail(data: dict, frameworks: Collection[str] | None) -> dict:
     """`xfail:` keys are framework names: those in `frameworks` (the front end asks the registry), or any."""
     raw = data.get("xfail")
-    xfail = check_keys(raw, list(frameworks) if frameworks is not None else list(raw or ()), ("xfail",), "xfail")
+    names = list(frameworks) if frameworks is not None else list(raw) if isinstance(raw, dict) else []
+    xfail = check_keys(raw, names, ("xfail",), "xfail")
     for fw, why in xfail.items():
         string(why, ("xfail", fw))
         bad = unknown_ids(why)

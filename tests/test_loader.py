@@ -277,3 +277,16 @@ def test_validate_lists_every_error_in_a_file_not_only_the_first(tmp_path):
         f"{f}:8: steps: must be >= 1, got 0",
     ]
     assert lines[-1] == "gradconf: 1 invalid case file(s); nothing was run"
+
+
+def test_xfail_keys_are_the_framework_names_the_front_end_passes():
+    """Validation never asks the adapter registry: the front ends pass its names; without them any name is
+    taken (the CLI and the plugin always pass them: tests/malformed/xfail_unknown_framework.yaml)."""
+    from gradconf.loader import parse_case
+    data = {"input": [[1.0]], "model": [{"dense": {"out_features": 1}}], "loss": {"sum": {}},
+            "xfail": {"myframework": "why"}}
+    assert parse_case(data, "<t>", {}).xfail == {"myframework": "why"}
+    with pytest.raises(CaseError, match="unknown key `myframework`"):
+        parse_case(data, "<t>", {}, frameworks=registry.known_names())
+    with pytest.raises(CaseError, match="must be a mapping"):
+        parse_case({**data, "xfail": 5}, "<t>", {})
