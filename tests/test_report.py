@@ -42,8 +42,11 @@ class PlainReference:
     def version(self):
         return "plain"
 
-    def run(self, case, initial, round_off=None):
-        return self._reference.run(case, initial, round_off)
+    def run(self, case, initial):
+        return self._reference.run(case, initial)
+
+    def run_rounded(self, case, initial, rounding):
+        return self._reference.run_rounded(case, initial, rounding)
 
 
 def _verdict(case, frameworks, reference=None):
