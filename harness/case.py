@@ -6,7 +6,7 @@ Shorthands are gone by now: every pair is a pair, every padding is ((top, bottom
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -121,7 +121,14 @@ class Dense(Layer):
 @dataclass(frozen=True)
 class Loss:
     kind: str  # a name in gradconf.vocab.LOSSES
-    target: TensorSpec | None = None  # mse / half_sse / cross_entropy target, grad_output value
+    target: TensorSpec | None = None  # mse / half_sse / cross_entropy target, grad_output value (step 1's)
+    per_step: tuple[TensorSpec, ...] | None = None  # `{per_step: [...]}`: one target / value per step
+    reduction: str = "mean"  # "mean" | "sum" (SPEC §1.10)
+    options: dict = field(default_factory=dict)  # beta, delta, pos_weight, weight, label_smoothing: every key
+    #                                               of the loss, given or defaulted (None: not given)
+
+    def target_at(self, step: int) -> TensorSpec | None:
+        return self.target if self.per_step is None else self.per_step[step - 1]
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,40 @@ class Optimizer:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    dampening: float = 0.0                 # sgd
+    amsgrad: bool = False                  # adam, adamw
+    alpha: float = 0.99                    # rmsprop
+    centered: bool = False                 # rmsprop
+    lr_decay: float = 0.0                  # adagrad
+    initial_accumulator_value: float = 0.0  # adagrad
+    momentum_decay: float = 0.004          # nadam
+
+    @property
+    def hp(self) -> dict:
+        """Every hyperparameter by name (harness.optimmath's and the adapters' form)."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "kind"}
+
+
+class Schedule(NamedTuple):
+    """`schedule: {kind: {...}}` (SPEC §1.10): kind step | exponential | cosine, params with defaults filled."""
+    kind: str
+    params: dict
+
+
+class Clip(NamedTuple):
+    """`clip: {kind: limit}`: kind norm | norm_per_param | value."""
+    kind: str
+    limit: float
+
+
+@dataclass(frozen=True)
+class Golden:
+    """One golden value of `expect:`: the quantity at a step (1-based), and the YAML path it was written at."""
+    step: int
+    quantity: str
+    tensor: str | None
+    value: np.ndarray
+    path: tuple
 
 
 @dataclass(frozen=True)
@@ -147,6 +188,8 @@ class Expect:
     output: np.ndarray | None = None       # first step
     grad: dict[str, np.ndarray] = field(default_factory=dict)   # first step
     param: dict[str, np.ndarray] = field(default_factory=dict)  # after the last step
+    at: tuple[Golden, ...] = ()  # `expect.step.K` (SPEC §1.10)
+    tolerance: Tol | None = None  # `expect.tolerance`: for golden comparisons only
 
 
 @dataclass(frozen=True)
@@ -168,6 +211,9 @@ class Case:
     xfail: dict[str, str]
     family: str | None = None
     source: dict | None = None  # the (drawn) YAML data, for `freeze`
+    inputs: tuple[TensorSpec, ...] | None = None  # `input: {per_step: [...]}`: one per step (input is step 1's)
+    schedule: Schedule | None = None
+    clip: Clip | None = None
     lines: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property

@@ -25,21 +25,19 @@ def quantities(trace: Trace):
 
 
 def golden(case: Case):
-    """(step, quantity, tensor, array) for the case's `expect:` values."""
+    """(step, quantity, tensor, array, YAML path) for the case's `expect:` values: the first-step / last-step
+    shorthand of SPEC §1.5 and every `expect.step.K` entry (§1.10)."""
     e = case.expect
-    for i, v in enumerate(e.loss or (), start=1):
-        yield i, "loss", None, np.asarray(v)
+    for i, v in enumerate(e.loss or (), start=1):  # a loss list's entry, or the single number (line_of falls back)
+        yield i, "loss", None, np.asarray(v), ("expect", "loss", i - 1)
     if e.output is not None:
-        yield 1, "output", None, e.output
+        yield 1, "output", None, e.output, ("expect", "output")
     for name, v in e.grad.items():
-        yield 1, "grad", name, v
+        yield 1, "grad", name, v, ("expect", "grad", name)
     for name, v in e.param.items():
-        yield case.steps, "param", name, v
-
-
-def golden_line(case: Case, step: int, quantity: str, tensor: str | None) -> int:
-    """The line of the golden value itself (`input:` under `expect.grad`, a step's entry of a loss list)."""
-    return case.line_of("expect", quantity, *((tensor,) if tensor else (step - 1,) if quantity == "loss" else ()))
+        yield case.steps, "param", name, v, ("expect", "param", name)
+    for g in e.at:
+        yield g.step, g.quantity, g.tensor, g.value, g.path
 
 
 def lookup(trace: Trace, step: int, quantity: str, tensor: str | None):
@@ -80,10 +78,14 @@ class Judge:
     slack: object  # (key) -> float or array, measured on first use (reference.Reference.slack)
 
     def record(self, against: str, step: int, quantity: str, tensor: str | None, actual, desired,
-               at_own_rounding: bool = False) -> Record:
+               at_own_rounding: bool = False, path: tuple | None = None) -> Record:
         case, framework = self.case, self.framework
         magnitude = self.reference.steps[step - 1].magnitude.get(quantity) if tensor is None else None
         allow = allowance(case, quantity, tensor, step, desired, magnitude)
+        stated = case.expect.tolerance if against == "expected" else None  # `expect.tolerance`: goldens only
+        if stated is not None:
+            allow = Allowance(allow.rtol if stated.rtol is None else stated.rtol,
+                              allow.atol if stated.atol is None else stated.atol)
         what = f"{quantity}{' ' + tensor if tensor else ''} at step {step}"
         bad = "nothing" if actual is None else malformed(actual, desired)
         if bad:  # not a result to compare: the adapter's own error, named
@@ -93,7 +95,7 @@ class Judge:
         # The reference against golden values: at its own rounding level. The measured slack is room for
         # the frameworks' rounding, and it must not loosen what a golden value pins.
         extra = self.slack().get((step, quantity, tensor), 0.0) \
-            if takes_slack(case, quantity, tensor) and not at_own_rounding else None
+            if takes_slack(case, quantity, tensor) and not at_own_rounding and stated is None else None
         cmp = compare(actual, desired, allow, extra)
         if cmp.non_finite and (magnitude or 0.0) > LARGEST[case.dtype]:
             cmp = dataclasses.replace(cmp, message=f"{cmp.message}; the terms it is computed from reach "
@@ -105,8 +107,7 @@ class Judge:
         return Record(case.id, framework, against, step, quantity, tensor, list(np.shape(desired)), case.dtype,
                       cmp.max_abs_err, cmp.max_rel_err, cmp.worst_index, allow.rtol, allow.atol,
                       Status.PASS if cmp.ok else Status.FAIL, cmp.message, cmp.ratio, cmp.actual, cmp.desired,
-                      case.family, case.file, golden_line(case, step, quantity, tensor) if against == "expected"
-                      else case.line)
+                      case.family, case.file, case.line_of(*path) if path else case.line)
 
     def against_reference(self, trace: Trace) -> list[Record]:
         if len(trace.steps) != len(self.reference.steps):
@@ -118,5 +119,5 @@ class Judge:
     def against_golden(self, trace: Trace, at_own_rounding: bool = False) -> list[Record]:
         if len(trace.steps) != len(self.reference.steps):
             return []  # against_reference reports it
-        return [self.record("expected", step, q, t, lookup(trace, step, q, t), desired, at_own_rounding)
-                for step, q, t, desired in golden(self.case)]
+        return [self.record("expected", step, q, t, lookup(trace, step, q, t), desired, at_own_rounding, path)
+                for step, q, t, desired, path in golden(self.case)]

@@ -29,6 +29,16 @@ class Initial:
     input: np.ndarray
     params: dict[str, np.ndarray]
     target: np.ndarray | None  # loss target / grad_output value / class ids (as floats)
+    # `{per_step: [...]}` (SPEC §1.10): one input / target per step, the first being `input` / `target`
+    inputs: tuple[np.ndarray, ...] | None = None
+    targets: tuple[np.ndarray, ...] | None = None
+
+    def input_at(self, step: int) -> np.ndarray:
+        """The input of step `step` (1-based)."""
+        return self.input if self.inputs is None else self.inputs[step - 1]
+
+    def target_at(self, step: int) -> np.ndarray | None:
+        return self.target if self.targets is None else self.targets[step - 1]
 
 
 @dataclass

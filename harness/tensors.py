@@ -39,11 +39,23 @@ def draw(spec: TensorSpec, seed: int, name: str, dtype: str) -> np.ndarray:
     return x
 
 
+CLASS_LOSSES = ("cross_entropy", "nll")  # targets are class ids
+
+
 def materialize(case: Case) -> Initial:
     params = {p.name: draw(p.spec, case.seed, p.name, case.dtype) for p in case.params}
-    target = None
-    if case.loss.target is not None:
-        # Class ids stay exact integers; everything else is a float tensor of the case dtype.
-        rounding = "float64" if case.loss.kind == "cross_entropy" else case.dtype
+    # Class ids stay exact integers; everything else is a float tensor of the case dtype.
+    rounding = "float64" if case.loss.kind in CLASS_LOSSES else case.dtype
+    target = targets = None
+    if case.loss.per_step is not None:  # step k's tensor is drawn as `<name>.step<k>`, step 1's under the plain name
+        targets = tuple(draw(spec, case.seed, "loss.target" + (f".step{k}" if k > 1 else ""), rounding)
+                        for k, spec in enumerate(case.loss.per_step, start=1))
+        target = targets[0]
+    elif case.loss.target is not None:
         target = draw(case.loss.target, case.seed, "loss.target", rounding)
-    return Initial(draw(case.input, case.seed, "input", case.dtype), params, target)
+    inputs = None
+    if case.inputs is not None:
+        inputs = tuple(draw(spec, case.seed, "input" + (f".step{k}" if k > 1 else ""), case.dtype)
+                       for k, spec in enumerate(case.inputs, start=1))
+    x = inputs[0] if inputs else draw(case.input, case.seed, "input", case.dtype)
+    return Initial(x, params, target, inputs, targets)

@@ -66,7 +66,8 @@ class Allowance:
 
 def reduction_width(case: Case) -> int:
     """The longest sum anywhere in the forward or backward pass."""
-    k = int(np.prod(case.output_shape)) if case.loss.kind in ("mse", "cross_entropy") else 1
+    # a mean or weighted loss sums over the output; half_sse, sum and grad_output have no reduction of their own
+    k = int(np.prod(case.output_shape)) if case.loss.kind not in ("half_sse", "sum", "grad_output") else 1
     for L in case.layers:
         if isinstance(L, Conv2d):
             n, hw_out = L.in_shape[0], int(np.prod(L.out_shape[2:]))
@@ -126,22 +127,32 @@ def allowance(case: Case, quantity: str, tensor: str | None, step: int, ref: np.
     return Allowance(rtol, rtol * scale + EPS[case.dtype] * 1e-3)
 
 
+ADAPTIVE = ("adam", "adamw", "nadam", "adamax", "rmsprop", "adagrad")  # steps normalised by a gradient moment
+
+
 def adam_slack(case: Case, tensor: str, grads: list[np.ndarray]):
-    """Extra allowance for a parameter after len(grads) Adam steps (0 for any other optimizer).
+    """Extra allowance for a parameter after len(grads) steps of an adaptive optimizer (0 for SGD).
 
     Adam steps by about lr·g/(|g| + ε), normalised through its moment ratio. A gradient error δ moves
     that step by lr·δ·ε/(|g| + ε)² at step 1 and by about lr·δ/|g| once the moments mix steps; at most
     2·lr, where |g| ~ δ and the step's sign is not determined by the numerics. Summed over the steps
-    taken, with δ the gradient's own allowance. It vanishes for well-determined gradients.
+    taken, with δ the gradient's own allowance, at each step's (scheduled) lr. Every optimizer in ADAPTIVE
+    normalises so; RMSprop's first step is lr/√(1 − α) (and 1/(1 − μ) more with momentum). It vanishes for
+    well-determined gradients.
     """
     opt = case.optimizer
-    if opt is None or opt.kind != "adam":
+    if opt is None or opt.kind not in ADAPTIVE:
         return 0.0
+    from .optimmath import scheduled_lr
+    scale = 1.0
+    if opt.kind == "rmsprop":
+        scale = 1.0 / (math.sqrt(max(1.0 - opt.alpha, 1e-12)) * (1.0 - opt.momentum))
     slack = 0.0
     for step, g in enumerate(grads, start=1):
         a = allowance(case, "grad", tensor, step, g)
         delta, size = a.atol + a.rtol * np.abs(g), np.abs(g) + opt.eps
-        slack = slack + opt.lr * np.minimum(2.0, delta * opt.eps / size ** 2 + delta / size)
+        lr = scheduled_lr(opt.lr, case.schedule, step)
+        slack = slack + lr * scale * np.minimum(2.0, delta * opt.eps / size ** 2 + delta / size)
     return slack
 
 
@@ -161,16 +172,18 @@ def value_signs(a, salt: int) -> np.ndarray:
 
 def perturbed(case: Case, initial, draw: int):
     """The initial tensors, each element scaled by (1 ± PERTURBATION·rounding_scale), the sign a function of
-    its value (value_signs: equal values stay equal); class ids left alone."""
+    its value (value_signs: equal values stay equal); class ids left alone. Every step's input and target."""
     from .protocol import Initial
     salt = int(np.random.default_rng([case.seed, 0x6E015E, draw]).integers(1 << 62))
     delta = PERTURBATION * rounding_scale(case)
-    keep_target = case.loss.kind == "cross_entropy"
+    keep_target = case.loss.kind in ("cross_entropy", "nll")
 
     def shake(a):
-        return a * (1.0 + delta * value_signs(a, salt))
-    target = initial.target if keep_target or initial.target is None else shake(initial.target)
-    return Initial(shake(initial.input), {k: shake(v) for k, v in initial.params.items()}, target)
+        return a if a is None else a * (1.0 + delta * value_signs(a, salt))
+    target = initial.target if keep_target else shake(initial.target)
+    targets = initial.targets if keep_target or initial.targets is None else tuple(map(shake, initial.targets))
+    inputs = None if initial.inputs is None else tuple(map(shake, initial.inputs))
+    return Initial(shake(initial.input), {k: shake(v) for k, v in initial.params.items()}, target, inputs, targets)
 
 
 class RoundedLayers(Rounding):
