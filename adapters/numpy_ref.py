@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from gradconf import vocab
+from gradconf.training import clipped, scheduled_lr
 from gradconf.protocol import Rounding, own_params
 from gradconf.vocab.optimizers import SGD, Adam  # noqa: F401 (re-exported: the reference's optimizers)
 
@@ -33,9 +34,11 @@ def layer_backward(L, dy, cache):
     return dx, {f"{L.name}.{kind}": g for kind, g in grads.items()}
 
 
-def loss_and_grad(kind: str, y, target, rounding=None):
-    """The loss value and dL/dy (`rounding`: a conditioning run's, protocol.Rounding)."""
-    return vocab.LOSSES[kind].loss(y, target, rounding)
+def loss_and_grad(kind: str, y, target, rounding=None, loss=None):
+    """The loss value and dL/dy (`rounding`: a conditioning run's, protocol.Rounding); `loss`: the case's Loss
+    (its reduction and options; None: the defaults)."""
+    options = {} if loss is None else {"reduction": loss.reduction, **loss.options}
+    return vocab.LOSSES[kind].loss(y, target, rounding, **options)
 
 
 def make_optimizer(opt):
@@ -71,15 +74,18 @@ class NumpyReference:
     def _trace(self, case, initial: Initial, rounding: Rounding | None, dtype) -> Trace:
         one_thread_native_pools("numpy")  # NumPy's BLAS too: a big layer splits its batch instead (numerics.over_batch)
         params = {k: np.array(v, dtype=dtype) for k, v in initial.params.items()}
-        x0 = np.array(initial.input, dtype=dtype)
-        target = None if initial.target is None else np.asarray(initial.target, dtype=dtype)
         opt = make_optimizer(case.optimizer)
         steps, states = [], {}  # states: the stateful layers' (running statistics), by layer name
-        for _ in range(case.steps):
+        for k in range(1, case.steps + 1):  # per-step data (SPEC §1.10): step k's input and target
+            x = np.array(initial.input_at(k), dtype=dtype)
+            target = initial.target_at(k)
+            target = None if target is None else np.asarray(target, dtype=dtype)
             with np.errstate(all="ignore"):  # overflow shows up as non-finite values, which the runner reports
-                loss, output, grads, magnitude = gradients(case, x0, params, target, rounding, states)
+                loss, output, grads, magnitude = gradients(case, x, params, target, rounding, states)
             if opt is not None:
-                params = {k: opt.update(k, p, grads[k]) for k, p in params.items()}
+                lr = scheduled_lr(case.optimizer.lr, case.schedule, k)  # the scheduler steps after each step
+                step = clipped({n: grads[n] for n in params}, case.clip)  # the compared grads stay unclipped
+                params = {n: opt.update(n, p, step[n], lr) for n, p in params.items()}
                 for p in params.values() if rounding is not None else ():
                     rounding.param(p)
             steps.append(Step(np.asarray(loss), output, grads, dict(params) if opt is not None else {}, magnitude))
@@ -113,7 +119,7 @@ def _forward(case, x, params, rounding, states):
 def gradients(case, x, params, target, rounding: Rounding | None = None, states: dict | None = None):
     """Forward through every layer, then backward in reverse: (loss, output, {name: gradient}, magnitudes)."""
     x, caches, last_input = _forward(case, x, params, rounding, states)
-    loss, dy = loss_and_grad(case.loss.kind, x, target, rounding)
+    loss, dy = loss_and_grad(case.loss.kind, x, target, rounding, case.loss)
     # How big an error in the loss an output error of one part in max|y| makes: Σ|dL/dy|·max|y|.
     magnitude = {"loss": float(abs(loss) + np.abs(dy).sum() * np.abs(x).max())}
     if case.layers[-1].type == "sum":

@@ -13,6 +13,7 @@ import numpy as np
 from gradconf.case import Case
 
 from . import Initial, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers, threads_for
+from . import torch_training as training
 
 
 def _symmetric(pad) -> bool:
@@ -95,22 +96,9 @@ LAYERS = {
 
 # ---------------------------------------------------------------- losses: f(y, target) -> loss
 
-LOSSES = {
-    "mse": lambda y, t: _F().mse_loss(y, t),
-    "half_sse": lambda y, t: 0.5 * ((t - y) ** 2).sum(),
-    "sum": lambda y, t: y.sum(),
-    "cross_entropy": lambda y, t: _F().cross_entropy(y, t.long()),
-    "grad_output": lambda y, t: (y * t).sum(),
-}
-
-# ---------------------------------------------------------------- optimizers: f(opt, params) -> torch.optim
-
-OPTIMIZERS = {
-    "sgd": lambda o, params: _torch().optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                                                weight_decay=o.weight_decay),
-    "adam": lambda o, params: _torch().optim.Adam(params, lr=o.lr, betas=o.betas, eps=o.eps,
-                                                  weight_decay=o.weight_decay),
-}
+# Losses f(y, target, options) and optimizers f(hyperparameters, params): adapters/torch_training.py, with the
+# training loop's schedules and clipping.
+LOSSES, OPTIMIZERS = training.LOSSES, training.OPTIMIZERS
 TABLES = Tables("torch", LAYERS, LOSSES, OPTIMIZERS)
 
 
@@ -137,33 +125,47 @@ class TorchAdapter:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         one_thread_native_pools("torch")
-        dtype = getattr(torch, case.dtype)
-        as_np = lambda t: t.detach().to(torch.float64).numpy().copy()  # noqa: E731
-        params = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in initial.params.items()}
-        x = torch.tensor(initial.input, dtype=dtype, requires_grad=True)
-        target = None
-        if initial.target is not None:
-            target = torch.tensor(initial.target, dtype=torch.int64 if case.loss.kind == "cross_entropy" else dtype)
-        opt = None
-        if case.optimizer is not None and params:  # nothing to update without parameters
-            opt = OPTIMIZERS[case.optimizer.kind](case.optimizer, list(params.values()))
-        steps = []
+        # torch.optim keeps scalar state (NAdam's μ product) in the default dtype: a float64 user sets it to
+        # float64, and so does the adapter for float64 cases (TORCH-NADAM-MU32, docs/divergences.md)
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64 if case.dtype == "float64" else torch.float32)
         try:
-            for _ in range(case.steps):
-                x.grad = None
-                for t in params.values():
-                    t.grad = None
-                y = run_layers(case, LAYERS, x, params)
-                loss = LOSSES[case.loss.kind](y, target)
-                loss.backward()
-                grads = {k: as_np(t.grad) if t.grad is not None else np.zeros(t.shape) for k, t in params.items()}
-                grads["input"] = as_np(x.grad)
-                if opt is not None:
-                    opt.step()
-                steps.append(Step(as_np(loss), as_np(y), grads,
-                                  {k: as_np(t) for k, t in params.items()} if opt is not None else {}))
+            return self._steps(torch, case, initial)
         except (RuntimeError, NotImplementedError) as e:
             if "not implemented for" in str(e):
                 raise Unsupported(f"torch on CPU: {str(e).splitlines()[0]}") from None
             raise
+        finally:
+            torch.set_default_dtype(previous)
+
+    @staticmethod
+    def _steps(torch, case: Case, initial: Initial) -> Trace:
+        dtype = getattr(torch, case.dtype)
+        as_np = lambda t: t.detach().to(torch.float64).numpy().copy()  # noqa: E731
+        params = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in initial.params.items()}
+        ids = case.loss.kind in training.CLASS_TARGETS
+        options = {"reduction": case.loss.reduction, **case.loss.options}
+        opt = sched = None
+        if case.optimizer is not None and params:  # nothing to update without parameters
+            opt = OPTIMIZERS[case.optimizer.kind](case.optimizer.hp, list(params.values()))
+            sched = training.scheduler(case.schedule, opt)
+        steps = []
+        for k in range(1, case.steps + 1):  # step k's input and target (per-step data, SPEC §1.10)
+            x = torch.tensor(initial.input_at(k), dtype=dtype, requires_grad=True)
+            t = initial.target_at(k)
+            target = None if t is None else torch.tensor(t, dtype=torch.int64 if ids else dtype)
+            for p in params.values():
+                p.grad = None
+            y = run_layers(case, LAYERS, x, params)
+            loss = LOSSES[case.loss.kind](y, target, options)
+            loss.backward()
+            grads = {k: as_np(p.grad) if p.grad is not None else np.zeros(p.shape) for k, p in params.items()}
+            grads["input"] = as_np(x.grad)  # compared before clipping
+            if opt is not None:
+                training.clip(case.clip, list(params.values()))
+                opt.step()
+                if sched is not None:
+                    sched.step()
+            steps.append(Step(as_np(loss), as_np(y), grads,
+                              {k: as_np(p) for k, p in params.items()} if opt is not None else {}))
         return Trace(steps)

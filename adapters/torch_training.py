@@ -11,65 +11,72 @@ import numpy as np
 from . import Unsupported
 
 
-def _weight(torch, o, key, like):
+def _F():
+    import torch.nn.functional as F
+    return F
+
+
+def _weight(o, key, like):
+    import torch
     return None if o.get(key) is None else torch.as_tensor(np.asarray(o[key], dtype=np.float64), dtype=like.dtype)
 
 
+# f(y, target, options) -> loss; options: the case's loss options with `reduction`
 LOSSES = {
-    "mse": lambda F, torch, y, t, o: F.mse_loss(y, t, reduction=o["reduction"]),
-    "l1": lambda F, torch, y, t, o: F.l1_loss(y, t, reduction=o["reduction"]),
-    "smooth_l1": lambda F, torch, y, t, o: F.smooth_l1_loss(y, t, reduction=o["reduction"], beta=o["beta"]),
-    "huber": lambda F, torch, y, t, o: F.huber_loss(y, t, reduction=o["reduction"], delta=o["delta"]),
-    "bce": lambda F, torch, y, t, o: F.binary_cross_entropy(y, t, reduction=o["reduction"]),
-    "bce_with_logits": lambda F, torch, y, t, o: F.binary_cross_entropy_with_logits(
-        y, t, reduction=o["reduction"], pos_weight=_weight(torch, o, "pos_weight", y)),
-    "nll": lambda F, torch, y, t, o: F.nll_loss(y, t, weight=_weight(torch, o, "weight", y), reduction=o["reduction"]),
-    "cross_entropy": lambda F, torch, y, t, o: F.cross_entropy(
-        y, t, weight=_weight(torch, o, "weight", y), reduction=o["reduction"], label_smoothing=o["label_smoothing"]),
-    "half_sse": lambda F, torch, y, t, o: 0.5 * ((t - y) ** 2).sum(),
-    "sum": lambda F, torch, y, t, o: y.sum(),
-    "grad_output": lambda F, torch, y, t, o: (y * t).sum(),
+    "mse": lambda y, t, o: _F().mse_loss(y, t, reduction=o["reduction"]),
+    "l1": lambda y, t, o: _F().l1_loss(y, t, reduction=o["reduction"]),
+    "smooth_l1": lambda y, t, o: _F().smooth_l1_loss(y, t, reduction=o["reduction"], beta=o["beta"]),
+    "huber": lambda y, t, o: _F().huber_loss(y, t, reduction=o["reduction"], delta=o["delta"]),
+    "bce": lambda y, t, o: _F().binary_cross_entropy(y, t, reduction=o["reduction"]),
+    "bce_with_logits": lambda y, t, o: _F().binary_cross_entropy_with_logits(
+        y, t, reduction=o["reduction"], pos_weight=_weight(o, "pos_weight", y)),
+    "nll": lambda y, t, o: _F().nll_loss(y, t, weight=_weight(o, "weight", y), reduction=o["reduction"]),
+    "cross_entropy": lambda y, t, o: _F().cross_entropy(
+        y, t, weight=_weight(o, "weight", y), reduction=o["reduction"], label_smoothing=o["label_smoothing"]),
+    "half_sse": lambda y, t, o: 0.5 * ((t - y) ** 2).sum(),
+    "sum": lambda y, t, o: y.sum(),
+    "grad_output": lambda y, t, o: (y * t).sum(),
 }
 CLASS_TARGETS = ("nll", "cross_entropy")  # int64 targets
 
 
 def loss(kind: str, options: dict, y, t):
-    import torch
-    import torch.nn.functional as F
-    return LOSSES[kind](F, torch, y, t, options)
+    return LOSSES[kind](y, t, options)
 
 
-def _adam(torch, cls):
-    return lambda params, h: cls(params, lr=h["lr"], betas=tuple(h["betas"]), eps=h["eps"],
-                                 weight_decay=h["weight_decay"], amsgrad=h.get("amsgrad", False))
+def _optim():
+    import torch.optim
+    return torch.optim
 
 
-def _optimizers(torch):
-    o = torch.optim
-    return {
-        "sgd": lambda params, h: o.SGD(params, lr=h["lr"], momentum=h["momentum"], dampening=h.get("dampening", 0.0),
-                                       nesterov=h["nesterov"], weight_decay=h["weight_decay"]),
-        "adam": _adam(torch, o.Adam),
-        "adamw": _adam(torch, o.AdamW),
-        "rmsprop": lambda params, h: o.RMSprop(params, lr=h["lr"], alpha=h["alpha"], eps=h["eps"],
-                                               weight_decay=h["weight_decay"], momentum=h["momentum"],
-                                               centered=h["centered"]),
-        "adagrad": lambda params, h: o.Adagrad(params, lr=h["lr"], lr_decay=h["lr_decay"],
-                                               weight_decay=h["weight_decay"], eps=h["eps"],
-                                               initial_accumulator_value=h["initial_accumulator_value"]),
-        "adamax": lambda params, h: o.Adamax(params, lr=h["lr"], betas=tuple(h["betas"]), eps=h["eps"],
-                                             weight_decay=h["weight_decay"]),
-        "nadam": lambda params, h: o.NAdam(params, lr=h["lr"], betas=tuple(h["betas"]), eps=h["eps"],
-                                           weight_decay=h["weight_decay"], momentum_decay=h["momentum_decay"]),
-    }
+def _adam(name):
+    return lambda h, params: getattr(_optim(), name)(params, lr=h["lr"], betas=tuple(h["betas"]), eps=h["eps"],
+                                                     weight_decay=h["weight_decay"], amsgrad=h["amsgrad"])
+
+
+# f(hyperparameters (Optimizer.hp), parameters) -> a torch.optim optimizer
+OPTIMIZERS = {
+    "sgd": lambda h, params: _optim().SGD(params, lr=h["lr"], momentum=h["momentum"], dampening=h["dampening"],
+                                          nesterov=h["nesterov"], weight_decay=h["weight_decay"]),
+    "adam": _adam("Adam"),
+    "adamw": _adam("AdamW"),
+    "rmsprop": lambda h, params: _optim().RMSprop(params, lr=h["lr"], alpha=h["alpha"], eps=h["eps"],
+                                                  weight_decay=h["weight_decay"], momentum=h["momentum"],
+                                                  centered=h["centered"]),
+    "adagrad": lambda h, params: _optim().Adagrad(params, lr=h["lr"], lr_decay=h["lr_decay"],
+                                                  weight_decay=h["weight_decay"], eps=h["eps"],
+                                                  initial_accumulator_value=h["initial_accumulator_value"]),
+    "adamax": lambda h, params: _optim().Adamax(params, lr=h["lr"], betas=tuple(h["betas"]), eps=h["eps"],
+                                                weight_decay=h["weight_decay"]),
+    "nadam": lambda h, params: _optim().NAdam(params, lr=h["lr"], betas=tuple(h["betas"]), eps=h["eps"],
+                                              weight_decay=h["weight_decay"], momentum_decay=h["momentum_decay"]),
+}
 
 
 def optimizer(kind: str, hp: dict, params: list):
-    import torch
-    table = _optimizers(torch)
-    if kind not in table:
+    if kind not in OPTIMIZERS:
         raise Unsupported(f"no torch.optim mapping for optimizer {kind}")
-    return table[kind](params, hp)
+    return OPTIMIZERS[kind](hp, params)
 
 
 def scheduler(schedule, opt):

@@ -150,7 +150,7 @@ class Optimizer:
 
     @property
     def hp(self) -> dict:
-        """Every hyperparameter by name (harness.optimmath's and the adapters' form)."""
+        """Every hyperparameter by name (the vocabulary's update rules' and the adapters' form)."""
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "kind"}
 
 

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .case import Case, Conv2d, TensorSpec
+from .divergences_training import entries as training_entries
 from .hardware import Platform, detect
 
 SHOWS, MAY = "shows", "may"
@@ -81,7 +82,7 @@ def _bf16_biasadd(case: Case, p: Platform):
 
 def _adam_eps(case: Case, p: Platform):
     opt = case.optimizer
-    if opt is None or opt.kind != "adam":
+    if opt is None or opt.kind not in ("adam", "adamw"):
         return None, "no Adam"
     if case.dtype == "float64":
         return SHOWS, "Adam in float64: the epsilon placement is far above float64 rounding"
@@ -94,8 +95,10 @@ def _wd(case: Case, p: Platform):
     opt = case.optimizer
     if opt is None or not opt.weight_decay:
         return None, "no weight decay"
-    if opt.kind == "adam":
-        return SHOWS, "Adam with weight decay"
+    if opt.kind == "adamw":
+        return None, "AdamW: decoupled in both"
+    if opt.kind != "sgd":
+        return SHOWS, f"{opt.kind} with weight decay"
     if opt.momentum and (opt.nesterov or case.steps >= 2):  # plain momentum: the same update at step 1
         return SHOWS, "momentum with weight decay" + ("" if opt.nesterov else " over 2+ steps")
     return None, "plain SGD: coupled and decoupled decay are the same update"
@@ -109,8 +112,10 @@ def _hyper32(case: Case, p: Platform):
         return SHOWS, f"weight_decay {opt.weight_decay} is not a float32 number"
     if opt.kind == "sgd" and opt.momentum and _f32_inexact(opt.momentum) and (opt.nesterov or case.steps >= 2):
         return SHOWS, f"momentum {opt.momentum} is not a float32 number"
-    if opt.kind == "adam" and any(map(_f32_inexact, opt.betas)) and case.steps >= 2:  # step 1: betas cancel
-        return SHOWS, f"betas {list(opt.betas)} are not float32 numbers"
+    if opt.kind in ("adam", "adamw", "adamax", "nadam") and any(map(_f32_inexact, opt.betas)) and case.steps >= 2:
+        return SHOWS, f"betas {list(opt.betas)} are not float32 numbers"  # step 1: betas cancel
+    if opt.kind == "rmsprop" and _f32_inexact(opt.alpha):
+        return SHOWS, f"alpha (rho) {opt.alpha} is not a float32 number"
     return None, "every hyperparameter is a float32 number (or not used yet)"
 
 
@@ -148,9 +153,10 @@ CATALOGUE: dict[str, Entry] = {e.id: e for e in [
           _bf16_biasadd),
     Entry("HALF-ADAM", ("torch", "tensorflow", "jax"), "Adam's moments kept in float16 underflow for small gradients",
           _half_adam),
+    *training_entries(Entry),
 ]}
 # Catalogued in docs/divergences.md but avoided by the adapter's configuration: no case can show them.
-AVOIDED = {"TF-LR32"}
+AVOIDED = {"TF-LR32", "TORCH-NADAM-MU32"}
 
 
 def cited_ids(text: str) -> list[str] | None:

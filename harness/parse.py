@@ -14,10 +14,11 @@ from .case import DTYPES, QUANTITIES, Case, Expect, Layer, Loss, Optimizer, Shap
 from .divergences import CATALOGUE, unknown_ids
 from .errors import CaseError, CaseErrors, Conflict, ShapeError, did_you_mean, every_error, unknown
 from .fields import check_keys, check_size, integer, kind_of, literal, number, string, tensor
+from .parse_training import check_steps, clip, expect_steps, expect_tolerance, per_step, schedule
 from .tolerance import LARGEST
 
-TOP_KEYS = ("name", "description", "tags", "dtype", "seed", "input", "model", "loss", "optimizer", "steps",
-            "expect", "tolerance", "xfail", "count")
+TOP_KEYS = ("name", "description", "tags", "dtype", "seed", "input", "model", "loss", "optimizer", "schedule",
+            "clip", "steps", "expect", "tolerance", "xfail", "count")
 TOL_KEYS = ("rtol", "atol")
 MAX_STEPS = 1000  # optimizer steps per case; the bundled ones take at most 4
 
@@ -76,7 +77,7 @@ def _optimizer(v) -> Optimizer | None:
 
 def _expect(v, steps: int, out_shape: Shape, params: dict[str, Shape], in_shape: Shape) -> Expect:
     path = ("expect",)
-    v = check_keys(v, QUANTITIES, path, "expect")
+    v = check_keys(v, (*QUANTITIES, "step", "tolerance"), path, "expect")
     loss = None
     if "loss" in v:
         raw = v["loss"] if isinstance(v["loss"], list) else [v["loss"]]
@@ -102,7 +103,8 @@ def _expect(v, steps: int, out_shape: Shape, params: dict[str, Shape], in_shape:
             if tensors[q][name].shape != named[q][name]:
                 raise ShapeError(f"shape {list(tensors[q][name].shape)} does not match {name}'s "
                                  f"{list(named[q][name])}", path + (q, name))
-    return Expect(loss, output, tensors["grad"], tensors["param"])
+    return Expect(loss, output, tensors["grad"], tensors["param"], expect_steps(v.get("step"), steps, out_shape, named),
+                  expect_tolerance(v.get("tolerance")))
 
 
 def _tolerance(v, params: Sequence[str]) -> dict[str, Tol]:
@@ -210,33 +212,39 @@ def _meta(data: dict, collect: _Collect) -> tuple:
 
 
 def _network(data: dict, collect: _Collect):
-    """(input, layers, output shape), or Nones where an error stops what depends on it."""
-    inp = collect(tensor, data["input"], ("input",), None, "input")
+    """(input, every step's input or None, layers, output shape), or Nones where an error stops what depends
+    on it."""
+    inp, inputs = collect(per_step, data["input"], ("input",), None, "input") or (None, None)
+    return (inp, inputs, *_layers(data, inp, collect))
+
+
+def _layers(data: dict, inp, collect: _Collect):
     if not isinstance(data["model"], list) or not data["model"]:
         collect.errors.append(CaseError("must be a non-empty list of layers", ("model",)))
-        return inp, None, None
+        return None, None
     if inp is None:
-        return None, None, None
+        return None, None
     layers, names, shape = [], set(), inp.shape
     for i, item in enumerate(data["model"]):
         layer = collect(_layer, item, ("model", i), i, shape, names)
         if layer is None:  # later layers' shapes depend on this one
-            return inp, None, None
+            return None, None
         layers.append(layer)
         shape = layer.out_shape
-    return inp, layers, shape
+    return layers, shape
 
 
-def _fits(data: dict, dtype: str, inp, layers, loss, collect: _Collect) -> None:
-    if inp is not None:
-        collect(_fits_dtype, inp, ("input",), dtype)
+def _fits(data: dict, dtype: str, inp, inputs, layers, loss, collect: _Collect) -> None:
+    for i, spec in enumerate(inputs or (inp,) if inp is not None else ()):
+        collect(_fits_dtype, spec, ("input",) + (("per_step", i) if inputs else ()), dtype)
     for i, layer in enumerate(layers or ()):
         written = data["model"][i] if isinstance(data["model"][i], str) else next(iter(data["model"][i]))
         for p in layer.params:
             collect(_fits_dtype, p.spec, ("model", i, written, p.name.rsplit(".", 1)[1]), dtype)
-    if loss is not None and loss.target is not None and loss.kind != "cross_entropy":  # class ids: not values
-        collect(_fits_dtype, loss.target, ("loss", loss.kind, "value" if loss.kind == "grad_output" else "target"),
-                dtype)
+    if loss is not None and loss.target is not None and loss.kind not in ("cross_entropy", "nll"):  # ids: not values
+        where = ("loss", loss.kind, "value" if loss.kind == "grad_output" else "target")
+        for i, spec in enumerate(loss.per_step or (loss.target,)):
+            collect(_fits_dtype, spec, where + (("per_step", i) if loss.per_step else ()), dtype)
 
 
 def _xfail(data: dict, frameworks: Collection[str] | None) -> dict:
@@ -271,9 +279,10 @@ def parse_case(data: dict, file: str, lines: dict, *, case_id: str | None = None
                        for key in missing if key not in meant]
     if missing:
         collect.raise_any(family is not None)
-    inp, layers, shape = _network(data, collect)
+    inp, inputs, layers, shape = _network(data, collect)
     loss = collect(_loss, data["loss"], shape) if layers is not None else None
     optimizer = collect(_optimizer, data.get("optimizer"))
+    sched, clipping = collect(schedule, data.get("schedule")), collect(clip, data.get("clip"))
     steps = collect(integer, data.get("steps", 1), ("steps",), min=1) or 1
     if steps > MAX_STEPS:  # every step is run, compared and re-run for conditioning: a typo must not hang a run
         collect.errors.append(CaseError(f"{steps:,} steps is more than a case may take (the limit is {MAX_STEPS:,})",
@@ -282,17 +291,26 @@ def parse_case(data: dict, file: str, lines: dict, *, case_id: str | None = None
     if steps > 1 and optimizer is None and data.get("optimizer") is None:
         collect.errors.append(Conflict(f"{steps} steps need an `optimizer` (without one every step is the same)",
                                        ("steps",)))
+    for key in ("schedule", "clip"):
+        if data.get(key) is not None and data.get("optimizer") is None:
+            collect.errors.append(Conflict(f"`{key}` needs an `optimizer`", (key,)))
+    collect(check_steps, inputs, steps, ("input",))
+    if loss is not None:
+        collect(check_steps, loss.per_step, steps, ("loss", loss.kind, "value" if loss.kind == "grad_output" else
+                                                    "target"))
     expect = tolerance = None
     if layers is not None:
         params = {p.name: p.spec.shape for layer in layers for p in layer.params}
         expect = collect(_expect, data.get("expect"), steps, shape, params, inp.shape)
-        if expect is not None and expect.param and data.get("optimizer") is None:
+        if expect is not None and (expect.param or any(g.quantity == "param" for g in expect.at)) \
+                and data.get("optimizer") is None:
             collect.errors.append(Conflict("expected parameters need an `optimizer` (without one nothing is "
                                            "updated; gradients go under `expect.grad`)", ("expect", "param")))
         tolerance = collect(_tolerance, data.get("tolerance"), list(params))
-    _fits(data, dtype, inp, layers, loss, collect)
+    _fits(data, dtype, inp, inputs, layers, loss, collect)
     xfail = collect(_xfail, data, frameworks)
     collect.raise_any(family is not None)
     return Case(id=case_id or name, file=file, line=lines.get((), 1), description=description, tags=tags,
                 dtype=dtype, seed=seed, input=inp, layers=tuple(layers), loss=loss, optimizer=optimizer, steps=steps,
-                expect=expect, tolerance=tolerance, xfail=xfail, family=family, source=data, lines=lines)
+                expect=expect, tolerance=tolerance, xfail=xfail, family=family, source=data, lines=lines,
+                inputs=inputs, schedule=sched, clip=clipping)

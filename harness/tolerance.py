@@ -143,7 +143,7 @@ def adam_slack(case: Case, tensor: str, grads: list[np.ndarray]):
     opt = case.optimizer
     if opt is None or opt.kind not in ADAPTIVE:
         return 0.0
-    from .optimmath import scheduled_lr
+    from .training import scheduled_lr
     scale = 1.0
     if opt.kind == "rmsprop":
         scale = 1.0 / (math.sqrt(max(1.0 - opt.alpha, 1e-12)) * (1.0 - opt.momentum))

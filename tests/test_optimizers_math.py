@@ -1,4 +1,4 @@
-"""The reference update rules, schedules and clipping (harness/optimmath.py) against textbook formulations,
+"""The reference update rules (harness/vocab/optimizers.py), schedules and clipping (harness/training.py) against textbook formulations,
 written element by element in plain Python, over STEPS steps; against torch.optim, torch.optim.lr_scheduler
 and torch.nn.utils in float64 to 1e-13; and planted bugs (each a common porting slip) that these checks catch."""
 import math
@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from gradconf import optimmath as O
+from gradconf import training as T
+from gradconf.vocab import optimizers as O
 
 STEPS = 5
 RNG = np.random.default_rng(5)
@@ -50,8 +51,8 @@ def reference(kind, settings, grads=GRADS, schedule=None, clip=None, rules=O.RUL
     hp = _hp(kind, settings)
     rule, p, out = rules[kind](hp), P0.copy(), []
     for step, g in enumerate(grads, start=1):
-        g = O.clipped({"w": g}, clip)["w"]
-        p = rule.update("w", p, g, O.scheduled_lr(hp["lr"], schedule, step))
+        g = T.clipped({"w": g}, clip)["w"]
+        p = rule.update("w", p, g, T.scheduled_lr(hp["lr"], schedule, step))
         out.append(p)
     return out
 
@@ -228,7 +229,7 @@ def test_torch_nadam_keeps_its_mu_product_in_the_default_dtype():
 
 def test_schedule_values_by_hand():
     """lr of steps 1–5: the scheduler steps after each optimizer step, so step 1 runs at the base lr."""
-    lrs = lambda s: [O.scheduled_lr(0.1, s, k) for k in range(1, 6)]  # noqa: E731
+    lrs = lambda s: [T.scheduled_lr(0.1, s, k) for k in range(1, 6)]  # noqa: E731
     assert lrs(("step", {"step_size": 2, "gamma": 0.5})) == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
     assert lrs(("exponential", {"gamma": 0.5})) == pytest.approx([0.1, 0.05, 0.025, 0.0125, 0.00625])
     assert lrs(("cosine", {"t_max": 2, "eta_min": 0.0})) == pytest.approx([0.1, 0.05, 0.0, 0.05, 0.1], abs=1e-15)
@@ -236,9 +237,9 @@ def test_schedule_values_by_hand():
 
 def test_global_norm_clip_by_hand():
     g = {"a": np.array([3.0, 0.0]), "b": np.array([0.0, 4.0])}  # global norm 5
-    out = O.clipped(g, ("norm", 1.0))
+    out = T.clipped(g, ("norm", 1.0))
     np.testing.assert_allclose(out["a"], [3 / (5 + 1e-6), 0])
-    per = O.clipped(g, ("norm_per_param", 3.5))  # a stays (norm 3), b to norm 3.5
+    per = T.clipped(g, ("norm_per_param", 3.5))  # a stays (norm 3), b to norm 3.5
     np.testing.assert_allclose(per["a"], [3, 0])
     np.testing.assert_allclose(per["b"], [0, 3.5])
 

@@ -6,7 +6,8 @@ The optimizers are driven by a given gradient sequence (no model), as upstream o
 import numpy as np
 import pytest
 
-from gradconf import lossmath as L
+from gradconf import vocab
+from gradconf.vocab import losses as L
 from tests import test_losses as TL
 from tests import test_optimizers_math as TO
 
@@ -14,7 +15,9 @@ LOSS_DEFAULTS = {"beta": 1.0, "delta": 1.0, "pos_weight": None, "weight": None, 
 
 
 def _options(name, opts, reduction):
-    return {**{k: LOSS_DEFAULTS[k] for k in L.LOSSES[name][1]}, **opts, "reduction": reduction}
+    """Every option of the loss (the declaration's fields), defaults filled, as the adapters receive them."""
+    keys = [f.name for f in vocab.LOSSES[name].fields if f.name in LOSS_DEFAULTS]
+    return {**{k: LOSS_DEFAULTS[k] for k in keys}, **opts, "reduction": reduction}
 
 
 def _tf_loss(name, y, t, o):
@@ -60,7 +63,7 @@ def _loss_divergence(name, opts) -> str | None:
 def test_framework_loss_matches_the_reference(framework, name, y, t, opts, reduction):
     run = {"torch": _torch_loss, "tensorflow": _tf_loss, "jax": _jax_loss}[framework]
     value, grad = run(name, y, t, _options(name, opts, reduction))
-    ref_value, ref_grad = L.LOSSES[name][0](y, t, reduction, **opts)
+    ref_value, ref_grad = vocab.LOSSES[name].loss(y, t, None, reduction, **opts)
     err = max(abs(value - ref_value) / abs(ref_value), float(np.max(np.abs(grad - ref_grad)) / np.abs(ref_grad).max()))
     if framework != "torch" and _loss_divergence(name, opts):
         assert err > 1e-3, f"{_loss_divergence(name, opts)} no longer shows"
