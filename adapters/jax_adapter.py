@@ -6,9 +6,10 @@ the same primitive with the input dilated by the stride (`lhs_dilation`) and the
 regrouped to OIHW; its per-side cropping and `output_padding` are that conv's (negative or extra)
 padding, so they need no slicing. Pools are `lax.reduce_window` (max from -inf, so padding never
 wins; average as a window sum over the kernel area, or over a window count of ones when padding is
-excluded). The optimizers are optax's, configured to the case's numbers: torch.optim's conventions
-(L2 weight decay coupled into the gradient, `eps` outside the root of the bias-corrected moment)
-are optax's too, so no divergence is expected there.
+excluded). Losses, optimizers, schedules and clipping are optax's, configured to the case's numbers
+(adapters/jax_training.py): torch.optim's conventions (L2 weight decay coupled into the gradient, `eps`
+outside the root of the bias-corrected moment) are optax's too for SGD, Adam, AdamW, RMSprop (with
+`eps_in_sqrt=False`) and Adamax; where optax computes differently it is catalogued (docs/divergences.md).
 
 float64 needs `jax_enable_x64`, set when the adapter first imports JAX, which it does lazily. CPU
 only: the adapter asks for the CPU platform before JAX starts, so a machine with an accelerator gives
@@ -24,6 +25,7 @@ import numpy as np
 from gradconf.case import Case, Conv2d, ConvTranspose2d, Pool2d
 
 from . import Initial, Step, Tables, Trace, module_missing, one_thread_native_pools, run_layers
+from . import jax_training as training
 
 
 def xla_flags(flags: str, threads: int | None) -> str:
@@ -85,16 +87,6 @@ def _avg_pool(jnp, lax, x, L: Pool2d):
     return total / cells  # real (unpadded) cells in each window
 
 
-def _optimizer(opt):
-    """optax, as torch.optim does it: L2 weight decay added to the gradient before the step."""
-    import optax
-    if opt.kind == "sgd":
-        step = optax.sgd(opt.lr, momentum=opt.momentum or None, nesterov=opt.nesterov)
-    else:
-        step = optax.adam(opt.lr, b1=opt.betas[0], b2=opt.betas[1], eps=opt.eps)
-    return optax.chain(optax.add_decayed_weights(opt.weight_decay), step) if opt.weight_decay else step
-
-
 def _jl():
     """(jax.numpy, jax.lax), imported when first asked for."""
     import jax
@@ -105,7 +97,7 @@ def _bias(x, b):
     return x if b is None else x + b.reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
-# One function per vocabulary entry: layers f(L, xs, p) -> y, losses f(y, t), optimizers f(opt) -> optax.
+# One function per vocabulary entry: layers f(L, xs, p) -> y (losses and optimizers below).
 # tests/planted_jax.py plants bugs by swapping entries of these tables.
 LAYERS = {
     "conv2d": lambda L, xs, p: _bias(_conv(*_jl(), xs[0], p["weight"], L), p.get("bias")),
@@ -119,14 +111,8 @@ LAYERS = {
     "sum": lambda L, xs, p: _jl()[0].sum(xs[0]),
     "dense": lambda L, xs, p: _bias(xs[0] @ p["weight"].T, p.get("bias")),
 }
-LOSSES = {
-    "mse": lambda y, t: _jl()[0].mean(_jl()[0].square(y - t)),
-    "half_sse": lambda y, t: 0.5 * _jl()[0].sum(_jl()[0].square(t - y)),
-    "sum": lambda y, t: _jl()[0].sum(y),
-    "cross_entropy": lambda y, t: _jl()[0].mean(__import__("optax").softmax_cross_entropy_with_integer_labels(y, t)),
-    "grad_output": lambda y, t: _jl()[0].sum(y * t),
-}
-OPTIMIZERS = {"sgd": _optimizer, "adam": _optimizer}
+# Losses f(y, target, options) and optimizers f(opt, schedule, clip) -> optax: adapters/jax_training.py.
+LOSSES, OPTIMIZERS = training.LOSSES, training.OPTIMIZERS
 TABLES = Tables("jax", LAYERS, LOSSES, OPTIMIZERS)
 
 
@@ -155,24 +141,27 @@ class JaxAdapter:
         import optax
         dtype = jnp.dtype(case.dtype)
         params = {k: jax.device_put(v.astype(dtype)) for k, v in initial.params.items()}  # cast on the host: no XLA op
-        x = jax.device_put(initial.input.astype(dtype))
-        target = None
-        if initial.target is not None:
-            target = jax.device_put(initial.target.astype(np.int64)) if case.loss.kind == "cross_entropy" else \
-                jax.device_put(initial.target.astype(dtype))
+        # every step's input and target (per-step data, SPEC §1.10), cast on the host
+        ids = case.loss.kind in training.CLASS_TARGETS
+        xs = [jax.device_put(initial.input_at(k).astype(dtype)) for k in range(1, case.steps + 1)]
+        targets = [None if initial.target_at(k) is None else
+                   jax.device_put(initial.target_at(k).astype(np.int64 if ids else dtype)) for k in range(1, case.steps + 1)]
+        options = {"reduction": case.loss.reduction, **case.loss.options}
 
-        def forward(params, x):
+        def forward(params, x, target):
             y = run_layers(case, LAYERS, x, params)
-            return LOSSES[case.loss.kind](y, target), y
+            return LOSSES[case.loss.kind](y, target, options), y
 
         value_and_grad = jax.value_and_grad(forward, argnums=(0, 1), has_aux=True)
-        opt = OPTIMIZERS[case.optimizer.kind](case.optimizer) if case.optimizer is not None and params else None
+        opt = None
+        if case.optimizer is not None and params:  # clipping and the schedule are part of the optax chain
+            opt = OPTIMIZERS[case.optimizer.kind](case.optimizer, case.schedule, case.clip)
 
-        def every_step(params, x):
+        def every_step(params, xs, targets):
             state = opt.init(params) if opt is not None else None
             out = []
-            for _ in range(case.steps):
-                (loss, y), (grads, input_grad) = value_and_grad(params, x)
+            for x, target in zip(xs, targets):
+                (loss, y), (grads, input_grad) = value_and_grad(params, x, target)
                 if opt is not None:
                     updates, state = opt.update(grads, state, params)
                     params = optax.apply_updates(params, updates)
@@ -183,7 +172,7 @@ class JaxAdapter:
         # running these small cases, and op-by-op dispatch would compile every primitive on its own.
         as_np = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
         steps = []
-        for loss, y, param_grads, input_grad, after in jax.jit(every_step)(params, x):
+        for loss, y, param_grads, input_grad, after in jax.jit(every_step)(params, xs, targets):
             grads = {k: as_np(g) for k, g in param_grads.items()}
             grads["input"] = as_np(input_grad)
             steps.append(Step(as_np(loss), as_np(y), grads,

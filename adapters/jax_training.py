@@ -10,51 +10,66 @@ import numpy as np
 from . import Unsupported
 
 
-def _reduce(jnp, per, o):
-    return jnp.sum(per) if o["reduction"] == "sum" else jnp.mean(per)
+def _jnp():
+    import jax.numpy as jnp
+    return jnp
 
 
-def _smooth_l1(jnp, optax, y, t, o):
+def _optax():
+    import optax
+    return optax
+
+
+def _reduce(per, o):
+    return _jnp().sum(per) if o["reduction"] == "sum" else _jnp().mean(per)
+
+
+def _smooth_l1(y, t, o):
+    jnp, optax = _jnp(), _optax()
     if o["beta"] == 0:
-        return _reduce(jnp, jnp.abs(y - t), o)
-    return _reduce(jnp, optax.huber_loss(y, t, delta=o["beta"]), o) / o["beta"]  # smooth_l1 = huber_β / β
+        return _reduce(jnp.abs(y - t), o)
+    return _reduce(optax.huber_loss(y, t, delta=o["beta"]), o) / o["beta"]  # smooth_l1 = huber_β / β
 
 
-def _bce(jnp, optax, y, t, o):
+def _bce(y, t, o):
+    jnp, optax = _jnp(), _optax()
     # optax's binary cross-entropy takes logits only; PyTorch's on probabilities clamps each log at −100
     logs = jnp.maximum(jnp.log(y), -100.0), jnp.maximum(jnp.log1p(-y), -100.0)
-    return _reduce(jnp, -(t * logs[0] + (1 - t) * logs[1]), o)
+    return _reduce(-(t * logs[0] + (1 - t) * logs[1]), o)
 
 
-def _bce_with_logits(jnp, optax, y, t, o):
+def _bce_with_logits(y, t, o):
+    jnp, optax = _jnp(), _optax()
     if o.get("pos_weight") is None:
-        return _reduce(jnp, optax.sigmoid_binary_cross_entropy(y, t), o)
+        return _reduce(optax.sigmoid_binary_cross_entropy(y, t), o)
     import jax
     pw = jnp.asarray(np.asarray(o["pos_weight"], dtype=np.float64), dtype=y.dtype)  # optax has no pos_weight
-    return _reduce(jnp, pw * t * jax.nn.softplus(-y) + (1 - t) * jax.nn.softplus(y), o)
+    return _reduce(pw * t * jax.nn.softplus(-y) + (1 - t) * jax.nn.softplus(y), o)
 
 
 def _class_weight(jnp, o, t, dtype):
     return None if o.get("weight") is None else jnp.asarray(np.asarray(o["weight"]), dtype=dtype)[t]
 
 
-def _nll(jnp, optax, y, t, o):
+def _nll(y, t, o):
+    jnp, optax = _jnp(), _optax()
     picked = jnp.take_along_axis(y, t[:, None], axis=1)[:, 0]
     w = _class_weight(jnp, o, t, y.dtype)
     if w is None:
-        return -_reduce(jnp, picked, o)
+        return -_reduce(picked, o)
     total = -jnp.sum(w * picked)
     return total if o["reduction"] == "sum" else total / jnp.sum(w)
 
 
-def _cross_entropy(jnp, optax, y, t, o):
+def _cross_entropy(y, t, o):
+    jnp, optax = _jnp(), _optax()
     labels = jax_one_hot(jnp, t, y.shape[1], y.dtype)
     if o["label_smoothing"]:
         labels = optax.smooth_labels(labels, o["label_smoothing"])
     per = optax.softmax_cross_entropy(y, labels)
     w = _class_weight(jnp, o, t, y.dtype)  # optax has no class weight: a per-sample weight w[t_n], as users write
     if w is None:
-        return _reduce(jnp, per, o)
+        return _reduce(per, o)
     return jnp.sum(w * per) if o["reduction"] == "sum" else jnp.sum(w * per) / jnp.sum(w)
 
 
@@ -62,26 +77,25 @@ def jax_one_hot(jnp, t, classes, dtype):
     return (t[:, None] == jnp.arange(classes)[None, :]).astype(dtype)
 
 
+# f(y, target, options) -> loss; options: the case's loss options with `reduction`
 LOSSES = {
-    "mse": lambda jnp, optax, y, t, o: _reduce(jnp, jnp.square(y - t), o),
-    "l1": lambda jnp, optax, y, t, o: _reduce(jnp, jnp.abs(y - t), o),
+    "mse": lambda y, t, o: _reduce(_jnp().square(y - t), o),
+    "l1": lambda y, t, o: _reduce(_jnp().abs(y - t), o),
     "smooth_l1": _smooth_l1,
-    "huber": lambda jnp, optax, y, t, o: _reduce(jnp, optax.huber_loss(y, t, delta=o["delta"]), o),
+    "huber": lambda y, t, o: _reduce(_optax().huber_loss(y, t, delta=o["delta"]), o),
     "bce": _bce,
     "bce_with_logits": _bce_with_logits,
     "nll": _nll,
     "cross_entropy": _cross_entropy,
-    "half_sse": lambda jnp, optax, y, t, o: 0.5 * jnp.sum(jnp.square(t - y)),
-    "sum": lambda jnp, optax, y, t, o: jnp.sum(y),
-    "grad_output": lambda jnp, optax, y, t, o: jnp.sum(y * t),
+    "half_sse": lambda y, t, o: 0.5 * _jnp().sum(_jnp().square(t - y)),
+    "sum": lambda y, t, o: _jnp().sum(y),
+    "grad_output": lambda y, t, o: _jnp().sum(y * t),
 }
 CLASS_TARGETS = ("nll", "cross_entropy")
 
 
 def loss(kind: str, options: dict, y, t):
-    import jax.numpy as jnp
-    import optax
-    return LOSSES[kind](jnp, optax, y, t, options)
+    return LOSSES[kind](y, t, options)
 
 
 def learning_rate(optax, hp, schedule, kind):
@@ -145,3 +159,8 @@ def optimizer(kind: str, hp: dict, schedule, clip):
         chain.append(optax.add_decayed_weights(hp["weight_decay"]))
     chain.append(_core(optax, kind, hp, learning_rate(optax, hp, schedule, kind)))
     return chain[0] if len(chain) == 1 else optax.chain(*chain)
+
+
+# f(Optimizer, schedule, clip) -> an optax GradientTransformation
+OPTIMIZERS = {name: (lambda opt, schedule, clip, name=name: optimizer(name, opt.hp, schedule, clip))
+              for name in ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adamax", "nadam")}

@@ -19,6 +19,7 @@ import numpy as np
 from gradconf.case import Case
 
 from . import Initial, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers
+from . import tf_training as training
 
 
 _THREADS_SET = False  # once per process
@@ -179,36 +180,10 @@ LAYERS = {
 
 # ---------------------------------------------------------------- losses: f(y, target) -> loss
 
-LOSSES = {
-    "mse": lambda y, t: _tf().reduce_mean(_tf().square(y - t)),
-    "half_sse": lambda y, t: 0.5 * _tf().reduce_sum(_tf().square(t - y)),
-    "sum": lambda y, t: _tf().reduce_sum(y),
-    "cross_entropy": lambda y, t: _tf().reduce_mean(_tf().nn.sparse_softmax_cross_entropy_with_logits(labels=t, logits=y)),
-    "grad_output": lambda y, t: _tf().reduce_sum(y * t),
-}
-
-# ---------------------------------------------------------------- optimizers: f(opt) -> a Keras optimizer
-# Keras' weight decay is decoupled: docs/divergences.md, TF-WD.
-
-OPTIMIZERS = {
-    "sgd": lambda o: __import__("keras").optimizers.SGD(learning_rate=o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                                                        weight_decay=o.weight_decay or None),
-    "adam": lambda o: __import__("keras").optimizers.Adam(learning_rate=o.lr, beta_1=o.betas[0], beta_2=o.betas[1],
-                                                          epsilon=o.eps, weight_decay=o.weight_decay or None),
-}
+# Losses f(y, target, options) and optimizers f(hyperparameters, learning rate and clipping): Keras' own,
+# in adapters/tf_training.py (Keras' weight decay is decoupled: docs/divergences.md, TF-WD).
+LOSSES, OPTIMIZERS = training.LOSSES, training.OPTIMIZERS
 TABLES = Tables("tensorflow", LAYERS, LOSSES, OPTIMIZERS)
-
-
-def _optimizer(opt, dtype: str):
-    """Keras stores the learning rate in floatx; a float64 model is run with floatx float64, as a Keras
-    user would, or the float32 lr shifts every float64 update (docs/divergences.md, TF-LR32)."""
-    import keras
-    previous = keras.config.floatx()
-    keras.config.set_floatx("float64" if dtype == "float64" else "float32")
-    try:
-        return OPTIMIZERS[opt.kind](opt)
-    finally:
-        keras.config.set_floatx(previous)
 
 
 class TensorflowAdapter:
@@ -242,30 +217,33 @@ class TensorflowAdapter:
         kinds = _kinds(case)
         variables = {k: tf.Variable(tf.cast(to_tf_layout(kinds[k], v), dtype), name=k.replace(".", "_"))
                      for k, v in initial.params.items()}
-        x = tf.cast(initial.input, dtype)
-        target = None
-        if initial.target is not None:
-            target = tf.constant(initial.target.astype(np.int64)) if case.loss.kind == "cross_entropy" else \
-                tf.cast(initial.target, dtype)
-        opt = _optimizer(case.optimizer, case.dtype) if variables and case.optimizer else None  # nothing to update
+        ids = case.loss.kind in training.CLASS_TARGETS
+        options = {"reduction": case.loss.reduction, **case.loss.options}
+        opt = None
+        if variables and case.optimizer:  # nothing to update without parameters
+            opt = training.optimizer(case.optimizer.kind, case.optimizer.hp, case.schedule, case.clip, case.dtype)
         names = list(variables)
         as_np = lambda t: np.asarray(tf.cast(t, tf.float64))  # noqa: E731
         steps = []
-        for _ in range(case.steps):
+        for step in range(1, case.steps + 1):  # this step's input and target (per-step data, SPEC §1.10)
+            x = tf.cast(initial.input_at(step), dtype)
+            t = initial.target_at(step)
+            target = None if t is None else tf.constant(t.astype(np.int64)) if ids else tf.cast(t, dtype)
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 y = tf.transpose(x, (0, 2, 3, 1)) if len(case.input.shape) == 4 else x
                 y = run_layers(case, LAYERS, y, variables)
                 if len(case.output_shape) == 4:
                     y = tf.transpose(y, (0, 3, 1, 2))  # canonical NCHW for the loss and the report
-                loss = LOSSES[case.loss.kind](y, target)
+                loss = LOSSES[case.loss.kind](y, target, options)
             grads = tape.gradient(loss, [x] + [variables[k] for k in names])
             out_grads = {"input": as_np(grads[0])}
             for k, g in zip(names, grads[1:]):
                 out_grads[k] = from_tf_layout(kinds[k], as_np(g)) if g is not None else np.zeros(initial.params[k].shape)
-            if opt is not None:
-                opt.apply_gradients([(g if g is not None else tf.zeros_like(variables[k]), variables[k])
-                                     for k, g in zip(names, grads[1:])])
+            if opt is not None:  # a schedule's value and Keras' casts are in floatx: the case's (TF-LR32)
+                with training.floatx(case.dtype):
+                    opt.apply_gradients([(g if g is not None else tf.zeros_like(variables[n]), variables[n])
+                                         for n, g in zip(names, grads[1:])])
             params = {k: from_tf_layout(kinds[k], as_np(v)) for k, v in variables.items()} if opt is not None else {}
             steps.append(Step(as_np(loss), as_np(y), out_grads, params))
         return Trace(steps)

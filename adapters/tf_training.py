@@ -16,41 +16,55 @@ import numpy as np
 from . import Unsupported
 
 
-def _rows(tf, y, t):
-    return tf.reshape(t, (-1, 1)), tf.reshape(y, (-1, 1))
+def _tf():
+    import tensorflow as tf
+    return tf
 
 
-def _reduce(tf, per, o):
-    return tf.reduce_sum(per) if o["reduction"] == "sum" else tf.reduce_mean(per)
+def _keras():
+    import keras
+    return keras
 
 
-def _smooth_l1(tf, keras, y, t, o):
-    tr, yr = _rows(tf, y, t)
+def _rows(y, t):
+    return _tf().reshape(t, (-1, 1)), _tf().reshape(y, (-1, 1))
+
+
+def _reduce(per, o):
+    return _tf().reduce_sum(per) if o["reduction"] == "sum" else _tf().reduce_mean(per)
+
+
+def _smooth_l1(y, t, o):
+    keras = _keras()
+    tr, yr = _rows(y, t)
     if o["beta"] == 0:  # PyTorch's beta 0 is l1, and Keras' huber with delta 0 is 0 everywhere
-        return _reduce(tf, keras.losses.mean_absolute_error(tr, yr), o)
-    return _reduce(tf, keras.losses.huber(tr, yr, delta=o["beta"]), o) / o["beta"]  # smooth_l1 = huber_β / β
+        return _reduce(keras.losses.mean_absolute_error(tr, yr), o)
+    return _reduce(keras.losses.huber(tr, yr, delta=o["beta"]), o) / o["beta"]  # smooth_l1 = huber_β / β
 
 
-def _bce_with_logits(tf, keras, y, t, o):
+def _bce_with_logits(y, t, o):
+    tf, keras = _tf(), _keras()
     if o.get("pos_weight") is None:
-        return _reduce(tf, keras.losses.binary_crossentropy(*_rows(tf, y, t), from_logits=True), o)
+        return _reduce(keras.losses.binary_crossentropy(*_rows(y, t), from_logits=True), o)
     # Keras' binary cross-entropy has no pos_weight; TensorFlow's weighted one is PyTorch's definition
     pw = tf.cast(np.broadcast_to(np.asarray(o["pos_weight"], dtype=np.float64), y.shape[-1:]), y.dtype)
-    return _reduce(tf, tf.nn.weighted_cross_entropy_with_logits(labels=t, logits=y, pos_weight=pw), o)
+    return _reduce(tf.nn.weighted_cross_entropy_with_logits(labels=t, logits=y, pos_weight=pw), o)
 
 
-def _nll(tf, keras, y, t, o):
+def _nll(y, t, o):
+    tf = _tf()
     picked = tf.gather(y, t, axis=1, batch_dims=1)  # y[n, t_n]
     if o.get("weight") is None:
-        return -_reduce(tf, picked, o)
+        return -_reduce(picked, o)
     w = tf.gather(tf.cast(o["weight"], y.dtype), t)
     total = -tf.reduce_sum(w * picked)
     return total if o["reduction"] == "sum" else total / tf.reduce_sum(w)
 
 
-def _cross_entropy(tf, keras, y, t, o):
+def _cross_entropy(y, t, o):
+    tf, keras = _tf(), _keras()
     if o.get("weight") is None and not o["label_smoothing"]:
-        return _reduce(tf, tf.nn.sparse_softmax_cross_entropy_with_logits(labels=t, logits=y), o)
+        return _reduce(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=t, logits=y), o)
     # A class weight is Keras' per-sample weight w[t_n] (Keras has class weights only in fit()); its
     # weighted mean divides by Σ w[t_n], as PyTorch's does. With label smoothing too, Keras weights each
     # sample's whole smoothed loss by w[t_n], PyTorch each class's term by w_c: CE-WEIGHT-SMOOTHING.
@@ -61,26 +75,25 @@ def _cross_entropy(tf, keras, y, t, o):
     return loss(tf.one_hot(t, y.shape[1], dtype=y.dtype), y, sample_weight=weight)
 
 
+# f(y, target, options) -> loss; options: the case's loss options with `reduction`
 LOSSES = {
-    "mse": lambda tf, keras, y, t, o: _reduce(tf, tf.square(y - t), o),
-    "l1": lambda tf, keras, y, t, o: _reduce(tf, keras.losses.mean_absolute_error(*_rows(tf, y, t)), o),
+    "mse": lambda y, t, o: _reduce(_tf().square(y - t), o),
+    "l1": lambda y, t, o: _reduce(_keras().losses.mean_absolute_error(*_rows(y, t)), o),
     "smooth_l1": _smooth_l1,
-    "huber": lambda tf, keras, y, t, o: _reduce(tf, keras.losses.huber(*_rows(tf, y, t), delta=o["delta"]), o),
-    "bce": lambda tf, keras, y, t, o: _reduce(tf, keras.losses.binary_crossentropy(*_rows(tf, y, t)), o),
+    "huber": lambda y, t, o: _reduce(_keras().losses.huber(*_rows(y, t), delta=o["delta"]), o),
+    "bce": lambda y, t, o: _reduce(_keras().losses.binary_crossentropy(*_rows(y, t)), o),
     "bce_with_logits": _bce_with_logits,
     "nll": _nll,
     "cross_entropy": _cross_entropy,
-    "half_sse": lambda tf, keras, y, t, o: 0.5 * tf.reduce_sum(tf.square(t - y)),
-    "sum": lambda tf, keras, y, t, o: tf.reduce_sum(y),
-    "grad_output": lambda tf, keras, y, t, o: tf.reduce_sum(y * t),
+    "half_sse": lambda y, t, o: 0.5 * _tf().reduce_sum(_tf().square(t - y)),
+    "sum": lambda y, t, o: _tf().reduce_sum(y),
+    "grad_output": lambda y, t, o: _tf().reduce_sum(y * t),
 }
 CLASS_TARGETS = ("nll", "cross_entropy")
 
 
 def loss(kind: str, options: dict, y, t):
-    import keras
-    import tensorflow as tf
-    return LOSSES[kind](tf, keras, y, t, options)
+    return LOSSES[kind](y, t, options)
 
 
 @contextlib.contextmanager
@@ -96,23 +109,26 @@ def floatx(dtype: str):
         keras.config.set_floatx(previous)
 
 
-def _learning_rate(keras, hp, schedule, kind):
-    """A float, or a keras LearningRateSchedule evaluated at `iterations` (0 at the first step)."""
-    lr, s = hp["lr"], keras.optimizers.schedules
+def _learning_rate(keras, hp, schedule, kind, dtype):
+    """A float, or a keras LearningRateSchedule evaluated at `iterations` (0 at the first step). A schedule
+    makes its tensors from its numbers' own type, float32 for a Python float whatever floatx is: a float64
+    case gives it float64 numbers, as a float64 Keras user does (else TF-LR32 again, through the schedule)."""
+    num = np.float64 if dtype == "float64" else float
+    lr, s = num(hp["lr"]), keras.optimizers.schedules
     decay = hp.get("lr_decay", 0.0) if kind == "adagrad" else 0.0
     if decay and schedule is not None:
         raise Unsupported("Keras cannot combine adagrad's `lr_decay` with a `schedule`")
     if decay:  # torch's lr / (1 + (t − 1)·lr_decay) is Keras' inverse time decay
-        return s.InverseTimeDecay(lr, decay_steps=1, decay_rate=decay)
+        return s.InverseTimeDecay(lr, decay_steps=1, decay_rate=num(decay))
     if schedule is None:
-        return lr
+        return hp["lr"]
     name, o = schedule
     if name == "step":
-        return s.ExponentialDecay(lr, decay_steps=o["step_size"], decay_rate=o["gamma"], staircase=True)
+        return s.ExponentialDecay(lr, decay_steps=o["step_size"], decay_rate=num(o["gamma"]), staircase=True)
     if name == "exponential":
-        return s.ExponentialDecay(lr, decay_steps=1, decay_rate=o["gamma"])
+        return s.ExponentialDecay(lr, decay_steps=1, decay_rate=num(o["gamma"]))
     # Keras' cosine decay holds at its floor past decay_steps, PyTorch's rises again: COSINE-CLAMP
-    return s.CosineDecay(lr, decay_steps=o["t_max"], alpha=o["eta_min"] / lr if lr else 0.0)
+    return s.CosineDecay(lr, decay_steps=o["t_max"], alpha=num(o["eta_min"]) / lr if lr else num(0.0))
 
 
 def _clip_args(clip) -> dict:
@@ -123,31 +139,42 @@ def _clip_args(clip) -> dict:
             "value": {"clipvalue": limit}}[kind]
 
 
-def optimizer(kind: str, hp: dict, schedule, clip, dtype: str):
-    import keras
-    o = keras.optimizers
-    if kind == "sgd" and hp.get("dampening"):
+def _betas(h) -> dict:
+    return dict(beta_1=h["betas"][0], beta_2=h["betas"][1])
+
+
+def _wd(h):
+    return h["weight_decay"] or None  # Keras' weight_decay is decoupled: torch.optim's is L2 but in AdamW (TF-WD)
+
+
+def _sgd(h, common):
+    if h["dampening"]:
         raise Unsupported("Keras' SGD has no `dampening`")
+    return _keras().optimizers.SGD(momentum=h["momentum"], nesterov=h["nesterov"], weight_decay=_wd(h), **common)
+
+
+# f(hyperparameters (Optimizer.hp), common keyword arguments: learning_rate and clipping) -> a Keras optimizer
+OPTIMIZERS = {
+    "sgd": _sgd,
+    "adam": lambda h, common: _keras().optimizers.Adam(epsilon=h["eps"], amsgrad=h["amsgrad"], weight_decay=_wd(h),
+                                                       **_betas(h), **common),
+    "adamw": lambda h, common: _keras().optimizers.AdamW(epsilon=h["eps"], amsgrad=h["amsgrad"],
+                                                         weight_decay=h["weight_decay"], **_betas(h), **common),
+    "rmsprop": lambda h, common: _keras().optimizers.RMSprop(rho=h["alpha"], momentum=h["momentum"], epsilon=h["eps"],
+                                                             centered=h["centered"], weight_decay=_wd(h), **common),
+    "adagrad": lambda h, common: _keras().optimizers.Adagrad(initial_accumulator_value=h["initial_accumulator_value"],
+                                                             epsilon=h["eps"], weight_decay=_wd(h), **common),
+    "adamax": lambda h, common: _keras().optimizers.Adamax(epsilon=h["eps"], weight_decay=_wd(h), **_betas(h),
+                                                           **common),
+    "nadam": lambda h, common: _keras().optimizers.Nadam(epsilon=h["eps"], weight_decay=_wd(h), **_betas(h),
+                                                         **common),
+}
+
+
+def optimizer(kind: str, hp: dict, schedule, clip, dtype: str):
+    """The Keras optimizer for `kind`, its learning rate a schedule where the case has one, and its clipping."""
+    if kind not in OPTIMIZERS:
+        raise Unsupported(f"no Keras mapping for optimizer {kind}")
     with floatx(dtype):
-        common = dict(learning_rate=_learning_rate(keras, hp, schedule, kind), **_clip_args(clip))
-        # Keras' weight_decay is decoupled everywhere; torch.optim's is L2 in the gradient but in AdamW: TF-WD
-        wd = hp.get("weight_decay") or None
-        betas = dict(beta_1=hp["betas"][0], beta_2=hp["betas"][1]) if "betas" in hp else {}
-        if kind == "sgd":
-            return o.SGD(momentum=hp["momentum"], nesterov=hp["nesterov"], weight_decay=wd, **common)
-        if kind == "adam":
-            return o.Adam(epsilon=hp["eps"], amsgrad=hp.get("amsgrad", False), weight_decay=wd, **betas, **common)
-        if kind == "adamw":
-            return o.AdamW(epsilon=hp["eps"], amsgrad=hp.get("amsgrad", False), weight_decay=hp["weight_decay"],
-                           **betas, **common)
-        if kind == "rmsprop":
-            return o.RMSprop(rho=hp["alpha"], momentum=hp["momentum"], epsilon=hp["eps"], centered=hp["centered"],
-                             weight_decay=wd, **common)
-        if kind == "adagrad":
-            return o.Adagrad(initial_accumulator_value=hp["initial_accumulator_value"], epsilon=hp["eps"],
-                             weight_decay=wd, **common)
-        if kind == "adamax":
-            return o.Adamax(epsilon=hp["eps"], weight_decay=wd, **betas, **common)
-        if kind == "nadam":
-            return o.Nadam(epsilon=hp["eps"], weight_decay=wd, **betas, **common)
-    raise Unsupported(f"no Keras mapping for optimizer {kind}")
+        common = dict(learning_rate=_learning_rate(_keras(), hp, schedule, kind, dtype), **_clip_args(clip))
+        return OPTIMIZERS[kind](hp, common)

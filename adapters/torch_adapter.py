@@ -150,9 +150,9 @@ class TorchAdapter:
             opt = OPTIMIZERS[case.optimizer.kind](case.optimizer.hp, list(params.values()))
             sched = training.scheduler(case.schedule, opt)
         steps = []
-        for k in range(1, case.steps + 1):  # step k's input and target (per-step data, SPEC §1.10)
-            x = torch.tensor(initial.input_at(k), dtype=dtype, requires_grad=True)
-            t = initial.target_at(k)
+        for step in range(1, case.steps + 1):  # this step's input and target (per-step data, SPEC §1.10)
+            x = torch.tensor(initial.input_at(step), dtype=dtype, requires_grad=True)
+            t = initial.target_at(step)
             target = None if t is None else torch.tensor(t, dtype=torch.int64 if ids else dtype)
             for p in params.values():
                 p.grad = None
