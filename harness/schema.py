@@ -6,6 +6,7 @@ from __future__ import annotations
 from .case import DTYPES, INITS
 from . import vocab
 from .parse import TOP_KEYS
+from .parse_training import CLIPS, SCHEDULES
 
 # Shared pieces live in $defs and are referenced, so that the schema stays small for editors.
 _DEFS = {
@@ -51,22 +52,41 @@ def _one_of(table: dict) -> dict:
     return {"oneOf": variants}
 
 
+def _per_step(node: dict) -> dict:
+    """A tensor, or {per_step: [tensor, ...]} (SPEC §1.10)."""
+    return {"anyOf": [node, {"type": "object", "additionalProperties": False, "required": ["per_step"],
+                             "properties": {"per_step": {"type": "array", "minItems": 1, "items": node}}}]}
+
+
+def _one_key(kind: str, params: dict | None) -> dict:
+    """{kind: {params}} or, params None, {kind: number > 0}."""
+    body = ({"type": "number", "exclusiveMinimum": 0} if params is None else
+            {"type": "object", "additionalProperties": False, "properties": params})
+    return {"type": "object", "additionalProperties": False, "required": [kind], "properties": {kind: body}}
+
+
 def case_schema() -> dict:
     tol = {"type": "object", "additionalProperties": False,
            "properties": {"rtol": {"type": "number", "minimum": 0}, "atol": {"type": "number", "minimum": 0}}}
+    golden = {"loss": {"oneOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]},
+              "output": _TENSOR, "grad": {"type": "object"}, "param": {"type": "object"}}
     props = {
         # no `[`, `]`, `::` or control characters: they delimit variant and pytest ids
         "name": {"type": "string", "minLength": 1, "pattern": r"^[^\[\]\x00-\x1f\x7f]*$", "not": {"pattern": "::"}},
         "description": {"type": "string"},
         "tags": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
         "dtype": {"enum": list(DTYPES)},
-        "seed": {"$ref": "#/$defs/int"}, "input": _TENSOR,
+        "seed": {"$ref": "#/$defs/int"}, "input": _per_step(_TENSOR),
         "model": {"type": "array", "minItems": 1, "items": {"anyOf": [_one_of(vocab.LAYERS), {"enum": [
             k for k, d in vocab.LAYERS.items() if not set(d.keys) - {"name"}]}]}},  # `- relu` for a parameterless layer
         "loss": _one_of(vocab.LOSSES), "optimizer": _one_of(vocab.OPTIMIZERS), "steps": {"type": "integer", "minimum": 1},
+        "schedule": {"oneOf": [{"type": "null"}, *(_one_key(kind, {k: {"type": "number", "minimum": 0}
+                                                                    for k in keys}) for kind, keys in SCHEDULES.items())]},
+        "clip": {"oneOf": [{"type": "null"}, *(_one_key(kind, None) for kind in CLIPS)]},
         "expect": {"type": "object", "additionalProperties": False, "properties": {
-            "loss": {"oneOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]},
-            "output": _TENSOR, "grad": {"type": "object"}, "param": {"type": "object"}}},
+            **golden, "step": {"type": "object", "additionalProperties": {
+                "type": "object", "additionalProperties": False, "properties": golden}},
+            "tolerance": tol}},
         "tolerance": {"anyOf": [tol, {"type": "object", "additionalProperties": tol}]},  # whole case, or keyed
         "xfail": {"type": "object", "additionalProperties": {"type": "string"}},
         "count": {"type": "integer", "minimum": 1},

@@ -96,11 +96,14 @@ MESSAGES = {
     'unknown_layer.yaml':
         'tests/malformed/unknown_layer.yaml:3: model[0].conv2: unknown layer type `conv2`; did you mean `conv2d`? (one of: conv2d, conv_transpose2d, max_pool2d, avg_pool2d, sigmoid, tanh, relu, flatten, sum, dense, linear)',
     'unknown_loss.yaml':
-        'tests/malformed/unknown_loss.yaml:4: loss.mae: unknown loss `mae`; did you mean `mse`? (one of: mse, half_sse, sum, cross_entropy, grad_output)',
+        'tests/malformed/unknown_loss.yaml:4: loss.mae: unknown loss `mae`; did you mean `mse`? (one of: mse, l1, smooth_l1, huber, bce, bce_with_logits, '
+        'nll, cross_entropy, half_sse, sum, grad_output)',
     'unknown_optimizer.yaml':
-        'tests/malformed/unknown_optimizer.yaml:5: optimizer.adamw: unknown optimizer `adamw`; did you mean `adam`? (one of: sgd, adam)',
+        'tests/malformed/unknown_optimizer.yaml:5: optimizer.adamz: unknown optimizer `adamz`; did you mean `adam`? (one of: sgd, adam, adamw, rmsprop, '
+        'adagrad, adamax, nadam)',
     'unknown_top_key.yaml':
-        'tests/malformed/unknown_top_key.yaml:4: modle: unknown key `modle`; did you mean `model`? (one of: name, description, tags, dtype, seed, input, model, loss, optimizer, steps, expect, tolerance, xfail, count)',
+        'tests/malformed/unknown_top_key.yaml:4: modle: unknown key `modle`; did you mean `model`? (one of: name, description, tags, dtype, seed, input, model, loss, optimizer, schedule, clip, steps, '
+        'expect, tolerance, xfail, count)',
     'weight_shape.yaml':
         'tests/malformed/weight_shape.yaml:3: model[0].conv2d.weight: shape [1, 1, 2, 2] does not match the expected [2, 1, 2, 2]',
     'xfail_unknown_framework.yaml':
@@ -113,6 +116,19 @@ MESSAGES = {
         "tag 'tag:yaml.org,2002:python/name:os.system'",
     'yaml_too_deep.yaml':
         'tests/malformed/yaml_too_deep.yaml:1: not valid YAML: nested too deeply to read',
+    'per_step_count.yaml':
+        'tests/malformed/per_step_count.yaml:1: input.per_step: 3 tensor(s) for 2 step(s): give exactly one per step',
+    'schedule_missing_key.yaml':
+        'tests/malformed/schedule_missing_key.yaml:6: schedule.step: missing `step_size`',
+    'clip_unknown.yaml':
+        'tests/malformed/clip_unknown.yaml:6: clip.norms: unknown clip `norms`; did you mean `norm`? (one of: norm, '
+        'norm_per_param, value)',
+    'expect_step_beyond.yaml':
+        "tests/malformed/expect_step_beyond.yaml:9: expect.step.3: step 3 is beyond the case's 2 step(s)",
+    'class_weight_length.yaml':
+        'tests/malformed/class_weight_length.yaml:4: loss.cross_entropy.weight: `weight` takes one number per class (3)',
+    'reduction_unknown.yaml':
+        "tests/malformed/reduction_unknown.yaml:4: loss.l1.reduction: must be `mean` or `sum`, got 'avg'",
 }
 
 

@@ -228,9 +228,12 @@ def _loss_of(fn):
     return loss
 
 
+# a tensor, or {per_step: [tensor, ...]}: one per step (SPEC §1.10)
+_STEPPED = {"anyOf": [TENSOR, {"type": "object", "additionalProperties": False, "required": ["per_step"],
+                               "properties": {"per_step": {"type": "array", "minItems": 1, "items": TENSOR}}}]}
 _RED = Field("reduction", {"enum": list(REDUCTIONS)}, "mean")
-_TARGET = (Field("target", TENSOR, REQUIRED), _RED)
-_CLASS = (Field("target", TENSOR, REQUIRED), Field("weight", {"type": ["array", "null"]}, None,
+_TARGET = (Field("target", _STEPPED, REQUIRED), _RED)
+_CLASS = (Field("target", _STEPPED, REQUIRED), Field("weight", {"type": ["array", "null"]}, None,
                                                     doc_default="none"), _RED)
 _NUM = {"type": "number", "minimum": 0}
 DECLS = (
@@ -248,10 +251,10 @@ DECLS = (
              _class_loss("nll"), _loss_of(nll)),
     LossDecl("cross_entropy", "softmax cross-entropy of (batch, classes) logits, class `weight`, `label_smoothing`",
              (*_CLASS, Field("label_smoothing", _NUM, 0.0)), _class_loss("cross_entropy"), _loss_of(cross_entropy)),
-    LossDecl("half_sse", "½ Σ (t − y)²", (Field("target", TENSOR, REQUIRED),), _elementwise("half_sse"),
+    LossDecl("half_sse", "½ Σ (t − y)²", (Field("target", _STEPPED, REQUIRED),), _elementwise("half_sse"),
              _loss_of(half_sse)),
     LossDecl("sum", "Σ y", (), lambda p, site: Loss("sum"), _loss_of(total)),
-    LossDecl("grad_output", "Σ y·v: back-propagates the given `value` as dL/dy", (Field("value", TENSOR, REQUIRED),),
+    LossDecl("grad_output", "Σ y·v: back-propagates the given `value` as dL/dy", (Field("value", _STEPPED, REQUIRED),),
              _elementwise("grad_output"), _loss_of(grad_output)),
 )
 CLASS_LOSSES = ("nll", "cross_entropy")  # integer class targets
