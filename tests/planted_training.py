@@ -18,8 +18,8 @@ from tests.planting import Planted, swap
 def _loss(change):
     """Every loss's declaration, its (loss, dy) passed through change(kind, y, target, loss, dy)."""
     def wrong(kind, plain):
-        def loss(y, target, round_off=None):
-            return change(kind, y, target, *plain(y, target, round_off))
+        def loss(y, target, round_off=None, *args, **options):  # reduction and options pass through
+            return change(kind, y, target, *plain(y, target, round_off, *args, **options))
         return loss
     return [swap(vocab.LOSSES, kind, loss=wrong(kind, d.loss)) for kind, d in vocab.LOSSES.items()]
 

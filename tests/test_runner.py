@@ -394,8 +394,8 @@ def test_a_confident_cross_entropy_is_judged_at_the_rounding_of_its_softmax():
         name = "sign_slipped"
 
         def run(self, case, initial):
-            def slipped(y, target, round_off=None):
-                loss, dy = original(y, target, round_off)
+            def slipped(y, target, round_off=None, *args, **options):  # reduction and options pass through
+                loss, dy = original(y, target, round_off, *args, **options)
                 return loss, -dy
             with _patched([swap(vocab.LOSSES, "cross_entropy", loss=slipped)]):
                 return super().run(case, initial)
