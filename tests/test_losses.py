@@ -37,14 +37,14 @@ def _fd(f, y, h=1e-6):
     return g
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
-@pytest.mark.parametrize("name,y,t,opts", CASES, ids=IDS_)
 def _fn(name):
     """The declaration's loss as (y, t, reduction, **options) -> (L, dL/dy)."""
     loss = vocab.LOSSES[name].loss
     return lambda y, t, reduction, **o: loss(y, t, None, reduction, **o)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("name,y,t,opts", CASES, ids=IDS_)
 def test_gradient_matches_finite_differences(name, y, t, opts, reduction):
     fn = _fn(name)
     value, grad = fn(y, t, reduction, **opts)
