@@ -83,7 +83,7 @@ class NumpyReference:
             with np.errstate(all="ignore"):  # overflow shows up as non-finite values, which the runner reports
                 loss, output, grads, magnitude = gradients(case, x, params, target, rounding, states)
             if opt is not None:
-                lr = scheduled_lr(case.optimizer.lr, case.schedule, k)  # the scheduler steps after each step
+                lr = scheduled_lr(opt.hp["lr"], case.schedule, k)  # the rule's lr; the scheduler steps after each step
                 step = clipped({n: grads[n] for n in params}, case.clip)  # the compared grads stay unclipped
                 params = {n: opt.update(n, p, step[n], lr) for n, p in params.items()}
                 for p in params.values() if rounding is not None else ():
