@@ -129,12 +129,16 @@ def _torch_clipnorm_eps(case: Case, p: Platform):
 
 
 def _cosine_clamp(case: Case, p: Platform):
-    s = case.schedule
-    if s is None or s[0] != "cosine":
+    s, opt = case.schedule, case.optimizer
+    if s is None or s[0] != "cosine" or opt is None:
         return None, "no cosine schedule"
     if case.steps - 1 <= s[1]["t_max"]:
         return None, f"{case.steps} steps stay within t_max {s[1]['t_max']}"
-    return SHOWS, f"{case.steps} steps run past t_max {s[1]['t_max']}"
+    held = s[1]["eta_min"]  # where Keras and optax stay past t_max
+    if all(abs(scheduled_lr(opt.lr, s, k) - held) <= 1e-12 * max(abs(held), opt.lr)
+           for k in range(s[1]["t_max"] + 2, case.steps + 1)):
+        return None, "past t_max the cosine is at η_min at every step taken (lr = η_min, or t_max reached again)"
+    return SHOWS, f"{case.steps} steps run past t_max {s[1]['t_max']}, where the learning rates part"
 
 
 def _ce_weight_smoothing(case: Case, p: Platform):
