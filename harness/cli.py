@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", **timeout)
     run.add_argument("-j", "--jobs", type=int, metavar="N", help="worker processes (default: the usable cores); "
                      "each imports the frameworks once and runs whole cases; records stay in case order")
+    cluster = run.add_mutually_exclusive_group()
+    cluster.add_argument("--scheduler", metavar="ADDRESS", help="run the cases on the Dask cluster of this "
+                         "scheduler (tcp://HOST:PORT; needs the `dask` extra); records stay in case order")
+    cluster.add_argument("--dask", choices=["local"], help="`local`: start a Dask LocalCluster of -j worker "
+                         "processes here and run on it")
+    run.add_argument("--shard", metavar="K/N", help="run only shard K of N: a stable part of the cases chosen by "
+                     "id; `gradconf report DIR1 ... DIRN` merges the N shards' reports into the whole run's")
 
     for name, helptext in (("validate", "check case files, run nothing"), ("list", "list case ids")):
         sp = sub.add_parser(name, help=helptext)
@@ -77,8 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--in-process", **in_process)
     sh.add_argument("--timeout", **timeout)
 
-    rp = sub.add_parser("report", help="rebuild the report set from the records a run streamed into DIR")
-    rp.add_argument("dir", metavar="DIR", help="a run's --out folder (its newest run), or one run folder in it")
+    rp = sub.add_parser("report", help="rebuild the report set from the records a run streamed into DIR; "
+                        "given several shards' DIRs, merge them into the report set of the whole run")
+    rp.add_argument("dir", metavar="DIR", nargs="+",
+                    help="a run's --out folder (its newest run), or one run folder in it; several: shards to merge")
+    rp.add_argument("--out", default="reports", help="where a merge of shards writes (default: reports/)")
 
     sub.add_parser("schema", help="print the JSON Schema of a case file")
     return p
@@ -279,6 +289,18 @@ def cmd_run(args, argv) -> int:
         return _report_invalid([e])
     except _Invalid as e:
         return _report_invalid(e.errors)
+    sharded = None
+    if args.shard is not None:
+        from . import shard
+        try:
+            part = shard.parse(args.shard)
+        except CaseError as e:
+            return _report_invalid([e])
+        selected = len(cases)
+        cases, sharded = shard.select(cases, part)
+        if selected and not cases:  # a small selection split many ways: an empty part is a legitimate shard
+            print(f"shard {part} holds none of the {selected} selected case(s): nothing to run")
+            return EXIT_OK
     if not cases:
         _err("no cases selected")
         return EXIT_INVALID
@@ -288,6 +310,10 @@ def cmd_run(args, argv) -> int:
     if jobs < 1 or (args.in_process and args.jobs not in (None, 1)):
         why = f"must be >= 1, got {jobs}" if jobs < 1 else "--in-process runs every case in this one process"
         return _report_invalid([CaseError(why, ("-j",), COMMAND_LINE)])
+    try:
+        cluster = _cluster(args, jobs)
+    except CaseError as e:
+        return _report_invalid([e])
     why = reportset.check_out_dir(args.out, reportset.expected_bytes(len(cases) * (1 + len(frameworks))))
     try:
         folder = None if why else reportset.RunFolder.create(args.out)
@@ -300,13 +326,15 @@ def cmd_run(args, argv) -> int:
     started, t0 = now(), time.perf_counter()
 
     def fingerprint(adapters=(reference, *frameworks)):  # where the frameworks are loaded: versions are cheap
-        return run_fingerprint("gradconf " + " ".join(argv), reference.name, adapters, started)
+        info = run_fingerprint("gradconf " + " ".join(argv), reference.name, adapters, started)
+        return {**info, "shard": sharded} if sharded else info
 
     try:
         folder.begin(fingerprint(()), [c.id for c in cases])
-        outcome = session.execute(Runner(reference, frameworks), cases, folder,
-                                  isolate.available() and not args.in_process, args.timeout, fingerprint,
-                                  progress.step, workers=min(jobs, len(cases)))
+        runner = Runner(reference, frameworks)
+        ran = cluster and cluster(runner, fingerprint, args.timeout)  # a dask_backend.ClusterPool, or None
+        outcome = session.execute(runner, cases, folder, isolate.available() and not args.in_process, args.timeout,
+                                  fingerprint, progress.step, workers=min(jobs, len(cases)), pool=ran)
     except OSError as e:  # the stream's first line did not fit
         outcome = session.Outcome(stream_error=e)
     progress.close()
@@ -345,9 +373,51 @@ def _verdict(records, n_cases: int, reference: str) -> int:
     return EXIT_FAIL if any(r.status in FAILING for r in records) else EXIT_OK
 
 
+def _cluster(args, jobs: int):
+    """For --scheduler / --dask local: a function (runner, finish, time limit) -> a pool on that cluster
+    (harness.dask_backend), connected now; None for a run on this machine. Raises CaseError."""
+    if not (args.scheduler or args.dask):
+        return None
+    option = "--scheduler" if args.scheduler else "--dask"
+    if args.in_process:
+        raise CaseError("--in-process runs every case in this one process, not on a cluster", (option,),
+                        COMMAND_LINE)
+    if args.scheduler and args.jobs is not None:
+        raise CaseError("the cluster's workers run the cases: -j applies to --dask local", ("-j",), COMMAND_LINE)
+    from .dask_backend import ClusterPool, ClusterUnavailable, connect
+    try:
+        client, local = connect(args.scheduler, jobs)
+    except ClusterUnavailable as e:
+        raise CaseError(str(e), (option,), COMMAND_LINE) from None
+    return lambda runner, finish, time_limit: ClusterPool(runner, client, local, finish, time_limit)
+
+
+def cmd_merge(args) -> int:
+    """`gradconf report DIR1 DIR2 ...`: the shards' outputs as one report set in --out (harness.shard)."""
+    from .runner import FAILING
+    from .shard import MergeError, write_merged
+    try:
+        records, run, paths = write_merged(args.dir, args.out)
+    except MergeError as e:
+        _err(f"cannot merge: {e}")
+        return EXIT_INVALID
+    except OSError as e:
+        _err(f"cannot write the merged reports to {args.out}: {e.strerror or e}")
+        return EXIT_INVALID
+    print(summarize(records, run))
+    cut = run.get("interrupted")
+    print(f"\n{len(run['shards'])} shard(s) merged, {len(records)} record(s)"
+          + (f" ({cut['why']}; {cut['cases_not_run']} case(s) not run)" if cut else "")
+          + f"; reports: {', '.join(paths)}")
+    return EXIT_FAIL if any(r.status in FAILING for r in records) else EXIT_OK
+
+
 def cmd_report(args) -> int:
     from . import reportset
     from .runner import FAILING
+    if len(args.dir) > 1:
+        return cmd_merge(args)
+    args.dir = args.dir[0]
     run_path = reportset.newest_stream(args.dir)
     if run_path is None:
         _err(f"no streamed records in {args.dir} (no {reportset.STREAM} there or under {reportset.RUNS}/)")
