@@ -81,11 +81,15 @@ class Outcome:
 
 def execute(runner: Runner, cases: Sequence, folder: RunFolder | None, isolated: bool,
             time_limit: float | None, finish: Callable[[], dict],
-            on_case: Callable[[object, list], None] = lambda case, records: None, workers: int = 1) -> Outcome:
+            on_case: Callable[[object, list], None] = lambda case, records: None, workers: int = 1,
+            pool=None) -> Outcome:
     """Run `cases`, streaming each one's records to `folder`, until done, a signal, or a full disk;
-    isolated with `workers` > 1: on that many children (harness.pool), the records still in case order."""
-    if isolated and workers > 1:
-        return _execute_pool(runner, cases, folder, time_limit, finish, on_case, workers)
+    isolated with `workers` > 1: on that many children (harness.pool), the records still in case order;
+    on `pool`, something with harness.pool.Pool's interface (a Dask cluster: harness.dask_backend), if given."""
+    if pool is not None or (isolated and workers > 1):
+        from .pool import Pool
+        ran = pool or Pool(runner, workers, finish, time_limit)
+        return _execute_pool(ran, cases, folder, on_case)
     out = Outcome()
     child = isolate.IsolatedRunner(runner, finish, time_limit) if isolated else None
     here: list[Record] = []  # in this process: the finished frameworks' records of the case in flight
@@ -119,12 +123,12 @@ def execute(runner: Runner, cases: Sequence, folder: RunFolder | None, isolated:
     return out
 
 
-def _execute_pool(runner: Runner, cases: Sequence, folder: RunFolder | None, time_limit: float | None,
-                  finish: Callable[[], dict], on_case: Callable[[object, list], None], workers: int) -> Outcome:
-    """execute() on a harness.pool.Pool. On a signal: every finished case is kept (those that waited for
-    an earlier one too, in case order), and of the first case in flight, the frameworks that finished it."""
-    from .pool import Pool
-    out, ran = Outcome(), Pool(runner, workers, finish, time_limit)
+def _execute_pool(ran, cases: Sequence, folder: RunFolder | None,
+                  on_case: Callable[[object, list], None]) -> Outcome:
+    """execute() on a harness.pool.Pool (or a pool like it). On a signal: every finished case is kept (those
+    that waited for an earlier one too, in case order), and of the first case in flight, the frameworks that
+    finished it."""
+    out = Outcome()
     results = ran.run(cases)
     try:
         with interrupts():
