@@ -28,6 +28,23 @@ def _seconds(text: str) -> float | None:
     return value or None
 
 
+def _engine_options(sp, in_process: dict, timeout: dict) -> None:
+    """What runs the cases, and where: `run` and `fuzz` share these."""
+    sp.add_argument("--frameworks", help="comma-separated, e.g. numpy,torch,tensorflow (default: every one installed)")
+    sp.add_argument("--reference", default="numpy", help="the adapter everything is compared against")
+    sp.add_argument("-k", dest="keyword", help="select cases by id substring or tag: 'conv and not slow'")
+    sp.add_argument("--adapter", action="append", default=[], metavar="MODULE:ATTR", help="a third-party adapter")
+    sp.add_argument("--in-process", **in_process)
+    sp.add_argument("--timeout", **timeout)
+    sp.add_argument("-j", "--jobs", type=int, metavar="N", help="worker processes (default: the usable cores); "
+                    "each imports the frameworks once and runs whole cases; records stay in case order")
+    cluster = sp.add_mutually_exclusive_group()
+    cluster.add_argument("--scheduler", metavar="ADDRESS", help="run the cases on the Dask cluster of this "
+                         "scheduler (tcp://HOST:PORT; needs the `dask` extra); records stay in case order")
+    cluster.add_argument("--dask", choices=["local"], help="`local`: start a Dask LocalCluster of -j worker "
+                         "processes here and run on it")
+
+
 def _parser() -> argparse.ArgumentParser:
     from .deadline import DEFAULT_TIME_LIMIT
     timeout = dict(type=_seconds, default=DEFAULT_TIME_LIMIT, metavar="S",
@@ -39,24 +56,12 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run cases and write reports")
     run.add_argument("paths", nargs="*", default=["cases"], help="case files or folders (default: cases/)")
-    run.add_argument("--frameworks", help="comma-separated, e.g. numpy,torch,tensorflow (default: every one installed)")
-    run.add_argument("--reference", default="numpy", help="the adapter everything is compared against")
     run.add_argument("--out", default="reports", help="report folder (default: reports/)")
-    run.add_argument("-k", dest="keyword", help="select cases by id substring or tag: 'conv and not slow'")
-    run.add_argument("--adapter", action="append", default=[], metavar="MODULE:ATTR", help="a third-party adapter")
     run.add_argument("--count", type=int, help="override every family's count")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar, summary only")
     in_process = dict(action="store_true", help="run the frameworks in this process (for a debugger); by default "
                       "they run in a child process, so that one that crashes costs its case, not the run")
-    run.add_argument("--in-process", **in_process)
-    run.add_argument("--timeout", **timeout)
-    run.add_argument("-j", "--jobs", type=int, metavar="N", help="worker processes (default: the usable cores); "
-                     "each imports the frameworks once and runs whole cases; records stay in case order")
-    cluster = run.add_mutually_exclusive_group()
-    cluster.add_argument("--scheduler", metavar="ADDRESS", help="run the cases on the Dask cluster of this "
-                         "scheduler (tcp://HOST:PORT; needs the `dask` extra); records stay in case order")
-    cluster.add_argument("--dask", choices=["local"], help="`local`: start a Dask LocalCluster of -j worker "
-                         "processes here and run on it")
+    _engine_options(run, in_process, timeout)
     run.add_argument("--shard", metavar="K/N", help="run only shard K of N: a stable part of the cases chosen by "
                      "id; `gradconf report DIR1 ... DIRN` merges the N shards' reports into the whole run's")
 
@@ -89,6 +94,20 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("dir", metavar="DIR", nargs="+",
                     help="a run's --out folder (its newest run), or one run folder in it; several: shards to merge")
     rp.add_argument("--out", default="reports", help="where a merge of shards writes (default: reports/)")
+
+    fz = sub.add_parser("fuzz", help="draw fresh family variants on a budget, group failures by signature, "
+                        "shrink each new one into a reproducer")
+    fz.add_argument("paths", nargs="*", default=["cases"], help="family files or folders (default: cases/)")
+    fz.add_argument("--budget", default=None, metavar="TIME", help="how long to draw and run: 10m, 90s, 1h "
+                    "(default 10m, unless --variants is given; shrinking comes after it)")
+    fz.add_argument("--variants", type=int, metavar="N", help="stop after N fresh variants")
+    fz.add_argument("--start", type=int, default=0, metavar="K", help="the first fresh variant of each family is "
+                    "count + K (default 0; the summary names the K that continues a campaign)")
+    fz.add_argument("-o", "--out", default=os.path.join("cases", "regressions"),
+                    help="where reproducers of new signatures go (default: cases/regressions/)")
+    fz.add_argument("--shrink-budget", type=float, default=60.0, metavar="S",
+                    help="seconds to shrink each new signature's reproducer (default 60)")
+    _engine_options(fz, in_process, timeout)
 
     sub.add_parser("schema", help="print the JSON Schema of a case file")
     return p
@@ -392,6 +411,37 @@ def _cluster(args, jobs: int):
     return lambda runner, finish, time_limit: ClusterPool(runner, client, local, finish, time_limit)
 
 
+def cmd_fuzz(args) -> int:
+    """`gradconf fuzz` (harness.fuzz): options and adapters checked here, as for `run`."""
+    from . import fuzz, isolate, pool
+    from .select import compile_expr
+    try:
+        if args.variants is not None and args.variants < 1:
+            raise CaseError(f"must be >= 1, got {args.variants}", ("--variants",), COMMAND_LINE)
+        if args.start < 0:
+            raise CaseError(f"must be >= 0, got {args.start}", ("--start",), COMMAND_LINE)
+        try:
+            budget = args.budget
+            args.budget = fuzz.parse_budget(budget) if budget else (None if args.variants else 600.0)
+        except ValueError as e:
+            raise CaseError(str(e), ("--budget",), COMMAND_LINE) from None
+        jobs = pool.default_workers() if args.jobs is None else args.jobs
+        if jobs < 1:
+            raise CaseError(f"must be >= 1, got {jobs}", ("-j",), COMMAND_LINE)
+        reference, frameworks = _adapters(args)
+        families = fuzz.families(args.paths)
+        keep = compile_expr(args.keyword) if args.keyword else None
+        if not families:
+            raise CaseError(f"no family (a case file with `count:`) under {', '.join(args.paths)}", ("PATH",),
+                            COMMAND_LINE)
+        cluster = _cluster(args, jobs)  # last, once all else is valid; before -j is set (an error with --scheduler)
+        args.jobs = jobs
+    except CaseError as e:
+        return _report_invalid([e])
+    isolated = isolate.available() and not args.in_process
+    return fuzz.command(args, reference, frameworks, families, keep, cluster, isolated)
+
+
 def cmd_merge(args) -> int:
     """`gradconf report DIR1 DIR2 ...`: the shards' outputs as one report set in --out (harness.shard)."""
     from .runner import FAILING
@@ -442,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args, argv)
         return {"validate": cmd_validate, "list": cmd_list, "schema": cmd_schema, "freeze": cmd_freeze,
-                "shrink": cmd_shrink, "report": cmd_report}[args.command](args)
+                "shrink": cmd_shrink, "report": cmd_report, "fuzz": cmd_fuzz}[args.command](args)
     except KeyboardInterrupt:  # Ctrl-C outside a run's loop (loading cases, shrinking): no traceback
         _err("interrupted")
         return 128 + 2
