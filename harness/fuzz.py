@@ -328,9 +328,9 @@ def _reproduce(fresh: list[Finding], campaign: Campaign, reference, frameworks, 
     from .shrink import shrink
     stopped = campaign.stopped is not None
     for f in fresh:
-        adapter = next(a for a in [reference, *frameworks] if a.name == f.signature.framework)
+        adapter = next((a for a in [reference, *frameworks] if a.name == f.signature.framework), None)
         small = f.first
-        if not stopped:
+        if not stopped and adapter is not None:
             runner = Runner(reference, [adapter] if adapter is not reference else [])
             child = isolate.IsolatedRunner(runner, time_limit=opts.timeout) if isolated else runner
             say(f"shrinking {f.first.id} ({f.signature})", file=sys.stderr)

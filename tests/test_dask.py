@@ -129,3 +129,12 @@ def test_a_case_that_takes_down_every_worker_it_meets_is_retried_once_then_an_er
     p.communicate(timeout=300)
     assert p.returncode == 0
     assert cluster == _by_case(json.loads((tmp_path / "local" / "results.json").read_text())["records"])
+
+
+def test_fuzz_on_a_local_cluster_finds_a_planted_bug(tmp_path):
+    from tests.test_cli import gradconf
+    p = gradconf("fuzz", FAMILY, "--frameworks", "numpy", "--adapter", "tests.planted:ConvDxNoRotation", "--dask",
+                 "local", "-j", "2", "--variants", "10", "--shrink-budget", "10", "-o", str(tmp_path))
+    assert p.returncode == 1, p.stderr
+    assert "conv_dx_no_rotation  grad        conv2d   none" in p.stdout and "10 fresh variant(s)" in p.stdout
+    assert len(list(tmp_path.iterdir())) == 1
