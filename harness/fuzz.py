@@ -267,11 +267,11 @@ def parse_budget(text: str) -> float:
 
 def command(opts, reference, frameworks, fams: Sequence[Family], keep, cluster, isolated: bool, say=print) -> int:
     """`gradconf fuzz` once its options are parsed and its adapters and families loaded (harness.cli):
-    run, tabulate, shrink the new signatures. Exit status: 0 nothing new, 1 a new signature, 130/143 stopped
+    run, tabulate, shrink the new signatures. Exit status: 0 every signature catalogued, 1 not, 130/143 stopped
     by a signal (what was found is kept)."""
     import sys
 
-    from . import isolate, session
+    from . import session
     from .pool import Pool
     runner = Runner(reference, frameworks)
     if cluster is not None:

@@ -1,13 +1,11 @@
 """`gradconf fuzz` (harness.fuzz): fresh variants beyond each family's count, failures grouped by signature, one
 shrunk reproducer per new signature; on conforming frameworks only catalogued signatures; Ctrl-C keeps all."""
-import json
 import os
 import signal
 import time
 
 import numpy as np
 
-from gradconf.cli import main
 from gradconf.fuzz import Signature, parse_budget, signatures
 from gradconf.loader import load_file, load_paths
 from tests.conftest import ROOT
