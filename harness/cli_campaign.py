@@ -68,7 +68,7 @@ def cmd_fuzz(args) -> int:
         if not families:
             raise CaseError(f"no family (a case file with `count:`) under {', '.join(args.paths)}", ("PATH",),
                             COMMAND_LINE)
-        cluster = cluster_pools(args, jobs)  # last, once all else is valid; before -j is set (an error with --scheduler)
+        cluster = cluster_pools(args, jobs)  # last, once all else is valid; before -j is set (--scheduler: an error)
         args.jobs = jobs
     except CaseError as e:
         return _report_invalid([e])

@@ -32,7 +32,7 @@ WINDOW_PER_THREAD = 4  # cases queued per worker thread: enough to keep each bus
 
 # ---------------------------------------------------------------- on a worker
 
-_CACHED: dict[tuple[str, int], object] = {}  # (run token, thread) -> that run's IsolatedRunner or Runner
+_CACHED: dict[tuple[str, int], object] = {}  # (run token, thread) -> that run's IsolatedRunner (or _InProcess)
 _LOCK = threading.Lock()
 
 
@@ -50,21 +50,35 @@ def _runner(token: str, payload: bytes):
         # orphaned; isolate's child dies with its parent (PR_SET_PDEATHSIG, or its poll), so let it fork.
         multiprocessing.current_process().daemon = False
         runner, finish, time_limit = cloudpickle.loads(payload)
-        found = isolate.IsolatedRunner(runner, finish, time_limit) if isolate.available() else (runner, finish)
+        found = (isolate.IsolatedRunner(runner, finish, time_limit) if isolate.available()
+                 else _InProcess(runner, finish))
         with _LOCK:
             _CACHED[key] = found
     return found
 
 
+class _InProcess:
+    """IsolatedRunner's interface where no child can be forked: the runner in the worker itself."""
+
+    def __init__(self, runner: Runner, finish: Callable[[], dict] | None):
+        self.runner, self._finish = runner, finish
+
+    def run_case(self, case) -> CaseResult:
+        return self.runner.run_case(case)
+
+    def finish(self) -> dict | None:
+        return self._finish() if self._finish else None
+
+    def close(self) -> None:
+        pass
+
+
 def run_case_task(token: str, payload: bytes, case) -> list[Record]:
-    found = _runner(token, payload)
-    runner = found if isinstance(found, isolate.IsolatedRunner) else found[0]
-    return runner.run_case(case).records
+    return _runner(token, payload).run_case(case).records
 
 
 def finish_task(token: str, payload: bytes) -> dict | None:
-    found = _runner(token, payload)
-    return found.finish() if isinstance(found, isolate.IsolatedRunner) else found[1]()
+    return _runner(token, payload).finish()
 
 
 def forget(token: str) -> int:
@@ -73,8 +87,7 @@ def forget(token: str) -> int:
         mine = [k for k in _CACHED if k[0] == token]
         found = [_CACHED.pop(k) for k in mine]
     for f in found:
-        if isinstance(f, isolate.IsolatedRunner):
-            f.close()
+        f.close()
     return len(found)
 
 
@@ -145,7 +158,8 @@ class ClusterPool:
                   f"(distributed.scheduler.allowed-failures); gradconf's README starts it with {RETRIES}",
                   file=sys.stderr)
 
-    def _threads(self) -> int:
+    def threads(self) -> int:
+        """The worker threads the cluster has now (at least 1)."""
         try:
             return max(1, sum(self.client.nthreads().values()))
         except Exception:
@@ -157,7 +171,7 @@ class ClusterPool:
         self.finished.clear()
         done = as_completed(loop=self.client.loop)
         try:
-            for _ in range(min(len(todo), WINDOW_PER_THREAD * self._threads())):
+            for _ in range(min(len(todo), WINDOW_PER_THREAD * self.threads())):
                 done.add(self._submit(cases, todo.popleft()))
             for index, case in enumerate(cases):
                 while index not in self.finished:

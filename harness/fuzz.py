@@ -288,10 +288,10 @@ def command(opts, reference, frameworks, fams: Sequence[Family], keep, cluster, 
 
     campaign = Campaign()
     cases = fresh_variants(fams, opts.start, keep, campaign.skipped)
-    workers = opts.jobs if cluster is None else max(1, getattr(pool, "_threads", lambda: 1)())
-    try:
+    workers = opts.jobs if cluster is None else pool.threads()
+    try:  # batches of several cases per worker: a worker idles only while the last cases of a batch finish
         with session.interrupts():
-            run_campaign(cases, run_batch, opts.budget, opts.variants, max(8, 4 * workers), campaign)
+            run_campaign(cases, run_batch, opts.budget, opts.variants, max(16, 8 * workers), campaign)
     except session.Interrupted as e:
         campaign.stopped, campaign.signum = f"interrupted by {e}", e.signum
     finally:
@@ -307,9 +307,10 @@ def command(opts, reference, frameworks, fams: Sequence[Family], keep, cluster, 
     say(table(campaign))
     rate = f"{campaign.rate:.2f} variants/s"
     next_start = opts.start + min(f.drawn for f in fams)
-    say(f"\n{campaign.variants} fresh variant(s) of {len(fams)} famil{'y' if len(fams) == 1 else 'ies'} in {campaign.seconds:.0f} s ({rate}), {campaign.failing} with a "
-        f"failure; {len(campaign.findings)} signature(s), {len(new)} not catalogued, {len(fresh)} new; "
-        f"the next fresh variants: --start {next_start}")
+    families = f"{len(fams)} famil{'y' if len(fams) == 1 else 'ies'}"
+    say(f"\n{campaign.variants} fresh variant(s) of {families} in {campaign.seconds:.0f} s ({rate}), "
+        f"{campaign.failing} with a failure; {len(campaign.findings)} signature(s), {len(new)} not catalogued, "
+        f"{len(fresh)} new; the next fresh variants: --start {next_start}")
     if campaign.skipped:
         say(f"{len(campaign.skipped)} draw(s) had no valid variant, e.g. {campaign.skipped[0]}")
     if campaign.stopped:

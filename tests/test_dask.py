@@ -66,7 +66,8 @@ def _local(tmp_path, log, *args):
 def test_a_cluster_that_loses_a_worker_gives_the_records_of_a_local_run(tmp_path):
     """A scheduler and two worker processes on loopback; one worker is killed mid-run."""
     env = {**os.environ, "PYTHONPATH": ROOT, LOG: str(tmp_path / "cluster.log"),
-           "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1", "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0"}
+           "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1",
+           "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0"}
     address_file = tmp_path / "scheduler.json"
     scheduler = _dask("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
                       str(address_file), env=env)
