@@ -80,3 +80,22 @@ def test_an_empty_shard_runs_nothing_and_passes(tmp_path, capsys):
     empty = next(k for k in range(1, 50) if all(shard.shard_of(c.id, 50) != k for c in cases))
     assert main(["run", EXAMPLES, "--frameworks", "numpy", "-q", "--shard", f"{empty}/50", "--out", str(tmp_path)]) == 0
     assert "holds none of the 5 selected case(s)" in capsys.readouterr().out
+
+
+def test_a_killed_shard_merges_as_an_interrupted_run(tmp_path, capsys):
+    """A shard killed before its end (its stream cut after some cases): the merge keeps every case it
+    finished, in run order, and says how many were not run."""
+    assert main(["run", *RUN, "--out", str(tmp_path / "whole")]) == 0
+    whole = _records(tmp_path / "whole")["records"]
+    for k in (1, 2, 3):
+        assert main(["run", *RUN, "--shard", f"{k}/3", "--out", str(tmp_path / f"s{k}")]) == 0
+    stream, = (tmp_path / "s2" / ".runs").glob("*/results.jsonl")
+    lines = stream.read_text().splitlines()
+    cut = [i for i, line in enumerate(lines) if line.startswith('{"case"')][1]  # two cases finished, then killed
+    stream.write_text("\n".join(lines[:cut + 1]) + "\n")
+    lost = json.loads(lines[0])["planned"][2:]
+    assert main(["report", *[str(tmp_path / f"s{k}") for k in (1, 2, 3)], "--out", str(tmp_path / "m")]) == 0
+    merged = _records(tmp_path / "m")
+    assert merged["records"] == [r for r in whole if r["case"] not in lost] and lost
+    cut = merged["run"]["interrupted"]
+    assert cut["cases_not_run"] == len(lost) and "shard 2/3" in cut["why"]
