@@ -113,13 +113,14 @@ class Family:
 def families(paths: Sequence[str]) -> list[Family]:
     """Every family file under `paths` (plain cases are not drawn from). Raises CaseError."""
     from .family import is_family
-    from .loader import _int, case_name, discover, read_file
+    from .fields import integer
+    from .loader import case_name, discover, read_file
     out = []
     for path in discover(paths):
         data, lines = read_file(path)
         if is_family(data):
             try:
-                count = _int(data["count"], ("count",), min=1)
+                count = integer(data["count"], ("count",), min=1)
             except CaseError as e:
                 raise e.located(path, lines) from None
             out.append(Family(path, data, lines, count, case_name(data, path)))
