@@ -1,4 +1,5 @@
-"""The `gradconf` command (SPEC §2): run, validate, list, freeze, schema.
+"""The `gradconf` command (SPEC §2): run, validate, list, schema, report; freeze and shrink in cli_cases.py,
+fuzz and the campaign options in cli_campaign.py.
 
 Exit status: 0 all passed (xfail counts as passed); 1 a mismatch, an xpass or an adapter error;
 2 an invalid case file or option (nothing is run).
@@ -13,9 +14,8 @@ import time
 
 from . import __version__
 from .errors import COMMAND_LINE, CaseError
-from .records import Status
 
-EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
+from .cli_common import EXIT_FAIL, EXIT_INVALID, EXIT_OK, _adapters, _err, _load, _report_invalid, summarize
 
 
 def _seconds(text: str) -> float | None:
@@ -102,32 +102,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _err(msg: str) -> None:
-    print(f"gradconf: {msg}", file=sys.stderr)
-
-
-def _load(paths, count=None):
-    from .loader import load_paths
-    from .family import MAX_COUNT
-    if count is not None and count < 1:
-        raise CaseError(f"must be >= 1, got {count}", ("--count",), COMMAND_LINE)
-    if count is not None and count > MAX_COUNT:
-        raise CaseError(f"must be at most {MAX_COUNT:,} (gradconf's cap on a family's variants), got {count:,}",
-                        ("--count",), COMMAND_LINE)
-    from . import registry
-    return load_paths(paths, count, registry.known_names())
-
-
-def _report_invalid(errors) -> int:
-    for e in errors:
-        print(str(e), file=sys.stderr)
-    files = len({e.file for e in errors if e.file != COMMAND_LINE})
-    options = sum(e.file == COMMAND_LINE for e in errors)
-    what = [f"{files} invalid case file(s)"] * bool(files) + [f"{options} invalid option(s)"] * bool(options)
-    _err(f"{' and '.join(what)}; nothing was run")
-    return EXIT_INVALID
-
-
 def cmd_validate(args) -> int:
     try:
         cases, errors = _load(args.paths, args.count)
@@ -176,120 +150,8 @@ def cmd_schema(args) -> int:
     return EXIT_OK
 
 
-def cmd_freeze(args) -> int:
-    from .freeze import freeze
-    try:
-        text = freeze(args.id, args.paths)
-    except CaseError as e:
-        return _report_invalid([e])
-    if args.output:
-        from .files import write_atomic
-        try:  # a symlink at the destination is replaced, not followed
-            write_atomic(args.output, text)
-        except OSError as e:
-            return _report_invalid([CaseError(f"cannot write {args.output}: {e.strerror or e}", ("-o",),
-                                              COMMAND_LINE)])
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return EXIT_OK
-
-
-def find_case(case_id: str, paths):
-    """A case by id: a family variant is drawn directly, whatever the family's count."""
-    from .family import draw_variant, split_id
-    from .freeze import find_family
-    parsed = split_id(case_id)
-    if parsed is not None:
-        try:
-            file, data, lines = find_family(parsed[0], paths)
-        except CaseError:
-            file = None
-        if file is not None:
-            try:
-                from . import registry
-                return draw_variant(data, file, lines, parsed[1], registry.known_names())
-            except CaseError as e:
-                raise e.located(file, lines) from None
-    cases, errors = _load(paths)
-    for c in cases:
-        if c.id == case_id:
-            return c
-    raise CaseError(f"no case `{case_id}` under {', '.join(paths)}" + (f" ({len(errors)} invalid file(s) skipped)"
-                                                                        if errors else ""), ("ID",), COMMAND_LINE)
-
-
-def cmd_shrink(args) -> int:
-    from .runner import FAILING, Runner
-    from .shrink import failing_predicate, shrink
-    try:
-        reference, frameworks = _adapters(args)
-        case = find_case(args.id, args.paths)
-    except CaseError as e:
-        return _report_invalid([e])
-    from . import isolate
-    runner = Runner(reference, frameworks)
-    if isolate.available() and not args.in_process:  # a crash is a failure to shrink, not the end
-        runner = isolate.IsolatedRunner(runner, time_limit=args.timeout)  # one child: first run and shrink
-    asked = ", ".join(a.name for a in frameworks) or "none"
-    try:
-        records = runner.run_case(case).records
-        failing = list(dict.fromkeys(r.framework for r in records if r.status in FAILING))
-        if not failing:
-            print(f"nothing to shrink: {case.id} passes on {asked} (reference {reference.name})")
-            return EXIT_OK
-        # A framework asked about first; the reference only when it alone misses the case's golden values.
-        framework = next((f for f in failing if f != reference.name), failing[0])
-        print(f"shrinking {case.id}, failing on {framework} (asked about: {asked}; reference {reference.name})",
-              file=sys.stderr)
-        small = shrink(case, failing_predicate(runner, framework), args.budget,
-                       log=lambda m: print("  " + m, file=sys.stderr))
-    finally:
-        if isinstance(runner, isolate.IsolatedRunner):
-            runner.close()
-    return _report_shrink(case, small, framework, args.out)
-
-
-def _report_shrink(case, small, framework: str, out: str) -> int:
-    from .shrink import regression_text, size, write_regression
-    reduced = small is not case  # a smaller case carries no `expect:`; the case as drawn keeps it
-    text = regression_text(case, small, framework, reduced)
-    try:
-        path = write_regression(text, "regression_" + case.id.replace("[", "_").replace("]", ""), out)
-    except OSError as e:
-        return _report_invalid([CaseError(f"cannot write to {out}: {e.strerror or e}", ("--out",), COMMAND_LINE)])
-    shape = f"{len(small.layers)} layer(s), input {list(small.input.shape)}, {small.steps} step(s)"
-    if reduced:
-        before = size(case.source)
-        print(f"wrote {path}: {shape} (from {before[1]} layer(s), {before[0]} step(s)), still failing on {framework}")
-    else:
-        print(f"not reduced: no simplification of {case.id} still fails on {framework}; wrote {path}, the case as "
-              f"drawn with its golden values: {shape}")
-    return EXIT_OK
-
-
-def _adapters(args):
-    """registry.select within the time limit: loading a plug-in, or asking it whether it is installed,
-    happens here in the parent, which no child protects."""
-    from . import registry
-    from .deadline import TimeLimit, deadline
-    try:
-        with deadline(args.timeout):
-            return registry.select(args.frameworks, args.reference, args.adapter)
-    except TimeLimit as e:
-        raise CaseError(f"loading the adapters, or asking them whether they are installed, took more than "
-                        f"{e.seconds:g} s, the time limit (--timeout)", ("--adapter",), COMMAND_LINE) from None
-
-
-def summarize(records, run: dict | None = None) -> str:
-    from .render import console_text
-    from .summary import summarize_records
-    skipped = sorted({(r.framework, r.message) for r in records if r.status == Status.SKIPPED})  # not installed, say
-    return console_text(summarize_records(records, run)) + "".join(f"\n{fw} skipped: {why}" for fw, why in skipped)
-
-
 def cmd_run(args, argv) -> int:
-    from .runner import FAILING, Runner
+    from .runner import Runner
     try:  # adapters first: a case may name an --adapter's framework in `xfail:`
         reference, frameworks = _adapters(args)
         cases = _selected_cases(args)
@@ -297,18 +159,13 @@ def cmd_run(args, argv) -> int:
         return _report_invalid([e])
     except _Invalid as e:
         return _report_invalid(e.errors)
-    sharded = None
-    if args.shard is not None:
-        from . import shard
-        try:
-            part = shard.parse(args.shard)
-        except CaseError as e:
-            return _report_invalid([e])
-        selected = len(cases)
-        cases, sharded = shard.select(cases, part)
-        if selected and not cases:  # a small selection split many ways: an empty part is a legitimate shard
-            print(f"shard {part} holds none of the {selected} selected case(s): nothing to run")
-            return EXIT_OK
+    try:
+        cases, sharded, empty = _sharded(args, cases)
+    except CaseError as e:
+        return _report_invalid([e])
+    if empty:  # a small selection split many ways: an empty part is a legitimate shard
+        print(empty)
+        return EXIT_OK
     if not cases:
         _err("no cases selected")
         return EXIT_INVALID
@@ -347,12 +204,33 @@ def cmd_run(args, argv) -> int:
     except OSError as e:  # the stream's first line did not fit
         outcome = session.Outcome(stream_error=e)
     progress.close()
-    with session.interrupts(raising=False) as late:  # the report set is written whole, signal or not
-        info, stopped = outcome.run_block(fingerprint, len(cases), time.perf_counter() - t0)
+    return _conclude(outcome, folder, fingerprint, len(cases), time.perf_counter() - t0, args.out, reference.name)
+
+
+def _sharded(args, cases):
+    """`--shard K/N`: (the part's cases, the shard's run-block entry or None, what to say when the part is
+    empty or None); a malformed K/N is a CaseError."""
+    if args.shard is None:
+        return cases, None, None
+    from . import shard
+    part = shard.parse(args.shard)
+    selected = len(cases)
+    cases, sharded = shard.select(cases, part)
+    empty = f"shard {part} holds none of the {selected} selected case(s): nothing to run" if selected and not cases \
+        else None
+    return cases, sharded, empty
+
+
+def _conclude(outcome, folder, fingerprint, n_cases: int, seconds: float, out: str, reference: str) -> int:
+    """Write the report set whole (signal or not), print the summary, and say the exit status."""
+    from . import session
+    from .runner import FAILING
+    with session.interrupts(raising=False) as late:
+        info, stopped = outcome.run_block(fingerprint, n_cases, seconds)
         try:
             paths, lost = folder.finish(outcome.records, info), None
         except OSError as e:  # checked before the run, but a disk can fill up meanwhile: keep the summary
-            paths, lost = [], (f"cannot write reports to {args.out}: {e}; the records of every case finished "
+            paths, lost = [], (f"cannot write reports to {out}: {e}; the records of every case finished "
                                f"before are in {folder.stream_path}")
         finally:
             folder.close()
@@ -367,7 +245,7 @@ def cmd_run(args, argv) -> int:
         _err(lost or f"cannot stream records to {folder.stream_path}: {outcome.stream_error}; the run stopped")
         return EXIT_INVALID
     signum = outcome.signum or (late[0] if late else None)
-    return 128 + signum if signum else _verdict(records, len(cases), reference.name)
+    return 128 + signum if signum else _verdict(records, n_cases, reference)
 
 
 def _verdict(records, n_cases: int, reference: str) -> int:
@@ -415,8 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "fuzz":
             from .cli_campaign import cmd_fuzz
             return cmd_fuzz(args)
-        return {"validate": cmd_validate, "list": cmd_list, "schema": cmd_schema, "freeze": cmd_freeze,
-                "shrink": cmd_shrink, "report": cmd_report}[args.command](args)
+        if args.command in ("freeze", "shrink"):
+            from .cli_cases import cmd_freeze, cmd_shrink
+            return (cmd_freeze if args.command == "freeze" else cmd_shrink)(args)
+        return {"validate": cmd_validate, "list": cmd_list, "schema": cmd_schema, "report": cmd_report}[args.command](args)
     except KeyboardInterrupt:  # Ctrl-C outside a run's loop (loading cases, shrinking): no traceback
         _err("interrupted")
         return 128 + 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .cli import EXIT_FAIL, EXIT_INVALID, EXIT_OK, _adapters, _err, _report_invalid, summarize
+from .cli_common import EXIT_FAIL, EXIT_INVALID, EXIT_OK, _adapters, _err, _report_invalid, summarize
 from .errors import COMMAND_LINE, CaseError
 
 

@@ -21,7 +21,8 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
 from . import isolate
-from .runner import CaseResult, Record, Runner, _note
+from .records import Status, note
+from .runner import CaseResult, Record, Runner
 
 RETRIES = 1  # a lost worker's case runs once more elsewhere (gradconf's LocalCluster; README's scheduler)
 # The scheduler settings gradconf's LocalCluster runs with (the README's `dask scheduler` command sets the same):
@@ -203,7 +204,7 @@ class ClusterPool:
             why = self._why(e)
         reference = self.runner.reference.name
         names = dict.fromkeys([reference, *(fw.name for fw in self.runner.frameworks)])
-        notes = [_note(case, n, "error", why, reference) for n in names]
+        notes = [note(case, n, Status.ERROR, why, reference) for n in names]
         return Runner.apply_xfail(case, CaseResult(case, notes), self.runner.platform).records
 
     def _why(self, e: Exception) -> str:
