@@ -34,6 +34,7 @@ class Entry:
     condition: Callable[[Case, Platform], tuple[str | None, str]]  # -> (SHOWS | MAY | None, why)
     strict: bool = True
     not_strict_because: str = ""
+    loose_on: tuple[str, ...] = ()  # frameworks on which the entry is non-strict (not_strict_because says why)
 
 
 def _bound(spec: TensorSpec | None) -> float | None:
@@ -151,8 +152,11 @@ CATALOGUE: dict[str, Entry] = {e.id: e for e in [
     # same bias-sum lengths decide it as for TF-BF16-BIASADD, so the same condition.
     Entry("JAX-BF16-BCAST-GRAD", ("jax",), "the gradient of a broadcast (a bias add) sums bfloat16 in bfloat16",
           _bf16_biasadd),
+    # On jax the underflow is not certain: XLA's CPU fusions may carry float16 elementwise ops in float32,
+    # and the same case showed it at a787fa7 and not after the per-step inputs became jit arguments.
     Entry("HALF-ADAM", ("torch", "tensorflow", "jax"), "Adam's moments kept in float16 underflow for small gradients",
-          _half_adam),
+          _half_adam, loose_on=("jax",), not_strict_because="on jax: whether (1 − β2)·g² is rounded to float16 "
+          "(and underflows) depends on how XLA fuses the program"),
     *training_entries(Entry),
 ]}
 # Catalogued in docs/divergences.md but avoided by the adapter's configuration: no case can show them.
@@ -197,7 +201,7 @@ def expectation(case: Case, framework: str, platform: Platform | None = None) ->
         (shown if level == SHOWS else absent).append((entry, why))
     if not shown:
         return Expectation(False, True, "; ".join(f"{e.id} not expected here: {why}" for e, why in absent))
-    loose = [e for e, _ in shown if not e.strict]
+    loose = [e for e, _ in shown if not e.strict or framework in e.loose_on]
     why = "; ".join(f"{e.id} ({why})" for e, why in shown)
     if loose:
         why += "; non-strict: " + "; ".join(f"{e.id} {e.not_strict_because}" for e in loose)

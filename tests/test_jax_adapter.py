@@ -53,9 +53,13 @@ def test_the_jax_divergences_are_real(name):
     """HALF-ADAM and JAX-BF16-BCAST-GRAD on jax: marked, the case is an xfail; without the mark, a failure."""
     from gradconf.divergences import expectation
     (case,) = load_file(os.path.join(ROOT, "cases", "divergences", f"{name}.yaml"))
-    assert expectation(case, "jax").applies and expectation(case, "jax").strict
+    expected = expectation(case, "jax")
+    assert expected.applies and expected.strict == (name != "half_adam_underflow")  # HALF-ADAM: loose on jax
     runner = Runner(NumpyReference(), [jax_adapter.JaxAdapter()])
     marked = {r.status for r in runner.run_case(case).records if r.framework == "jax"}
     unmarked = {r.status for r in runner.run_case(dataclasses.replace(case, xfail={})).records if r.framework == "jax"}
-    assert "xfail" in marked and "fail" not in marked
-    assert "fail" in unmarked
+    assert "fail" not in marked and "xpass" not in marked
+    if expected.strict:
+        assert "xfail" in marked and "fail" in unmarked
+    else:  # it may or may not show; where it does, unmarked it is a failure
+        assert ("xfail" in marked) == ("fail" in unmarked)
