@@ -141,19 +141,6 @@ def _torch_optimizer(kind, hp, params):
                              momentum_decay=hp["momentum_decay"])
 
 
-def _torch_schedule(opt, schedule):
-    import torch
-    if schedule is None:
-        return None
-    kind, s = schedule
-    sched = torch.optim.lr_scheduler
-    if kind == "step":
-        return sched.StepLR(opt, step_size=s["step_size"], gamma=s["gamma"])
-    if kind == "exponential":
-        return sched.ExponentialLR(opt, gamma=s["gamma"])
-    return sched.CosineAnnealingLR(opt, T_max=s["t_max"], eta_min=s["eta_min"])
-
-
 def torch_run(kind, settings, grads=GRADS, schedule=None, clip=None, default_dtype="float64"):
     """torch.optim on float64 parameters, with torch's default dtype float64 as a float64 user sets it (and as
     the adapter does): torch.optim keeps scalar state (NAdam's μ product) in the default dtype."""
@@ -171,7 +158,8 @@ def _torch_run(kind, settings, grads, schedule, clip):
     hp = _hp(kind, settings)
     p = torch.tensor(P0, dtype=torch.float64, requires_grad=True)
     opt = _torch_optimizer(kind, hp, [p])
-    sched = _torch_schedule(opt, schedule)
+    from gradconf.adapters.torch_training import scheduler
+    sched = scheduler(schedule, opt)  # the adapter's own torch.optim.lr_scheduler for the schedule
     out = []
     for g in grads:
         p.grad = torch.tensor(g, dtype=torch.float64)
