@@ -20,6 +20,7 @@ from gradconf.case import Case
 
 from . import Initial, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers
 from . import tf_training as training
+from .tf_layout import _kinds, from_tf_layout, to_tf_layout
 
 
 _THREADS_SET = False  # once per process
@@ -47,27 +48,6 @@ def _import_tf():
                 pass
     one_thread_native_pools("tensorflow")
     return tf
-
-
-_WEIGHT_LAYOUT = {"conv2d": "conv", "conv_transpose2d": "conv_t", "dense": "dense"}  # others: canonical
-
-
-def _kinds(case: Case) -> dict[str, str]:
-    """Parameter name -> how its layout converts (conv, conv_t, dense, bias: as it is)."""
-    return {p.name: "bias" if p.name.endswith(".bias") else _WEIGHT_LAYOUT.get(L.type, "bias")
-            for L in case.layers for p in L.params}
-
-
-_TO_TF = {"conv": (2, 3, 1, 0), "conv_t": (2, 3, 1, 0), "dense": (1, 0)}  # OIHW->HWIO, IOHW->HW,O/g,I ; (o,i)->(i,o)
-_FROM_TF = {"conv": (3, 2, 0, 1), "conv_t": (3, 2, 0, 1), "dense": (1, 0)}
-
-
-def to_tf_layout(kind: str, a: np.ndarray) -> np.ndarray:
-    return a if kind == "bias" else np.transpose(a, _TO_TF[kind])
-
-
-def from_tf_layout(kind: str, a: np.ndarray) -> np.ndarray:
-    return a if kind == "bias" else np.transpose(a, _FROM_TF[kind])
 
 
 # ---------------------------------------------------------------- layers: f(L, xs, p) -> y (x NHWC when 4-D)
@@ -202,6 +182,11 @@ class TensorflowAdapter:
         id -> gist. The conditions live in harness.divergences, shared with `xfail: {tensorflow: ID}`."""
         from gradconf.divergences import known
         return known(self.name, case)
+
+    def script(self, case: Case) -> str:
+        """The case as plain tf / Keras calls, for `gradconf repro` (adapters/tf_script.py)."""
+        from .tf_script import script
+        return script(case)
 
     # -------------------------------------------------------------- run
 

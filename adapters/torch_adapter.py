@@ -14,15 +14,7 @@ from gradconf.case import Case
 
 from . import Initial, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers, threads_for
 from . import torch_training as training
-
-
-def _symmetric(pad) -> bool:
-    return pad[0][0] == pad[0][1] and pad[1][0] == pad[1][1]
-
-
-def _pad_arg(pad) -> tuple:
-    """((t, b), (l, r)) -> F.pad's (l, r, t, b)."""
-    return (pad[1][0], pad[1][1], pad[0][0], pad[0][1])
+from .torch_pads import _native_pool, _pad_arg, _symmetric
 
 
 def _F():
@@ -49,11 +41,6 @@ def conv_transpose2d(L, xs, p):
     y = F.conv_transpose2d(x, w, None, L.stride, 0, 0, L.groups, L.dilation)
     y = F.pad(y, (-le, op[1] - r, -t, op[0] - bo))
     return y if b is None else y + b[:, None, None]
-
-
-def _native_pool(L) -> bool:
-    k, pad = L.kernel_size, L.padding
-    return _symmetric(pad) and pad[0][0] <= k[0] // 2 and pad[1][0] <= k[1] // 2
 
 
 def max_pool2d(L, xs, p):
@@ -116,6 +103,11 @@ class TorchAdapter:
         """The catalogued divergences (docs/divergences.md) whose conditions `case` meets: id -> gist."""
         from gradconf.divergences import known
         return known(self.name, case)
+
+    def script(self, case: Case) -> str:
+        """The case as plain torch calls, for `gradconf repro` (adapters/torch_script.py)."""
+        from .torch_script import script
+        return script(case)
 
     def run(self, case: Case, initial: Initial) -> Trace:
         import torch

@@ -1,9 +1,10 @@
-"""`gradconf freeze` and `gradconf shrink` (SPEC §2): one case by id, written out whole or reduced."""
+"""`gradconf freeze`, `shrink` and `repro` (SPEC §2): one case by id, written out whole or reduced, or its
+failure as a standalone script."""
 from __future__ import annotations
 
 import sys
 
-from .cli_common import EXIT_OK, _adapters, _load, _report_invalid
+from .cli_common import EXIT_FAIL, EXIT_OK, _adapters, _load, _report_invalid
 from .errors import COMMAND_LINE, CaseError
 
 
@@ -13,6 +14,11 @@ def cmd_freeze(args) -> int:
         text = freeze(args.id, args.paths)
     except CaseError as e:
         return _report_invalid([e])
+    return _write_out(args, text)
+
+
+def _write_out(args, text: str) -> int:
+    """`text` to `-o FILE` (atomically), or to stdout."""
     if args.output:
         from .files import write_atomic
         try:  # a symlink at the destination is replaced, not followed
@@ -96,4 +102,38 @@ def _report_shrink(case, small, framework: str, out: str) -> int:
     else:
         print(f"not reduced: no simplification of {case.id} still fails on {framework}; wrote {path}, the case as "
               f"drawn with its golden values: {shape}")
+    name = "regression_" + case.id.replace("[", "_").replace("]", "")  # shrink.regression_text's name
+    print(f"a standalone script for an upstream report: gradconf repro {name} --framework {framework} "
+          f"--paths {path} -o {name}.py")
     return EXIT_OK
+
+
+def cmd_repro(args) -> int:
+    from .errors import Unsupported
+    from .repro import differing, script
+    from .runner import CaseResult, Runner
+    try:
+        reference, frameworks = _adapters(args)
+        case = find_case(args.id, args.paths)
+        if len(frameworks) != 1 or frameworks[0].name == reference.name:
+            raise CaseError("name one framework other than the reference", ("--framework",), COMMAND_LINE)
+        if not callable(getattr(frameworks[0], "script", None)):
+            raise CaseError(f"the {frameworks[0].name} adapter cannot write a standalone script (it has no "
+                            f"`script(case)`: README, Adapters)", ("--framework",), COMMAND_LINE)
+    except CaseError as e:
+        return _report_invalid([e])
+    adapter = frameworks[0]
+    runner = Runner(reference, [adapter])  # in this process: a crash here is the user's to see
+    ref = runner.reference_trace(case, CaseResult(case))
+    records = runner.run_case(case, reference=ref).records
+    if ref.trace is None or not differing(records, adapter.name):
+        why = next((r.message for r in records if r.framework == adapter.name and r.quantity is None), "")
+        print(f"nothing to reproduce: {case.id} shows no difference from the reference on {adapter.name} here"
+              + (f" ({why})" if why else ""), file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        text = script(case, ref.initial, ref.trace, records, adapter, adapter.version())
+    except Unsupported as e:
+        print(f"gradconf: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    return _write_out(args, text)

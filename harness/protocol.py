@@ -70,7 +70,8 @@ class Adapter(Protocol):
     def run(self, case, initial: Initial) -> Trace:
         """Run `case.steps` steps; raise `Unsupported(reason)` for a case it cannot express faithfully.
         Optional: `known_divergences(case) -> {id: gist}`, the docs/divergences.md entries whose
-        conditions the case meets (named on its failures); for a reference, `run_rounded` (rounds_off)."""
+        conditions the case meets (named on its failures); for a reference, `run_rounded` (rounds_off);
+        `script(case) -> str`, the case as standalone framework code for `gradconf repro` (harness/repro.py)."""
 
 
 class Rounding:

@@ -59,6 +59,7 @@ def test_shrink_that_reduces_nothing_says_not_reduced_and_names_the_framework_as
     assert "failing on numpy" not in p.stderr
     assert p.stdout.startswith("not reduced: no simplification of sum_3x3 still fails on torch; wrote ")
     assert "smallest case" not in p.stdout + p.stderr
+    assert "gradconf repro regression_sum_3x3 --framework torch --paths " in p.stdout  # offered for an upstream report
     (written,) = os.listdir(tmp_path / "out")
     text = (tmp_path / "out" / written).read_text()
     assert text.startswith("# gradconf shrink sum_3x3: not reduced") and "[0.05, 3.88]" in text
