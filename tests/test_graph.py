@@ -233,3 +233,14 @@ def test_an_embedding_case_has_no_input_gradient_key():
     text = EMB.format(input="[[0, 3]]", model=TABLE) + "expect: {grad: {input: [[0, 0]]}}\n"
     with pytest.raises(CaseError, match="unknown key `input`|input"):
         load_text(text, "cases/e.yaml")
+
+
+def test_conditioning_runs_leave_embedding_ids_alone():
+    """The perturbed runs scale every value by 1 ± tiny; an id 3 scaled to 2.9999… would look up row 2."""
+    from gradconf.tolerance import perturbed
+    case = skipgram()
+    init = materialize(case)
+    for draw in range(2):
+        shaken = perturbed(case, init, draw)
+        assert np.array_equal(shaken.input, init.input)
+        assert not np.array_equal(shaken.params["emb.weight"], init.params["emb.weight"])
