@@ -110,7 +110,17 @@ LAYERS = {
     "flatten": lambda L, xs, p: xs[0].reshape(xs[0].shape[0], -1),  # NCHW row-major: the canonical feature order
     "sum": lambda L, xs, p: _jl()[0].sum(xs[0]),
     "dense": lambda L, xs, p: _bias(xs[0] @ p["weight"].T, p.get("bias")),
+    "add": lambda L, xs, p: _sum(xs),
+    "concat": lambda L, xs, p: _jl()[0].concatenate(xs, axis=L.dim),
+    "embedding": lambda L, xs, p: _jl()[0].take(p["weight"], xs[0], axis=0),  # ids: int32
 }
+
+
+def _sum(xs):
+    y = xs[0]
+    for x in xs[1:]:
+        y = y + x
+    return y
 # Losses f(y, target, options) and optimizers f(opt, schedule, clip) -> optax: adapters/jax_training.py.
 LOSSES, OPTIMIZERS = training.LOSSES, training.OPTIMIZERS
 TABLES = Tables("jax", LAYERS, LOSSES, OPTIMIZERS)
@@ -143,7 +153,8 @@ class JaxAdapter:
         params = {k: jax.device_put(v.astype(dtype)) for k, v in initial.params.items()}  # cast on the host: no XLA op
         # every step's input and target (per-step data, SPEC §1.10), cast on the host
         ids = case.loss.kind in training.CLASS_TARGETS
-        xs = [jax.device_put(initial.input_at(k).astype(dtype)) for k in range(1, case.steps + 1)]
+        x_dtype = dtype if case.input_grad else np.int32  # an embedding's ids
+        xs = [jax.device_put(initial.input_at(k).astype(x_dtype)) for k in range(1, case.steps + 1)]
         targets = [None if initial.target_at(k) is None else
                    jax.device_put(initial.target_at(k).astype(np.int64 if ids else dtype)) for k in range(1, case.steps + 1)]
         options = {"reduction": case.loss.reduction, **case.loss.options}
@@ -152,7 +163,7 @@ class JaxAdapter:
             y = run_layers(case, LAYERS, x, params)
             return LOSSES[case.loss.kind](y, target, options), y
 
-        value_and_grad = jax.value_and_grad(forward, argnums=(0, 1), has_aux=True)
+        value_and_grad = jax.value_and_grad(forward, argnums=(0, 1) if case.input_grad else 0, has_aux=True)
         opt = None
         if case.optimizer is not None and params:  # clipping and the schedule are part of the optax chain
             opt = OPTIMIZERS[case.optimizer.kind](case.optimizer, case.schedule, case.clip)
@@ -161,7 +172,8 @@ class JaxAdapter:
             state = opt.init(params) if opt is not None else None
             out = []
             for x, target in zip(xs, targets):
-                (loss, y), (grads, input_grad) = value_and_grad(params, x, target)
+                (loss, y), grads = value_and_grad(params, x, target)
+                grads, input_grad = grads if case.input_grad else (grads, None)  # ids: no input gradient
                 if opt is not None:
                     updates, state = opt.update(grads, state, params)
                     params = optax.apply_updates(params, updates)
@@ -174,7 +186,8 @@ class JaxAdapter:
         steps = []
         for loss, y, param_grads, input_grad, after in jax.jit(every_step)(params, xs, targets):
             grads = {k: as_np(g) for k, g in param_grads.items()}
-            grads["input"] = as_np(input_grad)
+            if input_grad is not None:
+                grads["input"] = as_np(input_grad)
             steps.append(Step(as_np(loss), as_np(y), grads,
                               {k: as_np(v) for k, v in after.items()} if opt is not None else {}))
         return Trace(steps)

@@ -18,20 +18,21 @@ from gradconf.vocab.optimizers import SGD, Adam  # noqa: F401 (re-exported: the 
 from . import Initial, Step, Trace, one_thread_native_pools
 
 
-def layer_forward(L, x, params: dict, states: dict | None = None):
-    """One layer's (output, cache) from its input and the case's parameters by full name. A stateful
-    layer (its declaration's `init_state`) gets its state from `states` (by layer name), kept across steps."""
+def layer_forward(L, xs, params: dict, states: dict | None = None):
+    """One layer's (output, cache) from its inputs (a list: a merge has several) and the case's parameters by
+    full name. A stateful layer (its declaration's `init_state`) gets its state from `states` (by layer name),
+    kept across steps."""
     decl = vocab.LAYERS[L.type]
     if decl.init_state is None:
-        return decl.forward(L, [x], own_params(L, params))
+        return decl.forward(L, list(xs), own_params(L, params))
     state = states.setdefault(L.name, decl.init_state(L)) if states is not None else decl.init_state(L)
-    return decl.forward(L, [x], own_params(L, params), state=state)
+    return decl.forward(L, list(xs), own_params(L, params), state=state)
 
 
 def layer_backward(L, dy, cache):
-    """(input gradient, {full parameter name: gradient})."""
-    (dx,), grads = vocab.LAYERS[L.type].backward(L, dy, cache)
-    return dx, {f"{L.name}.{kind}": g for kind, g in grads.items()}
+    """([gradient per input; None where an input has none], {full parameter name: gradient})."""
+    dxs, grads = vocab.LAYERS[L.type].backward(L, dy, cache)
+    return dxs, {f"{L.name}.{kind}": g for kind, g in grads.items()}
 
 
 def loss_and_grad(kind: str, y, target, rounding=None, loss=None):
@@ -93,11 +94,12 @@ class NumpyReference:
 
 
 def _forward(case, x, params, rounding, states):
-    """Every layer's output in turn, rounded as `rounding` says: (output, caches, the last layer's input)."""
-    caches, last_input = [], x
-    for L in case.layers:
-        last_input = x
-        x, cache = layer_forward(L, x, params, states)
+    """Every layer's output in turn, over the graph (SPEC §1.8: each layer fed the outputs its `from:` names),
+    rounded as `rounding` says: (output, caches, each layer's inputs)."""
+    outputs, caches, inputs = {"input": x}, [], []
+    for L, names in zip(case.layers, case.graph):
+        xs = [outputs[n] for n in names]
+        x, cache = layer_forward(L, xs, params, states)
         accumulates = vocab.LAYERS[L.type].accumulates
         bias = params.get(f"{L.name}.bias") if accumulates else None
         if rounding is not None and bias is not None:  # a framework that adds the bias as its own op
@@ -108,33 +110,56 @@ def _forward(case, x, params, rounding, states):
         if rounding is not None and rounding.wants_terms and accumulates:
             # Σ|terms| of each output (|x|·|W| + |b|): the scale a framework's rounded accumulation works at
             own = {p.name: np.abs(params[p.name]) for p in L.params}
-            terms, _ = layer_forward(L, np.abs(last_input), own)
+            terms, _ = layer_forward(L, [np.abs(a) for a in xs], own)
             rounding.output(x, L, terms=terms)
         elif rounding is not None and not L.type == "flatten":  # a flatten's output is a view of its input
             rounding.output(x, L)  # in place: an activation's cache holds this same array, and its derivative reads it
+        outputs[L.name] = x
         caches.append(cache)
-    return x, caches, last_input
+        inputs.append(xs)
+    return x, caches, inputs
 
 
 def gradients(case, x, params, target, rounding: Rounding | None = None, states: dict | None = None):
-    """Forward through every layer, then backward in reverse: (loss, output, {name: gradient}, magnitudes)."""
-    x, caches, last_input = _forward(case, x, params, rounding, states)
+    """Forward through every layer, then backward in reverse: (loss, output, {name: gradient}, magnitudes).
+    No `input` gradient where the input is an embedding's integer ids (case.input_grad)."""
+    x, caches, inputs = _forward(case, x, params, rounding, states)
     loss, dy = loss_and_grad(case.loss.kind, x, target, rounding, case.loss)
     # How big an error in the loss an output error of one part in max|y| makes: Σ|dL/dy|·max|y|.
     magnitude = {"loss": float(abs(loss) + np.abs(dy).sum() * np.abs(x).max())}
     if case.layers[-1].type == "sum":
-        magnitude["output"] = float(np.abs(last_input).sum())  # the terms the output was summed from
-    grads = {}
+        magnitude["output"] = float(np.abs(inputs[-1][0]).sum())  # the terms the output was summed from
     if rounding is not None:
         dy = np.require(dy, requirements="W")  # a copy only where dy is read-only
         rounding.gradient(dy)
-    for L, cache in zip(reversed(case.layers), reversed(caches)):
-        dy, g = layer_backward(L, dy, cache)
+    grads, pending = backward(case, caches, dy, rounding)
+    if case.input_grad:
+        grads["input"] = pending["input"] if "input" in pending else np.zeros(case.input.shape, dtype=dy.dtype)
+    return loss, x, grads, magnitude
+
+
+def backward(case, caches, dy, rounding: Rounding | None = None):
+    """The graph walked backward from the output's gradient `dy`: ({parameter: gradient}, {name: gradient of
+    its output}). Where one output feeds several layers its gradient is the sum of theirs (fan-out), rounded
+    as a framework stores each sum; a layer nothing reads (a dead branch) gets a zero gradient."""
+    grads, pending = {}, {case.layers[-1].name: dy}
+    for L, names, cache in zip(reversed(case.layers), reversed(case.graph), reversed(caches)):
+        g_out = pending.pop(L.name, None)
+        if g_out is None:
+            g_out = np.zeros(L.out_shape, dtype=dy.dtype)
+        dxs, g = layer_backward(L, g_out, cache)
         if rounding is not None:  # as a framework stores them: each layer's input gradient and parameter gradients
-            dy = np.require(dy, requirements="W")
-            rounding.gradient(dy)
-            for v in g.values():
+            dxs = [None if d is None else np.require(d, requirements="W") for d in dxs]
+            for v in [*(d for d in dxs if d is not None), *g.values()]:
                 rounding.gradient(v)
         grads.update(g)
-    grads["input"] = dy
-    return loss, x, grads, magnitude
+        for name, dx in zip(names, dxs):
+            if dx is None:  # no gradient (an embedding's ids)
+                continue
+            if name in pending:
+                pending[name] = pending[name] + dx  # fan-out: the gradients of every reader add up
+                if rounding is not None:
+                    rounding.gradient(pending[name])
+            else:
+                pending[name] = dx
+    return grads, pending

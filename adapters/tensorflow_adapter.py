@@ -143,6 +143,12 @@ def dense(L, xs, p):
     return _bias_add(tf, tf.matmul(xs[0], p["weight"]), p.get("bias"))  # as Keras' Dense (see conv2d)
 
 
+def concat(L, xs, p):
+    import tensorflow as tf
+    axis = (0, 3, 1, 2)[L.dim] if len(L.out_shape) == 4 else L.dim  # activations are NHWC here: channels last
+    return tf.concat(xs, axis=axis)
+
+
 def _tf():
     import tensorflow as tf
     return tf
@@ -156,6 +162,9 @@ LAYERS = {
     "flatten": flatten,
     "sum": lambda L, xs, p: _tf().reduce_sum(xs[0]),
     "dense": dense,
+    "add": lambda L, xs, p: _tf().add_n(xs),
+    "concat": concat,
+    "embedding": lambda L, xs, p: _tf().gather(p["weight"], xs[0]),  # its gradient: IndexedSlices (made dense)
 }
 
 # ---------------------------------------------------------------- losses: f(y, target) -> loss
@@ -211,18 +220,22 @@ class TensorflowAdapter:
         as_np = lambda t: np.asarray(tf.cast(t, tf.float64))  # noqa: E731
         steps = []
         for step in range(1, case.steps + 1):  # this step's input and target (per-step data, SPEC §1.10)
-            x = tf.cast(initial.input_at(step), dtype)
+            x = tf.cast(initial.input_at(step), dtype) if case.input_grad else \
+                tf.constant(initial.input_at(step).astype(np.int64))  # an embedding's ids: no gradient
             t = initial.target_at(step)
             target = None if t is None else tf.constant(t.astype(np.int64)) if ids else tf.cast(t, dtype)
             with tf.GradientTape() as tape:
-                tape.watch(x)
+                if case.input_grad:
+                    tape.watch(x)
                 y = tf.transpose(x, (0, 2, 3, 1)) if len(case.input.shape) == 4 else x
                 y = run_layers(case, LAYERS, y, variables)
                 if len(case.output_shape) == 4:
                     y = tf.transpose(y, (0, 3, 1, 2))  # canonical NCHW for the loss and the report
                 loss = LOSSES[case.loss.kind](y, target, options)
-            grads = tape.gradient(loss, [x] + [variables[k] for k in names])
-            out_grads = {"input": as_np(grads[0])}
+            grads = tape.gradient(loss, [x] * case.input_grad + [variables[k] for k in names])
+            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+            out_grads = {"input": as_np(grads.pop(0))} if case.input_grad else {}
+            grads = [None, *grads]  # grads[1:]: the parameters
             for k, g in zip(names, grads[1:]):
                 out_grads[k] = from_tf_layout(kinds[k], as_np(g)) if g is not None else np.zeros(initial.params[k].shape)
             if opt is not None:  # a schedule's value and Keras' casts are in floatx: the case's (TF-LR32)

@@ -79,7 +79,17 @@ LAYERS = {
     "flatten": lambda L, xs, p: _torch().flatten(xs[0], 1),
     "sum": lambda L, xs, p: xs[0].sum(),
     "dense": dense,
+    "add": lambda L, xs, p: _sum(xs),
+    "concat": lambda L, xs, p: _torch().cat(xs, dim=L.dim),
+    "embedding": lambda L, xs, p: _F().embedding(xs[0], p["weight"]),  # ids: int64
 }
+
+
+def _sum(xs):
+    y = xs[0]
+    for x in xs[1:]:
+        y = y + x
+    return y
 
 # ---------------------------------------------------------------- losses: f(y, target) -> loss
 
@@ -143,7 +153,8 @@ class TorchAdapter:
             sched = training.scheduler(case.schedule, opt)
         steps = []
         for step in range(1, case.steps + 1):  # this step's input and target (per-step data, SPEC §1.10)
-            x = torch.tensor(initial.input_at(step), dtype=dtype, requires_grad=True)
+            x = (torch.tensor(initial.input_at(step), dtype=dtype, requires_grad=True) if case.input_grad
+                 else torch.tensor(initial.input_at(step).astype(np.int64)))  # an embedding's ids
             t = initial.target_at(step)
             target = None if t is None else torch.tensor(t, dtype=torch.int64 if ids else dtype)
             for p in params.values():
@@ -152,7 +163,8 @@ class TorchAdapter:
             loss = LOSSES[case.loss.kind](y, target, options)
             loss.backward()
             grads = {k: as_np(p.grad) if p.grad is not None else np.zeros(p.shape) for k, p in params.items()}
-            grads["input"] = as_np(x.grad)  # compared before clipping
+            if case.input_grad:
+                grads["input"] = as_np(x.grad)  # compared before clipping
             if opt is not None:
                 training.clip(case.clip, list(params.values()))
                 opt.step()

@@ -11,7 +11,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
-INITS = ("uniform", "normal", "zeros", "ones", "arange")
+INITS = ("uniform", "normal", "zeros", "ones", "arange", "randint")
 QUANTITIES = ("loss", "output", "grad", "param")
 
 Pair = tuple[int, int]
@@ -43,7 +43,11 @@ class Layer:
     in_shape: Shape
     out_shape: Shape
     params: tuple[Param, ...] = ()
+    # Where its inputs come from (SPEC §1.8): earlier layers' names or "input"; () is the previous layer's output.
+    sources: tuple[str, ...] = ()
+    in_shapes: tuple[Shape, ...] = ()  # every input's shape (a merge: several); () is (in_shape,)
     TYPE: ClassVar[str] = ""  # its declaration's name in gradconf.vocab (a class serving several: `type`)
+    INPUT_GRAD: ClassVar[bool] = True  # False: its input is not differentiable (embedding ids)
 
     @property
     def type(self) -> str:
@@ -221,6 +225,16 @@ class Case:
         return tuple(p for layer in self.layers for p in layer.params)
 
     @property
+    def graph(self) -> tuple[tuple[str, ...], ...]:
+        """Each layer's input names, resolved (SPEC §1.8): `input`, or earlier layers' names."""
+        return graph(self.layers)
+
+    @property
+    def input_grad(self) -> bool:
+        """Whether the network input has a gradient (not when integer ids feed an embedding)."""
+        return all(L.INPUT_GRAD for L, src in zip(self.layers, self.graph) if "input" in src)
+
+    @property
     def output_shape(self) -> Shape:
         return self.layers[-1].out_shape if self.layers else self.input.shape
 
@@ -230,3 +244,12 @@ class Case:
             if tuple(path[:n]) in self.lines:
                 return self.lines[tuple(path[:n])]
         return self.line
+
+
+def graph(layers) -> tuple[tuple[str, ...], ...]:
+    """Each layer's input names: its `sources`, or the previous layer's name (the first layer's: `input`)."""
+    out, previous = [], "input"
+    for L in layers:
+        out.append(L.sources or (previous,))
+        previous = L.name
+    return tuple(out)

@@ -140,6 +140,14 @@ def tensor(v, path, shape: Shape | None = None, what="tensor") -> TensorSpec:
         init = v.get("init", "uniform")
         if init not in INITS:
             raise CaseError(unknown("init", init, INITS), path + ("init",))
+        if init == "randint":  # integers in [low, high): ids and class targets (SPEC §1.1)
+            if "high" not in v:
+                raise CaseError("`init: randint` needs `high` (integers are drawn in [low, high), low 0 by default)",
+                                path)
+            low, high = (integer(v.get(k, 0), path + (k,)) for k in ("low", "high"))
+            if high <= low:
+                raise Conflict(f"high ({high}) must be > low ({low}): randint draws from [low, high)", path + ("high",))
+            return TensorSpec(shape, None, init, float(low), float(high))
         low = number(v.get("low", -1.0), path + ("low",))
         high = number(v.get("high", 1.0), path + ("high",))
         if high < low:

@@ -3,14 +3,16 @@ once, before anything runs. What each layer, loss and optimizer accepts is its d
 (gradconf.vocab); this module walks the case and collects every error of every independent part."""
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from . import vocab
+from . import graph, vocab
 from .case import DTYPES, QUANTITIES, Case, Expect, Layer, Loss, Optimizer, Shape, TensorSpec, Tol
+from .case import graph as case_graph
 from .divergences import CATALOGUE, unknown_ids
 from .errors import CaseError, CaseErrors, Conflict, ShapeError, did_you_mean, every_error, unknown
 from .fields import check_keys, check_size, integer, kind_of, literal, number, string, tensor
@@ -32,19 +34,21 @@ def _one_key(item, path, what: str, example: str, names) -> tuple[str, dict]:
     return kind, p
 
 
-def _layer(item, path, index: int, shape: Shape, names: set) -> Layer:
+def _layer(item, path, index: int, known: dict[str, Shape], declared: dict[str, int], previous: str) -> Layer:
     if isinstance(item, str) and item in vocab.LAYERS:  # `- relu` for `- relu: {}`
         item = {item: {}}
     kind, p = _one_key(item, path, "each layer", "{conv2d: {...}}", "")
     if kind not in vocab.LAYERS:
         raise CaseError(unknown("layer type", kind, vocab.LAYERS), path + (kind,))
     decl, path = vocab.LAYERS[kind], path + (kind,)
-    p = check_keys(p, decl.keys, path, f"{kind} parameters")
+    p = dict(check_keys(p, (*decl.keys, "from"), path, f"{kind} parameters"))  # every layer takes `from` (§1.8)
     name = string(p["name"], path + ("name",)) if "name" in p else f"{kind}_{index}"  # as written: linear_0
-    if name in names or name == "input":
-        raise CaseError(f"layer name `{name}` is already used", path + ("name",))
-    names.add(name)
-    layer = decl.build(vocab.with_defaults(decl, p), vocab.Site(path, name, (shape,)))
+    if name in known:
+        raise CaseError(f"layer name `{name}` is already used" if name != "input" else
+                        "`input` names the network input; a layer cannot take that name", path + ("name",))
+    names, shapes = graph.sources(p.pop("from", None), path, index, decl.inputs > 1, known, declared, previous)
+    layer = decl.build(vocab.with_defaults(decl, p), vocab.Site(path, name, shapes))
+    layer = dataclasses.replace(layer, sources=names, in_shapes=shapes)
     check_size(layer.out_shape, path, "the output")
     for param in layer.params:
         check_size(param.spec.shape, path, param.name)
@@ -93,7 +97,7 @@ def _expect(v, steps: int, out_shape: Shape, params: dict[str, Shape], in_shape:
             raise ShapeError(f"shape {list(output.shape)} does not match the output shape {list(out_shape)}",
                              path + ("output",))
         output = output.reshape(out_shape)
-    named = {"grad": {**params, "input": in_shape}, "param": params}
+    named = {"grad": {**params, **({"input": in_shape} if in_shape is not None else {})}, "param": params}
     tensors: dict[str, dict] = {}
     for q in ("grad", "param"):
         tensors[q] = {}
@@ -107,7 +111,7 @@ def _expect(v, steps: int, out_shape: Shape, params: dict[str, Shape], in_shape:
                   expect_tolerance(v.get("tolerance")))
 
 
-def _tolerance(v, params: Sequence[str]) -> dict[str, Tol]:
+def _tolerance(v, params: Sequence[str], input_grad: bool = True) -> dict[str, Tol]:
     """{rtol, atol} for the whole case, or keyed: default, loss, output, grad, param, grad.<tensor>, param.<tensor>."""
     path = ("tolerance",)
     if v is None:
@@ -119,7 +123,7 @@ def _tolerance(v, params: Sequence[str]) -> dict[str, Tol]:
         path_of = lambda key: path  # noqa: E731
     else:
         path_of = lambda key: path + (key,)  # noqa: E731
-    keys = ["default", *QUANTITIES, *(f"grad.{p}" for p in (*params, "input")), *(f"param.{p}" for p in params)]
+    keys = ["default", *QUANTITIES, *(f"grad.{p}" for p in (*params, *(("input",) if input_grad else ()))), *(f"param.{p}" for p in params)]
     out = {}
     for key, tol in v.items():
         if key not in keys:
@@ -215,7 +219,13 @@ def _network(data: dict, collect: _Collect):
     """(input, every step's input or None, layers, output shape), or Nones where an error stops what depends
     on it."""
     inp, inputs = collect(per_step, data["input"], ("input",), None, "input") or (None, None)
-    return (inp, inputs, *_layers(data, inp, collect))
+    layers, shape = _layers(data, inp, collect)
+    if layers is not None:
+        specs = inputs or (inp,)
+        paths = [("input", "per_step", i) for i in range(len(specs))] if inputs else [("input",)]
+        if collect(graph.check_ids, layers, case_graph(layers), specs, paths) is None and collect.errors:
+            return inp, inputs, None, None
+    return inp, inputs, layers, shape
 
 
 def _layers(data: dict, inp, collect: _Collect):
@@ -224,14 +234,14 @@ def _layers(data: dict, inp, collect: _Collect):
         return None, None
     if inp is None:
         return None, None
-    layers, names, shape = [], set(), inp.shape
+    layers, known, declared, previous = [], {"input": inp.shape}, graph.declared_names(data["model"]), "input"
     for i, item in enumerate(data["model"]):
-        layer = collect(_layer, item, ("model", i), i, shape, names)
+        layer = collect(_layer, item, ("model", i), i, known, declared, previous)
         if layer is None:  # later layers' shapes depend on this one
             return None, None
         layers.append(layer)
-        shape = layer.out_shape
-    return layers, shape
+        known[layer.name], previous = layer.out_shape, layer.name
+    return layers, layers[-1].out_shape
 
 
 def _fits(data: dict, dtype: str, inp, inputs, layers, loss, collect: _Collect) -> None:
@@ -301,12 +311,13 @@ def parse_case(data: dict, file: str, lines: dict, *, case_id: str | None = None
     expect = tolerance = None
     if layers is not None:
         params = {p.name: p.spec.shape for layer in layers for p in layer.params}
-        expect = collect(_expect, data.get("expect"), steps, shape, params, inp.shape)
+        input_grad = all(L.INPUT_GRAD for L in layers[:1])  # an embedding's ids have no gradient
+        expect = collect(_expect, data.get("expect"), steps, shape, params, inp.shape if input_grad else None)
         if expect is not None and (expect.param or any(g.quantity == "param" for g in expect.at)) \
                 and data.get("optimizer") is None:
             collect.errors.append(Conflict("expected parameters need an `optimizer` (without one nothing is "
                                            "updated; gradients go under `expect.grad`)", ("expect", "param")))
-        tolerance = collect(_tolerance, data.get("tolerance"), list(params))
+        tolerance = collect(_tolerance, data.get("tolerance"), list(params), input_grad)
     _fits(data, dtype, inp, inputs, layers, loss, collect)
     xfail = collect(_xfail, data, frameworks)
     collect.raise_any(family is not None)

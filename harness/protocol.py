@@ -143,11 +143,12 @@ def own_params(L, params: dict) -> dict:
 
 
 def run_layers(case, layers: dict[str, Callable], x, params: dict):
-    """The model's output: each layer's function from `layers`, in order, on the tensors of any
-    framework. `params` by full name ("conv.weight")."""
-    y = x
-    for L in case.layers:
-        y = layers[L.type](L, [y], own_params(L, params))
+    """The model's output (the last layer's): each layer's function from `layers`, in order, on the tensors
+    of any framework, fed the outputs its `from:` names (SPEC §1.8; `input` is `x`). `params` by full name
+    ("conv.weight")."""
+    outputs, y = {"input": x}, x
+    for L, names in zip(case.layers, case.graph):
+        y = outputs[L.name] = layers[L.type](L, [outputs[n] for n in names], own_params(L, params))
     return y
 
 

@@ -42,11 +42,15 @@ def _drawable(node):
     return {"anyOf": [out, _DRAW]}
 
 
-def _one_of(table: dict) -> dict:
+_FROM = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+
+
+def _one_of(table: dict, extra: dict | None = None) -> dict:
+    """One variant per declaration; `extra`: keys every entry takes (a layer's `from:`, SPEC §1.8)."""
     variants = []
     for kind, decl in table.items():
         body = {"type": ["object", "null"], "additionalProperties": False,
-                "properties": {f.name: f.schema for f in decl.fields}}
+                "properties": {**(extra or {}), **{f.name: f.schema for f in decl.fields}}}
         variants.append({"type": "object", "additionalProperties": False, "required": [kind],
                          "properties": {kind: body}})
     return {"oneOf": variants}
@@ -77,7 +81,7 @@ def case_schema() -> dict:
         "tags": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
         "dtype": {"enum": list(DTYPES)},
         "seed": {"$ref": "#/$defs/int"}, "input": _per_step(_TENSOR),
-        "model": {"type": "array", "minItems": 1, "items": {"anyOf": [_one_of(vocab.LAYERS), {"enum": [
+        "model": {"type": "array", "minItems": 1, "items": {"anyOf": [_one_of(vocab.LAYERS, {"from": _FROM}), {"enum": [
             k for k, d in vocab.LAYERS.items() if not set(d.keys) - {"name"}]}]}},  # `- relu` for a parameterless layer
         "loss": _one_of(vocab.LOSSES), "optimizer": _one_of(vocab.OPTIMIZERS), "steps": {"type": "integer", "minimum": 1},
         "schedule": {"oneOf": [{"type": "null"}, *(_one_key(kind, {k: {"type": "number", "minimum": 0}

@@ -32,6 +32,7 @@ def draw(spec: TensorSpec, seed: int, name: str, dtype: str) -> np.ndarray:
             "normal": lambda: rng.normal(spec.mean, spec.std, spec.shape),
             "zeros": lambda: np.zeros(spec.shape),
             "ones": lambda: np.ones(spec.shape),
+            "randint": lambda: rng.integers(int(np.ceil(spec.low)), int(np.ceil(spec.high)), spec.shape).astype(float),
             "arange": lambda: np.arange(int(np.prod(spec.shape)), dtype=np.float64).reshape(spec.shape),
         }[spec.init]()
     x = round_to(np.asarray(x, dtype=np.float64), dtype)
@@ -54,8 +55,9 @@ def materialize(case: Case) -> Initial:
     elif case.loss.target is not None:
         target = draw(case.loss.target, case.seed, "loss.target", rounding)
     inputs = None
+    ids = "float64" if not case.input_grad else case.dtype  # an embedding's ids stay exact integers
     if case.inputs is not None:
-        inputs = tuple(draw(spec, case.seed, "input" + (f".step{k}" if k > 1 else ""), case.dtype)
+        inputs = tuple(draw(spec, case.seed, "input" + (f".step{k}" if k > 1 else ""), ids)
                        for k, spec in enumerate(case.inputs, start=1))
-    x = inputs[0] if inputs else draw(case.input, case.seed, "input", case.dtype)
+    x = inputs[0] if inputs else draw(case.input, case.seed, "input", ids)
     return Initial(x, params, target, inputs, targets)

@@ -172,7 +172,7 @@ def value_signs(a, salt: int) -> np.ndarray:
 
 def perturbed(case: Case, initial, draw: int):
     """The initial tensors, each element scaled by (1 ± PERTURBATION·rounding_scale), the sign a function of
-    its value (value_signs: equal values stay equal); class ids left alone. Every step's input and target."""
+    its value (value_signs: equal values stay equal); class ids and an embedding's ids left alone. Every step's input and target."""
     from .protocol import Initial
     salt = int(np.random.default_rng([case.seed, 0x6E015E, draw]).integers(1 << 62))
     delta = PERTURBATION * rounding_scale(case)
@@ -182,8 +182,9 @@ def perturbed(case: Case, initial, draw: int):
         return a if a is None else a * (1.0 + delta * value_signs(a, salt))
     target = initial.target if keep_target else shake(initial.target)
     targets = initial.targets if keep_target or initial.targets is None else tuple(map(shake, initial.targets))
-    inputs = None if initial.inputs is None else tuple(map(shake, initial.inputs))
-    return Initial(shake(initial.input), {k: shake(v) for k, v in initial.params.items()}, target, inputs, targets)
+    keep = (lambda a: a) if not case.input_grad else shake  # an embedding's ids, like class ids, are left alone
+    inputs = None if initial.inputs is None else tuple(map(keep, initial.inputs))
+    return Initial(keep(initial.input), {k: shake(v) for k, v in initial.params.items()}, target, inputs, targets)
 
 
 class RoundedLayers(Rounding):
