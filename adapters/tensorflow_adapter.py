@@ -20,7 +20,7 @@ from gradconf.case import Case
 
 from . import Initial, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers
 from . import tf_training as training
-from .tf_layout import _kinds, from_tf_layout, to_tf_layout
+from .tf_layout import _kinds, from_tf_layout, nhwc_axis, to_tf_layout
 
 
 _THREADS_SET = False  # once per process
@@ -145,8 +145,7 @@ def dense(L, xs, p):
 
 def concat(L, xs, p):
     import tensorflow as tf
-    axis = (0, 3, 1, 2)[L.dim] if len(L.out_shape) == 4 else L.dim  # activations are NHWC here: channels last
-    return tf.concat(xs, axis=axis)
+    return tf.concat(xs, axis=nhwc_axis(L.dim, len(L.out_shape)))  # activations are NHWC here
 
 
 def _tf():

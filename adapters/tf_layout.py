@@ -25,3 +25,8 @@ def to_tf_layout(kind: str, a: np.ndarray) -> np.ndarray:
 
 def from_tf_layout(kind: str, a: np.ndarray) -> np.ndarray:
     return a if kind == "bias" else np.transpose(a, _FROM_TF[kind])
+
+
+def nhwc_axis(dim: int, ndim: int) -> int:
+    """A canonical (NCHW) axis of a `ndim`-D activation, in TensorFlow's NHWC: channels last."""
+    return (0, 3, 1, 2)[dim] if ndim == 4 else dim

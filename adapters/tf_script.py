@@ -11,7 +11,7 @@ from __future__ import annotations
 from gradconf.errors import Unsupported
 
 from . import tf_training as training
-from .tf_layout import _TO_TF, _kinds
+from .tf_layout import _TO_TF, _kinds, nhwc_axis
 
 
 def _pad(pad, value="0.0") -> str:
@@ -87,14 +87,30 @@ def _optimizer(case) -> list[str]:
             f"    opt = keras.optimizers.deserialize({config!r})"]
 
 
+MERGES = {  # f(L, input expressions) -> expression
+    "add": lambda L, ins: f"tf.add_n([{', '.join(ins)}])",
+    "concat": lambda L, ins: f"tf.concat([{', '.join(ins)}], axis={nhwc_axis(L.dim, len(L.out_shape))})",
+}
+
+
 def _forward(case) -> list[str]:
-    lines = []
-    for L in case.layers:
-        if L.type not in LAYERS:
+    """One line per layer on `y`; a graph (SPEC §1.8) also keeps each layer's output in `h`, by name."""
+    graph = any(L.sources for L in case.layers)
+    lines, previous = ["            h = {'input': y}"] if graph else [], "input"
+    for L, names in zip(case.layers, case.graph):
+        ins = [f"h[{n!r}]" for n in names]
+        if L.type in MERGES:
+            expr = MERGES[L.type](L, ins)
+        elif L.type in LAYERS:
+            if names != (previous,):
+                lines.append(f"            y = {ins[0]}")
+            w = f"variables[{L.name + '.weight'!r}]" if L.param("weight") else "None"
+            b = f"variables[{L.name + '.bias'!r}]" if L.param("bias") else "None"
+            expr = LAYERS[L.type](L, w, b)
+        else:
             raise Unsupported(f"gradconf repro cannot write layer `{L.type}` ({L.name}) as TensorFlow calls yet")
-        w = f"variables[{L.name + '.weight'!r}]" if L.param("weight") else "None"
-        b = f"variables[{L.name + '.bias'!r}]" if L.param("bias") else "None"
-        lines.append(f"            y = {LAYERS[L.type](L, w, b)}  # {L.name}: {L.type}")
+        lines.append(f"            y = {f'h[{L.name!r}] = ' if graph else ''}{expr}  # {L.name}: {L.type}")
+        previous = L.name
     return lines
 
 

@@ -111,14 +111,30 @@ def _clip(case) -> list[str]:
                                f"                torch.nn.utils.clip_grad_norm_([p], {limit!r})"]}[kind]
 
 
+MERGES = {  # f(L, input expressions) -> expression
+    "add": lambda L, ins: " + ".join(ins),
+    "concat": lambda L, ins: f"torch.cat([{', '.join(ins)}], dim={L.dim})",
+}
+
+
 def _forward(case) -> list[str]:
-    lines = []
-    for L in case.layers:
-        if L.type not in LAYERS:
+    """One line per layer on `y`; a graph (SPEC §1.8) also keeps each layer's output in `h`, by name."""
+    graph = any(L.sources for L in case.layers)
+    lines, previous = ["        h = {'input': y}"] if graph else [], "input"
+    for L, names in zip(case.layers, case.graph):
+        ins = [f"h[{n!r}]" for n in names]
+        if L.type in MERGES:
+            expr = MERGES[L.type](L, ins)
+        elif L.type in LAYERS:
+            if names != (previous,):
+                lines.append(f"        y = {ins[0]}")
+            w = f"params[{L.name + '.weight'!r}]" if L.param("weight") else "None"
+            b = f"params[{L.name + '.bias'!r}]" if L.param("bias") else "None"
+            expr = LAYERS[L.type](L, w, b)
+        else:
             raise Unsupported(f"gradconf repro cannot write layer `{L.type}` ({L.name}) as torch calls yet")
-        w = f"params[{L.name + '.weight'!r}]" if L.param("weight") else "None"
-        b = f"params[{L.name + '.bias'!r}]" if L.param("bias") else "None"
-        lines.append(f"        y = {LAYERS[L.type](L, w, b)}  # {L.name}: {L.type}")
+        lines.append(f"        y = {f'h[{L.name!r}] = ' if graph else ''}{expr}  # {L.name}: {L.type}")
+        previous = L.name
     return lines
 
 

@@ -81,12 +81,15 @@ def test_repro_names_what_is_wrong_with_its_options(capsys):
 
 
 # Cases whose every layer, loss and optimizer the script writers cover: asymmetric padding, pools with
-# and without padding, a transposed conv (torch), dense after flatten, class targets, schedules and clipping.
+# and without padding, a transposed conv (torch), dense after flatten, class targets, schedules, graphs (a
+# residual add; a U-Net's concat).
 ROUND_TRIP = {
     "torch": ["conv_transpose_asymmetric", "avg_pool_count_exclude_pad", "per_side_padding_f32", "grouped_conv",
-              "cross_entropy_net_f32", "convention_cosine_past_t_max", "convention_maxpool_padding"],
+              "cross_entropy_net_f32", "convention_cosine_past_t_max", "convention_maxpool_padding", "unet_small_f32",
+              "resnet_block"],
     "tensorflow": ["avg_pool_count_exclude_pad_f32", "dense_after_flatten", "cross_entropy_net", "per_side_padding",
-                   "convention_maxpool_padding", "convention_same_padding", "strided_1x1_conv_f32", "net_5x5_f32"],
+                   "convention_maxpool_padding", "convention_same_padding", "strided_1x1_conv_f32", "net_5x5_f32",
+                   "resnet_block_f32"],
 }
 
 
