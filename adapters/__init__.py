@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from gradconf.protocol import (LARGE_CASE_MACS, Adapter, Initial, Step, Tables, Trace, Unsupported,  # noqa: F401
+from gradconf.protocol import (LARGE_CASE_MACS, Adapter, Initial, LayerTrace, Step, Tables, Trace, Unsupported,  # noqa: F401
                                case_macs, run_layers, threads_for)
 from gradconf.registry import (ENTRY_POINT_GROUP, Unloadable, all_specs, builtin,  # noqa: F401
                                builtin_or_unloadable, known_names, load_adapter)

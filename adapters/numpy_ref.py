@@ -15,7 +15,7 @@ from gradconf.training import clipped, scheduled_lr
 from gradconf.protocol import Rounding, own_params
 from gradconf.vocab.optimizers import SGD, Adam  # noqa: F401 (re-exported: the reference's optimizers)
 
-from . import Initial, Step, Trace, one_thread_native_pools
+from . import Initial, LayerTrace, Step, Trace, one_thread_native_pools
 
 
 def layer_forward(L, xs, params: dict, states: dict | None = None):
@@ -72,6 +72,19 @@ class NumpyReference:
         question): x87 extended precision on x86-64, a 64-bit mantissa to float64's 53."""
         return self._trace(case, initial, None, np.longdouble)
 
+    def trace_layers(self, case, initial: Initial) -> LayerTrace:
+        """Step 1 layer by layer (protocol.LayerTrace): every layer's output and output gradient."""
+        params = {k: np.array(v, dtype=np.float64) for k, v in initial.params.items()}
+        target = initial.target_at(1)
+        x = np.array(initial.input_at(1), dtype=np.float64)
+        traced = LayerTrace()
+        with np.errstate(all="ignore"):
+            y, caches, _ = _forward(case, x, params, None, {}, traced.outputs)
+            _, dy = loss_and_grad(case.loss.kind, y, None if target is None else np.asarray(target, dtype=np.float64),
+                                  None, case.loss)
+            backward(case, caches, dy, None, traced.output_grads)
+        return traced
+
     def _trace(self, case, initial: Initial, rounding: Rounding | None, dtype) -> Trace:
         one_thread_native_pools("numpy")  # NumPy's BLAS too: a big layer splits its batch instead (numerics.over_batch)
         params = {k: np.array(v, dtype=dtype) for k, v in initial.params.items()}
@@ -93,9 +106,9 @@ class NumpyReference:
         return Trace(steps)
 
 
-def _forward(case, x, params, rounding, states):
+def _forward(case, x, params, rounding, states, keep: dict | None = None):
     """Every layer's output in turn, over the graph (SPEC §1.8: each layer fed the outputs its `from:` names),
-    rounded as `rounding` says: (output, caches, each layer's inputs)."""
+    rounded as `rounding` says: (output, caches, each layer's inputs). `keep` receives each output by name."""
     outputs, caches, inputs = {"input": x}, [], []
     for L, names in zip(case.layers, case.graph):
         xs = [outputs[n] for n in names]
@@ -115,6 +128,8 @@ def _forward(case, x, params, rounding, states):
         elif rounding is not None and not L.type == "flatten":  # a flatten's output is a view of its input
             rounding.output(x, L)  # in place: an activation's cache holds this same array, and its derivative reads it
         outputs[L.name] = x
+        if keep is not None:
+            keep[L.name] = x.copy()
         caches.append(cache)
         inputs.append(xs)
     return x, caches, inputs
@@ -138,7 +153,7 @@ def gradients(case, x, params, target, rounding: Rounding | None = None, states:
     return loss, x, grads, magnitude
 
 
-def backward(case, caches, dy, rounding: Rounding | None = None):
+def backward(case, caches, dy, rounding: Rounding | None = None, taps: dict | None = None):
     """The graph walked backward from the output's gradient `dy`: ({parameter: gradient}, {name: gradient of
     its output}). Where one output feeds several layers its gradient is the sum of theirs (fan-out), rounded
     as a framework stores each sum; a layer nothing reads (a dead branch) gets a zero gradient."""
@@ -147,6 +162,8 @@ def backward(case, caches, dy, rounding: Rounding | None = None):
         g_out = pending.pop(L.name, None)
         if g_out is None:
             g_out = np.zeros(L.out_shape, dtype=dy.dtype)
+        if taps is not None:  # trace_layers: the loss's gradient with respect to this layer's output
+            taps[L.name] = g_out
         dxs, g = layer_backward(L, g_out, cache)
         if rounding is not None:  # as a framework stores them: each layer's input gradient and parameter gradients
             dxs = [None if d is None else np.require(d, requirements="W") for d in dxs]

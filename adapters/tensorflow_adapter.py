@@ -12,13 +12,14 @@ each case runs once, and tracing a tf.function per case costs more than it saves
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 
 from gradconf.case import Case
 
-from . import Initial, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers
+from . import Initial, LayerTrace, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers
 from . import tf_training as training
 from .tf_layout import _kinds, from_tf_layout, nhwc_axis, to_tf_layout
 
@@ -174,6 +175,15 @@ LOSSES, OPTIMIZERS = training.LOSSES, training.OPTIMIZERS
 TABLES = Tables("tensorflow", LAYERS, LOSSES, OPTIMIZERS)
 
 
+def _keep_layers(traced: LayerTrace, kept: dict, grads: list, as_np) -> None:
+    """Each layer's output and output gradient into `traced`, 4-D ones back in NCHW."""
+    for (name, t), g in zip(kept.items(), grads):
+        nchw = (lambda a: np.transpose(a, (0, 3, 1, 2))) if len(t.shape) == 4 else (lambda a: a)
+        traced.outputs[name] = nchw(as_np(t))
+        if g is not None:
+            traced.output_grads[name] = nchw(as_np(g))
+
+
 class TensorflowAdapter:
     name = "tensorflow"
 
@@ -196,9 +206,15 @@ class TensorflowAdapter:
         from .tf_script import script
         return script(case)
 
+    def trace_layers(self, case: Case, initial: Initial) -> LayerTrace:
+        """Step 1 layer by layer (protocol.LayerTrace): each output kept, the tape's gradient of each."""
+        traced = LayerTrace()
+        self.run(dataclasses.replace(case, steps=1), initial, traced)
+        return traced
+
     # -------------------------------------------------------------- run
 
-    def run(self, case: Case, initial: Initial) -> Trace:
+    def run(self, case: Case, initial: Initial, traced: LayerTrace | None = None) -> Trace:
         TABLES.check(case)
         if case.dtype == "bfloat16":
             from gradconf.hardware import detect
@@ -227,12 +243,16 @@ class TensorflowAdapter:
                 if case.input_grad:
                     tape.watch(x)
                 y = tf.transpose(x, (0, 2, 3, 1)) if len(case.input.shape) == 4 else x
-                y = run_layers(case, LAYERS, y, variables)
+                kept = {}  # trace_layers: every layer's output, for the tape's gradient of each
+                y = run_layers(case, LAYERS, y, variables, kept if traced is not None else None)
                 if len(case.output_shape) == 4:
                     y = tf.transpose(y, (0, 3, 1, 2))  # canonical NCHW for the loss and the report
                 loss = LOSSES[case.loss.kind](y, target, options)
-            grads = tape.gradient(loss, [x] * case.input_grad + [variables[k] for k in names])
+            grads = tape.gradient(loss, [x] * case.input_grad + [variables[k] for k in names] + list(kept.values()))
             grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+            if kept:
+                _keep_layers(traced, kept, grads[len(grads) - len(kept):], as_np)
+                grads = grads[:len(grads) - len(kept)]
             out_grads = {"input": as_np(grads.pop(0))} if case.input_grad else {}
             grads = [None, *grads]  # grads[1:]: the parameters
             for k, g in zip(names, grads[1:]):

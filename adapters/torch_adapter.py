@@ -8,11 +8,13 @@ window count. One function per vocabulary entry (TABLES); the run loop is the sa
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from gradconf.case import Case
 
-from . import Initial, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers, threads_for
+from . import Initial, LayerTrace, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers, threads_for
 from . import torch_training as training
 from .torch_pads import _native_pool, _pad_arg, _symmetric
 
@@ -119,7 +121,13 @@ class TorchAdapter:
         from .torch_script import script
         return script(case)
 
-    def run(self, case: Case, initial: Initial) -> Trace:
+    def trace_layers(self, case: Case, initial: Initial) -> LayerTrace:
+        """Step 1 layer by layer (protocol.LayerTrace): each output kept, its gradient retained."""
+        traced = LayerTrace()
+        self.run(dataclasses.replace(case, steps=1), initial, traced)
+        return traced
+
+    def run(self, case: Case, initial: Initial, traced: LayerTrace | None = None) -> Trace:
         import torch
 
         TABLES.check(case)
@@ -132,7 +140,7 @@ class TorchAdapter:
         previous = torch.get_default_dtype()
         torch.set_default_dtype(torch.float64 if case.dtype == "float64" else torch.float32)
         try:
-            return self._steps(torch, case, initial)
+            return self._steps(torch, case, initial, traced)
         except (RuntimeError, NotImplementedError) as e:
             if "not implemented for" in str(e):
                 raise Unsupported(f"torch on CPU: {str(e).splitlines()[0]}") from None
@@ -141,7 +149,7 @@ class TorchAdapter:
             torch.set_default_dtype(previous)
 
     @staticmethod
-    def _steps(torch, case: Case, initial: Initial) -> Trace:
+    def _steps(torch, case: Case, initial: Initial, traced: LayerTrace | None = None) -> Trace:
         dtype = getattr(torch, case.dtype)
         as_np = lambda t: t.detach().to(torch.float64).numpy().copy()  # noqa: E731
         params = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in initial.params.items()}
@@ -159,9 +167,17 @@ class TorchAdapter:
             target = None if t is None else torch.tensor(t, dtype=torch.int64 if ids else dtype)
             for p in params.values():
                 p.grad = None
-            y = run_layers(case, LAYERS, x, params)
+            kept = None if traced is None else {}
+            y = run_layers(case, LAYERS, x, params, kept)
+            for t in (kept or {}).values():  # trace_layers: every layer's output gradient too
+                if t.requires_grad:
+                    t.retain_grad()
             loss = LOSSES[case.loss.kind](y, target, options)
             loss.backward()
+            for name, t in (kept or {}).items():
+                traced.outputs[name] = as_np(t)
+                if t.grad is not None:
+                    traced.output_grads[name] = as_np(t.grad)
             grads = {k: as_np(p.grad) if p.grad is not None else np.zeros(p.shape) for k, p in params.items()}
             if case.input_grad:
                 grads["input"] = as_np(x.grad)  # compared before clipping

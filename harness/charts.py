@@ -4,6 +4,8 @@
   scale, with the allowance (1×) drawn: who diverges, and by how much, at a glance.
 - `heatmap_figure`: group (family, or folder of single cases) × framework, coloured by the worst
   error/allowance, each cell labelled with its failures.
+- `layer_figure`: a failing case's per-layer error profile (harness.localise): each layer's forward output
+  and output gradient as a multiple of its allowance, in graph order — where the departure starts.
 
 Figures are built with `matplotlib.figure.Figure` (no pyplot: no global state, no GUI backend).
 """
@@ -147,3 +149,35 @@ def charts(summary: Summary) -> dict[str, dict[str, bytes]]:
     out = {"ratios": ratio_figure(summary) if ratio_points(summary) else _empty("no comparisons in this run"),
            "heatmap": heatmap_figure(summary) if summary.families() else _empty("no records in this run")}
     return {name: {fmt: render(fig, fmt) for fmt in ("svg", "png")} for name, fig in out.items()}
+
+
+MAX_PROFILES = 20  # failing (case, framework) pairs whose layer profile the HTML report draws
+
+
+def layer_figure(layers: list, framework: str):
+    """A record's `layers` profile: [name, type, forward ratio, output-gradient ratio] per layer."""
+    fig = _figure(1.9)
+    fig.set_size_inches(min(WIDTH_IN, 1.6 + 0.45 * len(layers)), 1.9)  # narrow for a short net
+    ax = fig.add_subplot()
+    xs = range(len(layers))
+    for offset, column, label, colour in ((-0.17, 2, "forward output", "#3b6fb6"),
+                                          (0.17, 3, "output gradient", "#d7263d")):
+        values = [FLOOR if row[column] is None else max(min(row[column], 1e12), FLOOR) for row in layers]
+        ax.bar([x + offset for x in xs], values, width=0.34, color=colour, label=label, log=True)
+    ax.axhline(1.0, color="#555555", linewidth=0.8, linestyle="--")
+    ax.set_xticks(list(xs), [row[0] for row in layers], fontsize=7, rotation=30, ha="right")
+    ax.set_ylim(FLOOR, None)
+    ax.set_ylabel(f"{framework}: error /\nallowance", fontsize=7)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(fontsize=6, loc="upper left", frameon=False, ncols=2)
+    return fig
+
+
+def layer_profiles(summary: Summary) -> dict[tuple[str, str], bytes]:
+    """(case, framework) -> SVG of its layer profile, for the first failing cases that have one."""
+    out = {}
+    for c in summary.failing:
+        for fw, r in c.origins.items():
+            if len(out) < MAX_PROFILES and r.layers:
+                out[(c.case, fw)] = render(layer_figure(r.layers, fw), "svg")
+    return out

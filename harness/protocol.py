@@ -19,7 +19,7 @@ import numpy as np
 from . import threads, vocab
 from .errors import Unsupported
 
-__all__ = ["Adapter", "Initial", "Rounding", "Step", "Tables", "Trace", "Unsupported", "LARGE_CASE_MACS",
+__all__ = ["Adapter", "Initial", "LayerTrace", "Rounding", "Step", "Tables", "Trace", "Unsupported", "LARGE_CASE_MACS",
            "case_macs", "rounds_off", "run_layers", "threads_for"]
 
 
@@ -57,6 +57,21 @@ class Trace:
     steps: list[Step]
 
 
+@dataclass
+class LayerTrace:
+    """The first step layer by layer, from the optional `trace_layers(case, initial) -> LayerTrace`
+    (harness.localise): each layer's output and the loss's gradient with respect to it, by layer name, as
+    NumPy arrays in the canonical layout. A layer whose output gradient a framework does not expose may be
+    left out of `output_grads`."""
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    output_grads: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def traces_layers(adapter) -> bool:
+    """Whether an adapter implements the optional `trace_layers` (harness.localise)."""
+    return callable(getattr(adapter, "trace_layers", None))
+
+
 @runtime_checkable
 class Adapter(Protocol):
     name: str  # "numpy", "torch", ...
@@ -71,7 +86,8 @@ class Adapter(Protocol):
         """Run `case.steps` steps; raise `Unsupported(reason)` for a case it cannot express faithfully.
         Optional: `known_divergences(case) -> {id: gist}`, the docs/divergences.md entries whose
         conditions the case meets (named on its failures); for a reference, `run_rounded` (rounds_off);
-        `script(case) -> str`, the case as standalone framework code for `gradconf repro` (harness/repro.py)."""
+        `script(case) -> str`, the case as standalone framework code for `gradconf repro` (harness/repro.py);
+        `trace_layers(case, initial) -> LayerTrace`, step 1 layer by layer (harness/localise.py)."""
 
 
 class Rounding:
@@ -142,13 +158,15 @@ def own_params(L, params: dict) -> dict:
     return {p.name.rsplit(".", 1)[1]: params[p.name] for p in L.params if p.name in params}
 
 
-def run_layers(case, layers: dict[str, Callable], x, params: dict):
+def run_layers(case, layers: dict[str, Callable], x, params: dict, keep: dict | None = None):
     """The model's output (the last layer's): each layer's function from `layers`, in order, on the tensors
     of any framework, fed the outputs its `from:` names (SPEC §1.8; `input` is `x`). `params` by full name
-    ("conv.weight")."""
+    ("conv.weight"). `keep`, if given, receives every layer's output by name (`trace_layers`)."""
     outputs, y = {"input": x}, x
     for L, names in zip(case.layers, case.graph):
         y = outputs[L.name] = layers[L.type](L, [outputs[n] for n in names], own_params(L, params))
+        if keep is not None:
+            keep[L.name] = y
     return y
 
 

@@ -61,6 +61,11 @@ class Record:
     # On a failing comparison with the reference: the other frameworks whose value there lies within
     # twice the allowance of this one's (harness.blame), e.g. "jax, tensorflow"; "" none; None not asked.
     agrees: str | None = None
+    # On a failing framework's records: the first layer where it departs from the reference (harness.localise),
+    # e.g. "c2 (conv2d): its forward output departs (3.1e+05x the allowance) while its inputs agree".
+    origin: str | None = None
+    # With `origin`: per layer in graph order, [name, type, forward error/allowance, output-gradient error/allowance]
+    layers: list | None = None
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in _FIELDS}  # shallow: every field is a plain value

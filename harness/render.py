@@ -107,6 +107,10 @@ def markdown(s: Summary, charts: Mapping[str, str] = {}) -> str:
         parts += ["## Who is wrong", "", _md(["case", "likely wrong"], [[c.case, c.verdict] for c in
                                                                           s.failing[:MAX_MD_ROWS]]),
                   *_more(len(s.failing), "case(s)", "the HTML report"), ""]
+        starts = [[c.case, fw, r.origin] for c in s.failing[:MAX_MD_ROWS] for fw, r in c.origins.items()]
+        if starts:
+            parts += ["## Where it starts (the first layer that departs, step 1)", "",
+                      _md(["case", "framework", "where"], starts), ""]
     rows = s.rows
     parts += [f"## Failures ({len(rows)} row(s) in {len(s.failing)} case(s))", "",
               _md(FAILURE_COLUMNS, [r.cells for r in rows[:MAX_MD_ROWS]]), *_more(len(rows), "row(s)"), ""]
@@ -137,7 +141,8 @@ def _inline_svg(svg: bytes) -> str:
     return text[text.index("<svg"):]
 
 
-def html_page(s: Summary, charts: Mapping[str, Mapping[str, bytes]] = {}) -> str:
+def html_page(s: Summary, charts: Mapping[str, Mapping[str, bytes]] = {}, profiles: Mapping = {}) -> str:
+    """`profiles`: (case, framework) -> SVG of a failing case's layer profile (charts.layer_profiles)."""
     from markupsafe import Markup
     headers, rows = counts_rows(s)
     return _environment().get_template("report.html.j2").render(
@@ -145,4 +150,5 @@ def html_page(s: Summary, charts: Mapping[str, Mapping[str, bytes]] = {}) -> str
         failure_columns=FAILURE_COLUMNS, detail_columns=DETAIL_COLUMNS, detail_cells=detail_cells,
         family_columns=FAMILY_COLUMNS, families=s.families(), pass_rate=PASS_RATE, severity=SEVERITY,
         known=[] if s.failing else s.known_divergences(), max_cases=MAX_HTML_CASES, max_rows=MAX_CASE_ROWS, max_records=MAX_CASE_RECORDS,
-        charts={name: Markup(_inline_svg(files["svg"])) for name, files in charts.items()})
+        charts={name: Markup(_inline_svg(files["svg"])) for name, files in charts.items()},
+        profiles={key: Markup(_inline_svg(svg)) for key, svg in profiles.items()})

@@ -15,6 +15,9 @@ CHART_FILES = {"ratios": "report-ratios", "heatmap": "report-heatmap"}  # beside
 
 
 def _json_safe(v):
+    """JSON has no inf or NaN: None (also inside a record's `layers` profile)."""
+    if isinstance(v, list):
+        return [_json_safe(x) for x in v]
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
@@ -33,16 +36,17 @@ def report_files(records: Sequence[Record], run: dict, charts: bool = True) -> d
     from .render import html_page, markdown
     from .summary import summarize_records
     summary = summarize_records(records, run)
-    pictures = {}
+    pictures, profiles = {}, {}
     if charts:
         from .charts import charts as draw
-        pictures = draw(summary)
+        from .charts import layer_profiles
+        pictures, profiles = draw(summary), layer_profiles(summary)
     payload = {"run": run, "records": [{k: _json_safe(v) for k, v in r.to_dict().items()} for r in records]}
     files: dict[str, str | bytes] = {
         "results.json": json.dumps(payload, indent=1),
         "results.csv": results_csv(records),
         "report.md": markdown(summary, {name: CHART_FILES[name] + ".svg" for name in pictures}),
-        "report.html": html_page(summary, pictures),
+        "report.html": html_page(summary, pictures, profiles),
     }
     for name, formats in pictures.items():
         files.update({f"{CHART_FILES[name]}.{fmt}": data for fmt, data in formats.items()})

@@ -15,7 +15,6 @@ gradconf holds them (a lock on the stream).
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
 import shutil
@@ -24,6 +23,7 @@ from collections.abc import Sequence
 
 from . import files
 from .records import Record
+from .reportfiles import _json_safe
 
 try:
     import fcntl
@@ -36,10 +36,6 @@ NAMES = ("results.json", "results.csv", "report.md", "report.html", "report-rati
 KEEP = 2  # the set shown and one more (a killed run's stream, say); a full run's set is ~50 MB
 PER_CELL_BYTES = 32 << 10  # a (case, framework)'s share of a report set and its stream, with room (README)
 BASE_BYTES = 1 << 20
-
-
-def _json_safe(v):
-    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def record_dict(r: Record) -> dict:

@@ -3,7 +3,8 @@
 Per case: the reference's run (harness.reference: materialised once, checked, its conditioning measured
 on first use), each framework run contained (harness.running), judged quantity by quantity
 (harness.judge), then the case's `xfail:` applied (harness.xfail) and the agreement weighed
-(harness.blame: which frameworks fail alike; a reference nothing backs rechecked). Nothing that goes wrong in one
+(harness.blame: which frameworks fail alike; a reference nothing backs rechecked); a failing framework's
+first departing layer is found (harness.localise). Nothing that goes wrong in one
 adapter or case loses another's records.
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ from . import blame
 from . import reference as refs
 from .case import Case
 from .judge import Judge, lookup, quantities
-from .protocol import Adapter, PreciseReference
+from .localise import localise
+from .protocol import Adapter, PreciseReference, traces_layers
 from .records import COMPARED, FAILING, Record, Status, note
 from .reference import Reference
 from .running import AdapterRuns
@@ -96,8 +98,11 @@ class Runner:
             mine = judge.against_reference(trace) + judge.against_golden(trace)
             if any(r.status == Status.FAIL for r in mine):
                 known = _known_divergences(fw, case)
+                where = self._localise(fw, case, ref, trace)
                 for r in (r for r in mine if r.status == Status.FAIL):
                     r.known = known
+                    if where is not None:
+                        r.origin, r.layers = where.detail, [list(row) for row in where.profile]
             records += mine
             traces[fw.name] = trace
             self._finished(case, fw.name, mine)
@@ -108,6 +113,17 @@ class Runner:
             result.records += recheck
             self._finished(case, self.reference.name, recheck)
         return result
+
+    def _localise(self, fw: Adapter, case: Case, ref: Reference, trace):
+        """harness.localise for a failing framework, where it and the reference both trace layers; None
+        where either cannot, or tracing fails (the comparison stands without it)."""
+        if not (traces_layers(fw) and traces_layers(self.reference)):
+            return None
+        try:
+            return localise(case, fw.trace_layers(case, ref.initial), self.reference.trace_layers(case, ref.initial),
+                            trace, ref.trace)
+        except Exception:  # noqa: BLE001 — a localisation that cannot run leaves the records as they are
+            return None
 
     def _weigh(self, case: Case, ref: Reference, records: list[Record], traces: dict) -> list[Record]:
         """harness.blame: mark which frameworks fail alike, and, where nothing but the reference backs

@@ -82,6 +82,15 @@ class CaseSummary:
         """Its failing rows, made when a report shows them (a report shows a bounded number)."""
         return case_rows(self.records, self.frameworks) if self.failing else []
 
+    @cached_property
+    def origins(self) -> dict[str, Record]:
+        """framework -> its first failing record that says where the departure starts (harness.localise)."""
+        out: dict[str, Record] = {}
+        for r in self.records:
+            if r.origin and r.status == Status.FAIL:
+                out.setdefault(r.framework, r)
+        return out
+
     @property
     def worst(self) -> str:
         return worst(self.status.values())

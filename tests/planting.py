@@ -22,6 +22,10 @@ class Planted(NumpyReference):
         with _patched(self.patches(case)):
             return super().run(case, initial)
 
+    def trace_layers(self, case, initial):
+        with _patched(self.patches(case)):
+            return super().trace_layers(case, initial)
+
 
 @contextlib.contextmanager
 def _patched(patches):
