@@ -121,6 +121,11 @@ class TorchAdapter:
         from .torch_script import script
         return script(case)
 
+    def import_model(self, spec: str, input_shape, reinit: bool = False):
+        """`gradconf import torch`: a torch.nn.Module as case layers (adapters/torch_import.py)."""
+        from .torch_import import import_model
+        return import_model(spec, input_shape, reinit)
+
     def trace_layers(self, case: Case, initial: Initial) -> LayerTrace:
         """Step 1 layer by layer (protocol.LayerTrace): each output kept, its gradient retained."""
         traced = LayerTrace()

@@ -89,15 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--in-process", **in_process)
     sh.add_argument("--timeout", **timeout)
 
-    rr = sub.add_parser("repro", help="write a standalone script (one framework and NumPy, no gradconf) that "
-                        "reproduces a case's failure, for an upstream bug report")
-    rr.add_argument("id", help="a case id, e.g. divergence_tf_hyper32 or net_random[17]")
-    rr.add_argument("--framework", required=True, dest="frameworks", metavar="F", help="the framework to reproduce it on")
-    rr.add_argument("-o", "--output", help="file to write (default: stdout)")
-    rr.add_argument("--paths", nargs="*", default=["cases"], help="where to find the case (default: cases/)")
-    rr.add_argument("--reference", default="numpy")
-    rr.add_argument("--adapter", action="append", default=[], metavar="MODULE:ATTR")
-    rr.add_argument("--timeout", **timeout)
+    from .cli_cases import add_import_parser, add_repro_parser
+    add_repro_parser(sub, timeout)
+    add_import_parser(sub)
 
     rp = sub.add_parser("report", help="rebuild the report set from the records a run streamed into DIR; "
                         "given several shards' DIRs, merge them into the report set of the whole run")
@@ -303,9 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "fuzz":
             from .cli_campaign import cmd_fuzz
             return cmd_fuzz(args)
-        if args.command in ("freeze", "shrink", "repro"):
-            from .cli_cases import cmd_freeze, cmd_repro, cmd_shrink
-            return {"freeze": cmd_freeze, "shrink": cmd_shrink, "repro": cmd_repro}[args.command](args)
+        if args.command in ("freeze", "shrink", "repro", "import"):
+            from .cli_cases import cmd_freeze, cmd_import, cmd_repro, cmd_shrink
+            return {"freeze": cmd_freeze, "shrink": cmd_shrink, "repro": cmd_repro,
+                    "import": cmd_import}[args.command](args)
         return {"validate": cmd_validate, "list": cmd_list, "schema": cmd_schema, "report": cmd_report}[args.command](args)
     except KeyboardInterrupt:  # Ctrl-C outside a run's loop (loading cases, shrinking): no traceback
         _err("interrupted")

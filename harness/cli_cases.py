@@ -1,11 +1,38 @@
-"""`gradconf freeze`, `shrink` and `repro` (SPEC §2): one case by id, written out whole or reduced, or its
-failure as a standalone script."""
+"""`gradconf freeze`, `shrink`, `repro` and `import` (SPEC §2): one case by id, written out whole or reduced,
+or its failure as a standalone script; a case from a real model."""
 from __future__ import annotations
 
 import sys
 
 from .cli_common import EXIT_FAIL, EXIT_OK, _adapters, _load, _report_invalid
 from .errors import COMMAND_LINE, CaseError
+
+
+def add_repro_parser(sub, timeout: dict) -> None:
+    rr = sub.add_parser("repro", help="write a standalone script (one framework and NumPy, no gradconf) that "
+                        "reproduces a case's failure, for an upstream bug report")
+    rr.add_argument("id", help="a case id, e.g. divergence_tf_hyper32 or net_random[17]")
+    rr.add_argument("--framework", required=True, dest="frameworks", metavar="F", help="the framework to reproduce it on")
+    rr.add_argument("-o", "--output", help="file to write (default: stdout)")
+    rr.add_argument("--paths", nargs="*", default=["cases"], help="where to find the case (default: cases/)")
+    rr.add_argument("--reference", default="numpy")
+    rr.add_argument("--adapter", action="append", default=[], metavar="MODULE:ATTR")
+    rr.add_argument("--timeout", **timeout)
+
+
+def add_import_parser(sub) -> None:
+    im = sub.add_parser("import", help="write a case file from a real model (a torch.nn.Module or a Keras 3 model)")
+    im.add_argument("source", choices=["torch", "keras"], help="the model's framework")
+    im.add_argument("model", help="MODULE:FACTORY, FILE.py:FACTORY, or (keras) FILE.keras")
+    im.add_argument("--input-shape", required=True, metavar="N,C,H,W", help="the case's input shape (NCHW)")
+    im.add_argument("-o", "--output", help="file to write (default: stdout)")
+    im.add_argument("--name", help="the case's name (default: imported_<factory>)")
+    im.add_argument("--reinit", action="store_true", help="seeded initialisers instead of the model's parameters")
+    im.add_argument("--loss", default="grad_output", help="grad_output (default: a random output gradient), sum, mse")
+    im.add_argument("--optimizer", help="an optimizer to step with (e.g. sgd); default: gradients only")
+    im.add_argument("--lr", type=float, default=0.01, help="its learning rate (default 0.01)")
+    im.add_argument("--steps", type=int, default=1, help="steps with --optimizer (default 1)")
+    im.add_argument("--seed", type=int, default=0, help="the case's seed (default 0)")
 
 
 def cmd_freeze(args) -> int:
@@ -136,4 +163,41 @@ def cmd_repro(args) -> int:
     except Unsupported as e:
         print(f"gradconf: {e}", file=sys.stderr)
         return EXIT_FAIL
+    return _write_out(args, text)
+
+
+IMPORTERS = {"torch": "torch", "keras": "tensorflow"}  # `import SOURCE`: the adapter whose import_model reads it
+
+
+def _input_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise CaseError(f"comma-separated positive sizes such as 2,3,8,8, got `{text}`", ("--input-shape",),
+                        COMMAND_LINE)
+    return shape
+
+
+def cmd_import(args) -> int:
+    import os
+
+    from .model_import import case_text, check_loads
+    from .registry import select
+    try:
+        shape = _input_shape(args.input_shape)
+        _, (adapter,) = select(IMPORTERS[args.source], "numpy", [])
+        why = adapter.missing()
+        if why:
+            raise CaseError(f"cannot import a {args.source} model here: {why}", ("SOURCE",), COMMAND_LINE)
+        imported = adapter.import_model(args.model, shape, args.reinit)
+        stem = os.path.basename(args.model.rpartition(":")[2] or args.model).removesuffix(".keras")
+        name = args.name or "imported_" + "".join(ch if ch.isalnum() else "_" for ch in stem)
+        command = "gradconf import " + " ".join(a for a in sys.argv[2:]) if sys.argv[1:2] == ["import"] else \
+            f"gradconf import {args.source} {args.model}"
+        text = case_text(imported, name, shape, args.loss, args.optimizer, args.lr, args.steps, args.seed, command)
+        check_loads(text, args.output or "<imported>")
+    except CaseError as e:
+        return _report_invalid([e])
     return _write_out(args, text)
