@@ -244,3 +244,24 @@ def test_conditioning_runs_leave_embedding_ids_alone():
         shaken = perturbed(case, init, draw)
         assert np.array_equal(shaken.input, init.input)
         assert not np.array_equal(shaken.params["emb.weight"], init.params["emb.weight"])
+
+
+def test_the_long_double_and_conditioning_paths_walk_the_graph():
+    """run_precise (np.longdouble) agrees with run to float64 rounding on a fan-out graph; a float16 graph's
+    conditioning run (every output and gradient stored in float16, sums of fan-out gradients too) stays near."""
+    from gradconf.adapters.numpy_ref import NumpyReference
+    from gradconf.tolerance import stored_in_dtype
+    ref = NumpyReference()
+    for case in (residual(), skipgram()):
+        init = materialize(case)
+        plain, precise = ref.run(case, init).steps[0].grads, ref.run_precise(case, init).steps[0].grads
+        assert precise["a.weight" if "a.weight" in plain else "emb.weight"].dtype == np.longdouble
+        for k, g in plain.items():
+            assert np.allclose(np.asarray(precise[k], dtype=np.float64), g, rtol=1e-12, atol=1e-14), k
+    half = make_case(**{**residual().source, "dtype": "float16"})
+    init = materialize(half)
+    plain = ref.run(half, init).steps[0].grads
+    stored = ref.run_rounded(half, init, stored_in_dtype(half, 1.0)).steps[0].grads
+    assert set(stored) == set(plain)
+    for k, g in plain.items():
+        assert np.allclose(stored[k], g, rtol=0.05, atol=0.05 * np.abs(g).max()), k
