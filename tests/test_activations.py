@@ -179,3 +179,26 @@ def test_defaults_and_the_dim_normalised():
     assert (layers[3].beta, layers[3].threshold) == (1.0, 20.0)
     assert layers[4].dim == 3 and layers[5].dim == 1 and layers[6].p == 0.5
     assert all(L.out_shape == (2, 3, 4, 5) for L in layers)
+
+
+# ---------------------------------------------------------------- the catalogued differences are real
+
+@pytest.mark.parametrize("name,framework", [("tf_gelu_float64", "tensorflow"), ("tf_leaky_relu_float64", "tensorflow"),
+                                            ("jax_leaky_relu_kink", "jax")])
+def test_the_activation_divergences_are_real(name, framework):
+    """Marked, the case is an xfail; unmarked, a failure; torch conforms on it."""
+    import os
+    from gradconf import adapters
+    from gradconf.adapters.numpy_ref import NumpyReference
+    from gradconf.loader import load_file
+    from gradconf.runner import Runner
+    from tests.conftest import ROOT
+    pytest.importorskip({"tensorflow": "tensorflow", "jax": "jax"}[framework])
+    pytest.importorskip("torch")
+    (case,) = load_file(os.path.join(ROOT, "cases", "divergences", f"{name}.yaml"))
+    runner = Runner(NumpyReference(), [adapters.builtin(framework), adapters.builtin("torch")])
+    statuses = lambda c, fw: {r.status for r in runner.run_case(c).records if r.framework == fw}  # noqa: E731
+    marked = statuses(case, framework)
+    assert "xfail" in marked and not marked & {"fail", "xpass"}, marked
+    assert "fail" in statuses(dataclasses.replace(case, xfail={}), framework)
+    assert statuses(case, "torch") == {"pass"}
