@@ -48,3 +48,25 @@ LAYERS = {
     "log_softmax": lambda L, xs, p: _tf().nn.log_softmax(xs[0], axis=axis(L)),
     "dropout": dropout,
 }
+
+
+def _elu_text(L) -> str:
+    return "tf.nn.elu(y)" if L.alpha == 1.0 else f"tf.where(y > 0, tf.nn.elu(y), tf.constant({L.alpha!r}, y.dtype) * tf.nn.elu(y))"
+
+
+def _softplus_text(L) -> str:
+    beta = f"tf.constant({L.beta!r}, y.dtype)"
+    return f"tf.where(y * {beta} > tf.constant({L.threshold!r}, y.dtype), y, tf.nn.softplus(y * {beta}) / {beta})"
+
+
+# The same calls as source text, for `gradconf repro` (adapters/tf_script.py): f(L, weight, bias) -> expression of y.
+SCRIPTS = {
+    "leaky_relu": lambda L, w, b: f"tf.nn.leaky_relu(y, alpha={L.negative_slope!r})",
+    "elu": lambda L, w, b: _elu_text(L),
+    "gelu": lambda L, w, b: f"tf.nn.gelu(y, approximate={L.approximate == 'tanh'})",
+    "silu": lambda L, w, b: "tf.nn.silu(y)",
+    "softplus": lambda L, w, b: _softplus_text(L),
+    "softmax": lambda L, w, b: f"tf.nn.softmax(y, axis={axis(L)})",
+    "log_softmax": lambda L, w, b: f"tf.nn.log_softmax(y, axis={axis(L)})",
+    "dropout": lambda L, w, b: f"keras.layers.Dropout({L.p!r}, dtype=y.dtype.name)(y, training=False)",
+}

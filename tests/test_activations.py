@@ -202,3 +202,32 @@ def test_the_activation_divergences_are_real(name, framework):
     assert "xfail" in marked and not marked & {"fail", "xpass"}, marked
     assert "fail" in statuses(dataclasses.replace(case, xfail={}), framework)
     assert statuses(case, "torch") == {"pass"}
+
+
+# ---------------------------------------------------------------- `gradconf repro` writes them too
+
+ACT_ROUND_TRIP = {
+    "torch": ["convention_gelu_tanh", "convention_softplus_beta", "convention_log_softmax_last_axis",
+              "convention_elu_at_zero", "convention_dropout_eval_is_identity", "convention_leaky_relu_default_slope"],
+    "tensorflow": ["convention_softmax_over_channels", "convention_log_softmax_last_axis", "convention_softplus_threshold",
+                   "convention_elu_at_zero", "convention_dropout_eval_is_identity", "convention_gelu_exact_by_default"],
+}
+
+
+@pytest.mark.parametrize("framework", sorted(ACT_ROUND_TRIP))
+def test_a_repro_script_computes_what_the_adapter_computes(tmp_path, framework):
+    from tests.test_repro import _write_round_trips, run_scripts
+    paths = _write_round_trips(tmp_path, framework, ACT_ROUND_TRIP[framework])
+    codes, stdout = run_scripts(*paths, cwd=tmp_path)
+    assert codes == {str(p): 0 for p in paths}, stdout
+
+
+def test_the_tf_gelu_divergence_shows_in_its_script_alone(tmp_path):
+    from tests.test_repro import CASES, _adapter, run_scripts
+    from gradconf.cli import main
+    _adapter("tensorflow")
+    out = tmp_path / "repro.py"
+    assert main(["repro", "divergence_tf_gelu_float64", "--framework", "tensorflow", "-o", str(out), "--paths", CASES]) == 0
+    assert "TF-GELU-CONST32" in out.read_text()
+    codes, stdout = run_scripts(out, cwd=tmp_path)
+    assert codes[str(out)] == 1 and "DIFFERS" in stdout
