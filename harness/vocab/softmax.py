@@ -8,9 +8,9 @@ import numpy as np
 from ..case import Activation
 from ..errors import ShapeError
 from ..fields import integer
-from .base import INT, NAME, Field, LayerDecl, Site
+from .base import NAME, Field, LayerDecl, Site
 
-FIELDS = (Field("name", NAME, doc_default="<type>_<index>"), Field("dim", INT, 1))
+FIELDS = (Field("name", NAME, doc_default="<type>_<index>"), Field("dim", {"type": "integer"}, 1))  # negative: from the end
 
 
 @dataclass(frozen=True, kw_only=True)
