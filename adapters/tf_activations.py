@@ -5,7 +5,7 @@ tf.nn.elu has no alpha, composed as Keras does (alpha·elu(x) where x ≤ 0); a 
 so softmax over canonical dim 1 (channels) is TF's last axis."""
 from __future__ import annotations
 
-NCHW_TO_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}  # canonical axis -> the axis of the NHWC tensor the adapter holds
+from .tf_layout import nhwc_axis
 
 
 def _tf():
@@ -15,7 +15,7 @@ def _tf():
 
 def axis(L) -> int:
     """The canonical `dim` as an axis of the tensor this adapter holds (4-D: NHWC; otherwise canonical)."""
-    return NCHW_TO_NHWC[L.dim] if len(L.in_shape) == 4 else L.dim
+    return nhwc_axis(L.dim, len(L.in_shape))
 
 
 def elu(L, xs, p):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .case import Case
+from .case import Case, graph
 from .hardware import Platform
 
 SHOWS, MAY = "shows", "may"
@@ -22,9 +22,10 @@ def _f32_inexact(x: float) -> bool:
     return x != float(np.float32(x))
 
 
-def _after(case: Case, i: int) -> str | None:
-    """The type of the layer before layer i (None: it reads the network input)."""
-    return case.layers[i - 1].type if i > 0 else None
+def _inputs(case: Case, i: int) -> tuple:
+    """The types of layer i's inputs ("input": the network input), along the case's graph (SPEC §1.8)."""
+    types = {L.name: L.type for L in case.layers}
+    return tuple(types.get(name, "input") for name in graph(case.layers)[i])
 
 
 def _gelus(case: Case, form: str) -> list:
@@ -51,7 +52,8 @@ def _tf_leaky32(case: Case, p: Platform):
     if case.dtype != "float64":
         return None, "not float64"
     for i, L in enumerate(case.layers):
-        if L.type == "leaky_relu" and _f32_inexact(L.negative_slope) and _after(case, i) not in NONNEGATIVE:
+        if L.type == "leaky_relu" and _f32_inexact(L.negative_slope) and \
+                not set(_inputs(case, i)) <= set(NONNEGATIVE):
             return SHOWS, f"leaky_relu {L.name}: negative_slope {L.negative_slope} is not a float32 number (float64)"
     return None, "no float64 leaky_relu with a slope float32 cannot hold and negative inputs"
 
@@ -67,8 +69,9 @@ def _jax_leaky_kink(case: Case, p: Platform):
     leaky = [i for i, L in enumerate(case.layers) if L.type == "leaky_relu" and L.negative_slope != 1.0]
     if not leaky:
         return None, "no leaky_relu"
-    if leaky[0] == 0 and _given_zero(case):
-        return SHOWS, f"leaky_relu {case.layers[0].name} reads an input holding exact zeros"
+    reads_input = [i for i in leaky if "input" in _inputs(case, i)]
+    if reads_input and _given_zero(case):
+        return SHOWS, f"leaky_relu {case.layers[reads_input[0]].name} reads an input holding exact zeros"
     integers = case.input.values is not None or case.input.init in ("randint", "arange", "zeros", "ones")
     if integers:
         return MAY, "leaky_relu after layers of given numbers: a computed 0 may be exact"
