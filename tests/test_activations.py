@@ -231,3 +231,37 @@ def test_the_tf_gelu_divergence_shows_in_its_script_alone(tmp_path):
     assert "TF-GELU-CONST32" in out.read_text()
     codes, stdout = run_scripts(out, cwd=tmp_path)
     assert codes[str(out)] == 1 and "DIFFERS" in stdout
+
+
+# ---------------------------------------------------------------- the catalogue's conditions, per case
+
+def _expect(fw, **kw):
+    from gradconf.divergences import expectation
+    base = dict(input=[[0.0, 1.0, -1.0]], model=[{"leaky_relu": {}}, {"dense": {"out_features": 2}}],
+                loss={"sum": {}}, dtype="float32", xfail={"jax": "JAX-LEAKY-RELU-KINK",
+                                                          "tensorflow": "TF-GELU-CONST32, TF-GELU-TANH-CONST32, "
+                                                                        "TF-LEAKY-ALPHA32"})
+    return expectation(make_case(**{**base, **kw}), fw)
+
+
+def test_the_jax_kink_applies_where_a_leaky_relu_reads_a_given_zero():
+    assert _expect("jax").applies and _expect("jax").strict
+    assert not _expect("jax", input=[[0.5, 1.0, -1.0]]).applies
+    assert not _expect("jax", input={"shape": [2, 3], "init": "normal"}).applies
+    behind = [{"dense": {"name": "d", "out_features": 3}}, {"leaky_relu": {}}, {"dense": {"out_features": 2}}]
+    assert not _expect("jax", model=behind).applies  # a computed 0: a hint only (known), never expected
+    from_input = [{"dense": {"name": "d", "out_features": 3}}, {"leaky_relu": {"from": "input"}},
+                  {"dense": {"out_features": 2}}]
+    assert _expect("jax", model=from_input).applies  # the graph decides what it reads
+
+
+def test_the_tf_float32_casts_apply_in_float64_only_and_where_they_can_show():
+    assert not _expect("tensorflow").applies  # float32
+    assert _expect("tensorflow", dtype="float64").applies  # slope 0.01 is no float32 number
+    exact = dict(negative_slope=0.25)
+    assert not _expect("tensorflow", dtype="float64", model=[{"leaky_relu": exact}]).applies
+    assert not _expect("tensorflow", dtype="float64", model=["sigmoid", "leaky_relu"]).applies  # no negative input
+    gelu = _expect("tensorflow", dtype="float64", model=["gelu", {"gelu": {"approximate": "tanh"}}])
+    tanh = _expect("tensorflow", dtype="float64", model=[{"gelu": {"approximate": "tanh"}}])
+    assert gelu.applies and gelu.strict and "TF-GELU-CONST32" in gelu.why
+    assert tanh.applies and not tanh.strict and "TF-GELU-TANH-CONST32" in tanh.why
