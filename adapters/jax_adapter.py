@@ -25,7 +25,7 @@ import numpy as np
 from gradconf.case import Case, Conv2d, ConvTranspose2d, Pool2d
 
 from . import Initial, Step, Tables, Trace, module_missing, one_thread_native_pools, run_layers
-from . import jax_training as training
+from . import jax_activations, jax_training as training
 
 
 def xla_flags(flags: str, threads: int | None) -> str:
@@ -113,6 +113,7 @@ LAYERS = {
     "add": lambda L, xs, p: _sum(xs),
     "concat": lambda L, xs, p: _jl()[0].concatenate(xs, axis=L.dim),
     "embedding": lambda L, xs, p: _jl()[0].take(p["weight"], xs[0], axis=0),  # ids: int32
+    **jax_activations.LAYERS,  # leaky_relu, elu, gelu, silu, softplus, softmax, log_softmax, dropout
 }
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from gradconf.case import Case
 
 from . import Initial, LayerTrace, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers
-from . import tf_training as training
+from . import tf_activations, tf_training as training
 from .tf_layout import _kinds, from_tf_layout, nhwc_axis, to_tf_layout
 
 
@@ -165,6 +165,7 @@ LAYERS = {
     "add": lambda L, xs, p: _tf().add_n(xs),
     "concat": concat,
     "embedding": lambda L, xs, p: _tf().gather(p["weight"], xs[0]),  # its gradient: IndexedSlices (made dense)
+    **tf_activations.LAYERS,  # leaky_relu, elu, gelu, silu, softplus, softmax, log_softmax, dropout
 }
 
 # ---------------------------------------------------------------- losses: f(y, target) -> loss

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from gradconf.errors import Unsupported
 
-from . import tf_training as training
+from . import tf_activations, tf_training as training
 from .tf_layout import _TO_TF, _kinds, nhwc_axis
 
 
@@ -53,6 +53,7 @@ LAYERS = {
     "sigmoid": lambda L, w, b: "tf.sigmoid(y)", "tanh": lambda L, w, b: "tf.tanh(y)",
     "relu": lambda L, w, b: "tf.nn.relu(y)", "sum": lambda L, w, b: "tf.reduce_sum(y)",
     "dense": lambda L, w, b: _bias(f"tf.matmul(y, {w})", b),
+    **tf_activations.SCRIPTS,  # SPEC §1.9's activations
 }
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from gradconf.case import Case
 
 from . import Initial, LayerTrace, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers, threads_for
-from . import torch_training as training
+from . import torch_activations, torch_training as training
 from .torch_pads import _native_pool, _pad_arg, _symmetric
 
 
@@ -84,6 +84,7 @@ LAYERS = {
     "add": lambda L, xs, p: _sum(xs),
     "concat": lambda L, xs, p: _torch().cat(xs, dim=L.dim),
     "embedding": lambda L, xs, p: _F().embedding(xs[0], p["weight"]),  # ids: int64
+    **torch_activations.LAYERS,  # leaky_relu, elu, gelu, silu, softplus, softmax, log_softmax, dropout
 }
 
 

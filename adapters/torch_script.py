@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from gradconf.errors import Unsupported
 
-from . import torch_training as training
+from . import torch_activations, torch_training as training
 from .torch_pads import _native_pool, _pad_arg, _symmetric
 
 
@@ -60,6 +60,7 @@ LAYERS = {
     "sigmoid": lambda L, w, b: "torch.sigmoid(y)", "tanh": lambda L, w, b: "torch.tanh(y)",
     "relu": lambda L, w, b: "torch.relu(y)", "flatten": lambda L, w, b: "torch.flatten(y, 1)",
     "sum": lambda L, w, b: "y.sum()", "dense": lambda L, w, b: f"F.linear(y, {w}, {b})",
+    **torch_activations.SCRIPTS,  # SPEC §1.9's activations
 }
 
 

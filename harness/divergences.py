@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .case import Case, Conv2d, TensorSpec
+from .divergences_layers import entries as layer_entries
 from .divergences_training import entries as training_entries
 from .hardware import Platform, detect
 
@@ -158,6 +159,7 @@ CATALOGUE: dict[str, Entry] = {e.id: e for e in [
           _half_adam, loose_on=("jax",), not_strict_because="on jax: whether (1 − β2)·g² is rounded to float16 "
           "(and underflows) depends on how XLA fuses the program"),
     *training_entries(Entry),
+    *layer_entries(Entry),
 ]}
 # Catalogued in docs/divergences.md but avoided by the adapter's configuration: no case can show them.
 AVOIDED = {"TF-LR32", "TORCH-NADAM-MU32"}

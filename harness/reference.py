@@ -16,6 +16,8 @@ from .tensors import materialize
 from .tolerance import (HALF, LARGEST, NOISE_FACTOR, ExactZeros, adam_slack, perturbed, rounded_layers, stored_in_dtype,
                         takes_slack)
 
+KINKED = ("relu", "leaky_relu", "elu")  # a derivative that jumps at 0, where an exact 0 decides it (SPEC §1.9)
+
 
 @dataclass
 class Reference:
@@ -82,8 +84,8 @@ class Conditioning:
         if self.rounds and case.dtype in HALF:
             runs += [(initial, stored_in_dtype(case, shift)) for shift in (0.0, 0.5)]
         zeros = None
-        if self.rounds and any(L.type == "relu" for L in case.layers):
-            zeros = ExactZeros()  # where a ReLU's input is exactly 0, the given numbers decide it: keep it so
+        if self.rounds and any(L.type in KINKED for L in case.layers):
+            zeros = ExactZeros()  # where a ReLU's (leaky_relu's, elu's) input is exactly 0, the given numbers decide it: keep it so
             try:
                 self._run(case, initial, zeros)
             except Exception:

@@ -1,0 +1,94 @@
+"""Catalogue entries of the activations (SPEC §1.9), each measured and described, with its source, in
+docs/divergences.md (tests/test_activations.py shows each on the frameworks); harness.divergences adds them.
+
+Each shows wherever its layer meets its dtype and option, except TF-GELU-TANH-CONST32 (non-strict: the data decide
+whether its 1.5e-9·x³ clears float64's rounding) and one the given numbers decide:
+JAX-LEAKY-RELU-KINK needs an exact 0 at a leaky_relu's input, which the case fixes only where that layer
+reads the network input as given (a literal holding a 0, or `zeros`); a 0 computed from integer-valued data
+may or may not be exact, and is named as a hint only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .case import Case, graph
+from .hardware import Platform
+
+SHOWS, MAY = "shows", "may"
+NONNEGATIVE = ("relu", "sigmoid", "softplus", "softmax")  # a layer after these sees no negative input
+
+
+def _f32_inexact(x: float) -> bool:
+    return x != float(np.float32(x))
+
+
+def _inputs(case: Case, i: int) -> tuple:
+    """The types of layer i's inputs ("input": the network input), along the case's graph (SPEC §1.8)."""
+    types = {L.name: L.type for L in case.layers}
+    return tuple(types.get(name, "input") for name in graph(case.layers)[i])
+
+
+def _gelus(case: Case, form: str) -> list:
+    return [L for L in case.layers if L.type == "gelu" and L.approximate == form] if case.dtype == "float64" else []
+
+
+def _tf_gelu32(case: Case, p: Platform):
+    exact = _gelus(case, "none")
+    if not exact:
+        return None, "no float64 gelu of the exact form"
+    return SHOWS, f"gelu {exact[0].name} in float64: its constant √½ is taken through float32 (2e-8 relative)"
+
+
+def _tf_gelu_tanh32(case: Case, p: Platform):
+    if _gelus(case, "none"):
+        return None, "an exact-form gelu: TF-GELU-CONST32 shows anyway"
+    tanh = _gelus(case, "tanh")
+    if not tanh:
+        return None, "no float64 gelu of the tanh form"
+    return SHOWS, f"gelu {tanh[0].name} in float64: its constant 0.044715 is taken through float32"
+
+
+def _tf_leaky32(case: Case, p: Platform):
+    if case.dtype != "float64":
+        return None, "not float64"
+    for i, L in enumerate(case.layers):
+        if L.type == "leaky_relu" and _f32_inexact(L.negative_slope) and \
+                not set(_inputs(case, i)) <= set(NONNEGATIVE):
+            return SHOWS, f"leaky_relu {L.name}: negative_slope {L.negative_slope} is not a float32 number (float64)"
+    return None, "no float64 leaky_relu with a slope float32 cannot hold and negative inputs"
+
+
+def _given_zero(case: Case) -> bool:
+    spec = case.input
+    if spec.values is not None:
+        return bool(np.any(spec.values == 0))
+    return spec.init == "zeros"
+
+
+def _jax_leaky_kink(case: Case, p: Platform):
+    leaky = [i for i, L in enumerate(case.layers) if L.type == "leaky_relu" and L.negative_slope != 1.0]
+    if not leaky:
+        return None, "no leaky_relu"
+    reads_input = [i for i in leaky if "input" in _inputs(case, i)]
+    if reads_input and _given_zero(case):
+        return SHOWS, f"leaky_relu {case.layers[reads_input[0]].name} reads an input holding exact zeros"
+    integers = case.input.values is not None or case.input.init in ("randint", "arange", "zeros", "ones")
+    if integers:
+        return MAY, "leaky_relu after layers of given numbers: a computed 0 may be exact"
+    return None, "no exact 0 reaches a leaky_relu from random real-valued data"
+
+
+def entries(Entry):
+    """The entries, built with harness.divergences.Entry (passed in: that module imports this one)."""
+    return [
+        Entry("TF-GELU-CONST32", ("tensorflow",), "tf.nn.gelu(approximate=False) takes its constant √½ through float32 "
+              "in float64", _tf_gelu32),
+        Entry("TF-GELU-TANH-CONST32", ("tensorflow",), "tf.nn.gelu(approximate=True) takes its constant 0.044715 through "
+              "float32 in float64", _tf_gelu_tanh32, strict=False,
+              not_strict_because="the error is 1.5e-9·x³ in the cubic term: it clears float64's rounding only where the "
+                                 "gelu's inputs are large enough, which the data decide"),
+        Entry("TF-LEAKY-ALPHA32", ("tensorflow",), "tf.nn.leaky_relu's alpha is a float32 op attribute, so a float64 "
+              "slope such as 0.01 is rounded to float32", _tf_leaky32),
+        Entry("JAX-LEAKY-RELU-KINK", ("jax",), "jax.nn.leaky_relu is where(x >= 0, x, slope·x): its derivative at 0 "
+              "is 1, PyTorch's (and TF's) the slope", _jax_leaky_kink),
+    ]
