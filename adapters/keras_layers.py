@@ -40,12 +40,21 @@ def built(L: Layer, make) -> list:
     """L's Keras layers (`make()`: a list, applied in order), made and built on L's input shape once."""
     layers = _BUILT.get(L.name)
     if layers is None:
-        layers, shape = make(), channels_last(L.in_shape)
-        for layer in layers:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
+        with _eager():  # under jax.jit (keras-jax): the initial weights are values, not traced
+            layers, shape = make(), channels_last(L.in_shape)
+            for layer in layers:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
         _BUILT[L.name] = layers
     return layers
+
+
+def _eager():
+    import contextlib
+    if _keras().backend.backend() != "jax":
+        return contextlib.nullcontext()
+    import jax
+    return jax.ensure_compile_time_eval()
 
 
 def apply(layers: list, x, weights: list = ()):
@@ -77,9 +86,16 @@ def is_depthwise(L) -> bool:
     return L.groups > 1 and L.groups == L.in_channels
 
 
+def _strided_and_dilated(L, what: str) -> None:
+    if max(L.stride) > 1 and max(L.dilation) > 1:
+        raise Unsupported(f"Keras' {what} takes no strides > 1 with dilation_rate > 1 ({L.name}: stride "
+                          f"{list(L.stride)}, dilation {list(L.dilation)})")
+
+
 def conv2d(L, xs, p):
     keras = _keras()
     mode = padding_mode(L)
+    _strided_and_dilated(L, "DepthwiseConv2D" if is_depthwise(L) else "Conv2D")
 
     def make():
         pre = [keras.layers.ZeroPadding2D(L.padding, dtype=L_dtype())] if mode == "explicit" else []
@@ -98,6 +114,7 @@ def conv_transpose2d(L, xs, p):
     if any(op >= s for op, s in zip(L.output_padding, L.stride)):
         raise Unsupported(f"Keras' Conv2DTranspose wants output_padding < stride ({L.name}: output_padding "
                           f"{list(L.output_padding)}, stride {list(L.stride)})")
+    _strided_and_dilated(L, "Conv2DTranspose")
     # "same" when it is Keras' own (output = input·stride); else the full output, cropped per side
     same = not any(L.output_padding) and tuple(map(tuple, L.padding)) == tuple(
         same_padding(L.in_shape[2 + i] * L.stride[i], L.kernel_size[i], L.stride[i], L.dilation[i]) for i in range(2))

@@ -75,28 +75,39 @@ def version(backend: str) -> str:
     return f"keras {keras.__version__} ({backend} {mod.__version__})"
 
 
-def _grads(backend: str, f, values: dict, x):
-    """(loss, y, dL/dx, {name: dL/dp}) by the backend's own autodiff of f(values, x) -> (loss, y)."""
+def gradient_function(backend: str, f):
+    """(values, x, target) -> (loss, y, dL/dx, {name: dL/dp}) by the backend's own autodiff of f(values, x, target)
+    -> (loss, y). On jax one jitted program per case, as Keras' own jax trainer runs its step (eager dispatch
+    compiles every primitive on its own and costs several times more)."""
     if backend == "jax":
         import jax
-        (loss, y), (gv, gx) = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(values, x)
-        return loss, y, gx, gv
+        step = jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))
+
+        def jax_grads(values, x, target):
+            (loss, y), (gv, gx) = step(values, x, target)
+            return loss, y, gx, gv
+        return jax_grads
     if backend == "tensorflow":
         import tensorflow as tf
-        values = {k: tf.convert_to_tensor(v) for k, v in values.items()}
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            tape.watch(list(values.values()))
-            loss, y = f(values, x)
-        gs = tape.gradient(loss, [x, *values.values()])
-    else:
-        import torch
+
+        def tf_grads(values, x, target):
+            values = {k: tf.convert_to_tensor(v) for k, v in values.items()}
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                tape.watch(list(values.values()))
+                loss, y = f(values, x, target)
+            gs = tape.gradient(loss, [x, *values.values()])
+            return loss, y, gs[0], dict(zip(values, gs[1:]))
+        return tf_grads
+    import torch
+
+    def torch_grads(values, x, target):
         values = {k: v.detach().clone().requires_grad_(True) for k, v in values.items()}
         x = x.detach().clone().requires_grad_(True)
-        loss, y = f(values, x)
+        loss, y = f(values, x, target)
         gs = torch.autograd.grad(loss, [x, *values.values()], allow_unused=True)
-        loss, y = loss.detach(), y.detach()
-    return loss, y, gs[0], dict(zip(values, gs[1:]))
+        return loss.detach(), y.detach(), gs[0], dict(zip(values, gs[1:]))
+    return torch_grads
 
 
 def run(backend: str, case, initial):
@@ -116,12 +127,13 @@ def run(backend: str, case, initial):
     options = {"reduction": case.loss.reduction, **case.loss.options}
     image = len(case.input.shape) == 4
 
-    def forward(values, x):
+    def forward(values, x, target):
         y = run_layers(case, keras_layers.LAYERS, ops.transpose(x, (0, 2, 3, 1)) if image else x, values)
         if len(case.output_shape) == 4:
             y = ops.transpose(y, (0, 3, 1, 2))  # canonical NCHW for the loss and the report
         return training.LOSSES[case.loss.kind](y, target, options), y
 
+    grads_of = gradient_function(backend, forward)
     as_np = lambda t: np.asarray(ops.convert_to_numpy(ops.cast(t, "float64")))  # noqa: E731
     steps = []
     for step in range(1, case.steps + 1):
@@ -130,7 +142,7 @@ def run(backend: str, case, initial):
         ids = case.loss.kind in training.CLASS_TARGETS
         target = None if t is None else ops.convert_to_tensor(t.astype(np.int64) if ids else t,
                                                               dtype="int64" if ids else dtype)
-        loss, y, gx, gv = _grads(backend, forward, {k: variables[k].value for k in names}, x)
+        loss, y, gx, gv = grads_of({k: variables[k].value for k in names}, x, target)
         grads = {"input": as_np(gx)}
         for k in names:
             grads[k] = np.zeros(initial.params[k].shape) if gv[k] is None else \
