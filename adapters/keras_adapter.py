@@ -94,6 +94,11 @@ class KerasAdapter:
 
     def run(self, case: Case, initial: Initial) -> Trace:
         TABLES.check(case)  # what Keras has no function for is unsupported without starting a worker
+        if self.backend == "tensorflow" and case.dtype == "bfloat16":  # as the tensorflow row (README)
+            from gradconf.hardware import detect
+            blocked = detect().tf_bfloat16_blocked()
+            if blocked:
+                raise Unsupported(blocked)
         return self._ask(("run", case, initial))
 
     def _ask(self, request):
