@@ -77,6 +77,7 @@ class KerasAdapter:
     def __init__(self):
         self.name = f"keras-{self.backend}"
         self._worker: Worker | None = None
+        self._version: str | None = None
 
     def __getstate__(self):  # a copy sent to another process starts its own worker
         return {**self.__dict__, "_worker": None}
@@ -85,7 +86,9 @@ class KerasAdapter:
         return module_missing("keras") or module_missing(BACKEND_MODULE[self.backend])
 
     def version(self):
-        return self._ask(("version",))
+        if self._version is None:  # asked once: the worker's Keras and backend do not change
+            self._version = self._ask(("version",))
+        return self._version
 
     def known_divergences(self, case: Case) -> dict[str, str]:
         """The catalogued divergences (docs/divergences.md) whose conditions `case` meets here: id -> gist."""
@@ -103,6 +106,9 @@ class KerasAdapter:
 
     def _ask(self, request):
         worker = self._worker
+        if worker is not None and worker.process.poll() is not None:  # it ended between runs: not this run's fault
+            worker.kill()
+            worker = None
         if worker is None or worker.owner != os.getpid():  # none yet, or one inherited through fork
             worker = self._worker = Worker(self.backend)
         try:
