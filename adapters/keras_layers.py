@@ -184,6 +184,17 @@ def dense(L, xs, p):
     return apply(layers, xs[0], _weights(p))
 
 
+def concat(L, xs, p):
+    axis = (0, 3, 1, 2)[L.dim] if len(L.out_shape) == 4 else L.dim  # a canonical (NCHW) axis, channels_last
+    return _keras().layers.Concatenate(axis=axis, dtype=L_dtype())(xs)
+
+
+def embedding(L, xs, p):
+    keras = _keras()  # Keras' table is (num_embeddings, embedding_dim), the canonical layout
+    layers = built(L, lambda: [keras.layers.Embedding(L.num_embeddings, L.embedding_dim, dtype=L_dtype())])
+    return apply(layers, xs[0], [p["weight"]])
+
+
 # One function per vocabulary entry: f(L, xs, p) -> y, xs channels_last when 4-D. tests/test_keras_adapter.py
 # plants bugs by swapping entries of this table.
 LAYERS = {
@@ -194,4 +205,7 @@ LAYERS = {
     "flatten": flatten,
     "sum": lambda L, xs, p: _keras().ops.sum(xs[0]),
     "dense": dense,
+    "add": lambda L, xs, p: _keras().layers.Add(dtype=L_dtype())(xs),
+    "concat": concat,
+    "embedding": embedding,
 }

@@ -75,17 +75,17 @@ def version(backend: str) -> str:
     return f"keras {keras.__version__} ({backend} {mod.__version__})"
 
 
-def gradient_function(backend: str, f):
+def gradient_function(backend: str, f, wrt_x: bool):
     """(values, x, target) -> (loss, y, dL/dx, {name: dL/dp}) by the backend's own autodiff of f(values, x, target)
     -> (loss, y). On jax one jitted program per case, as Keras' own jax trainer runs its step (eager dispatch
     compiles every primitive on its own and costs several times more)."""
     if backend == "jax":
         import jax
-        step = jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))
+        step = jax.jit(jax.value_and_grad(f, argnums=(0, 1) if wrt_x else 0, has_aux=True))
 
         def jax_grads(values, x, target):
-            (loss, y), (gv, gx) = step(values, x, target)
-            return loss, y, gx, gv
+            (loss, y), grads = step(values, x, target)
+            return (loss, y, *grads[::-1]) if wrt_x else (loss, y, None, grads)
         return jax_grads
     if backend == "tensorflow":
         import tensorflow as tf
@@ -93,20 +93,22 @@ def gradient_function(backend: str, f):
         def tf_grads(values, x, target):
             values = {k: tf.convert_to_tensor(v) for k, v in values.items()}
             with tf.GradientTape() as tape:
-                tape.watch(x)
-                tape.watch(list(values.values()))
+                tape.watch(list(values.values()) + [x] * wrt_x)
                 loss, y = f(values, x, target)
-            gs = tape.gradient(loss, [x, *values.values()])
-            return loss, y, gs[0], dict(zip(values, gs[1:]))
+            gs = tape.gradient(loss, [x] * wrt_x + list(values.values()))
+            gs = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in gs]  # embedding
+            gx = gs.pop(0) if wrt_x else None
+            return loss, y, gx, dict(zip(values, gs))
         return tf_grads
     import torch
 
     def torch_grads(values, x, target):
         values = {k: v.detach().clone().requires_grad_(True) for k, v in values.items()}
-        x = x.detach().clone().requires_grad_(True)
+        x = x.detach().clone().requires_grad_(wrt_x)
         loss, y = f(values, x, target)
-        gs = torch.autograd.grad(loss, [x, *values.values()], allow_unused=True)
-        return loss.detach(), y.detach(), gs[0], dict(zip(values, gs[1:]))
+        gs = list(torch.autograd.grad(loss, [x] * wrt_x + list(values.values()), allow_unused=True))
+        gx = gs.pop(0) if wrt_x else None
+        return loss.detach(), y.detach(), gx, dict(zip(values, gs))
     return torch_grads
 
 
@@ -133,17 +135,18 @@ def run(backend: str, case, initial):
             y = ops.transpose(y, (0, 3, 1, 2))  # canonical NCHW for the loss and the report
         return training.LOSSES[case.loss.kind](y, target, options), y
 
-    grads_of = gradient_function(backend, forward)
+    grads_of = gradient_function(backend, forward, case.input_grad)
     as_np = lambda t: np.asarray(ops.convert_to_numpy(ops.cast(t, "float64")))  # noqa: E731
     steps = []
     for step in range(1, case.steps + 1):
-        x = ops.convert_to_tensor(initial.input_at(step), dtype=dtype)
+        x = ops.convert_to_tensor(initial.input_at(step), dtype=dtype) if case.input_grad else \
+            ops.convert_to_tensor(initial.input_at(step).astype(np.int64), dtype="int64")  # embedding ids
         t = initial.target_at(step)
         ids = case.loss.kind in training.CLASS_TARGETS
         target = None if t is None else ops.convert_to_tensor(t.astype(np.int64) if ids else t,
                                                               dtype="int64" if ids else dtype)
         loss, y, gx, gv = grads_of({k: variables[k].value for k in names}, x, target)
-        grads = {"input": as_np(gx)}
+        grads = {"input": as_np(gx)} if case.input_grad else {}
         for k in names:
             grads[k] = np.zeros(initial.params[k].shape) if gv[k] is None else \
                 from_keras(kind[k], as_np(gv[k]), initial.params[k].shape)
