@@ -20,6 +20,7 @@ import numpy as np
 
 from .case import Case, Conv2d, TensorSpec
 from .divergences_layers import entries as layer_entries
+from .divergences_training import KERAS
 from .divergences_training import entries as training_entries
 from .hardware import Platform, detect
 
@@ -137,26 +138,51 @@ def _half_adam(case: Case, p: Platform):
     return MAY, "float16 Adam"
 
 
+def _keras_x64(backend: str):
+    """Keras' type promotion (keras.backend.result_type) turns float64 into float32 on the jax and torch
+    backends ("aligned with JAX's default"): on torch ops.matmul (Dense), ops.sum and ops.mean; on jax ops.mean
+    (every Keras loss: they average over the last axis; a `mean` reduction), so a float64 model rounds there."""
+    def condition(case: Case, p: Platform):
+        if case.dtype != "float64":
+            return None, "not float64"
+        loss, clip = case.loss.kind, case.clip[0] if case.clip else None
+        through = [f"loss {loss}"] if loss not in ("half_sse", "sum", "grad_output") else []
+        if backend == "torch":
+            through += [f"layer {L.name}" for L in case.layers if L.type in ("dense", "sum")]
+            through += [f"clip {clip}"] if clip in ("norm", "norm_per_param") else []
+        if through:
+            return SHOWS, f"float64 through {', '.join(through)}"
+        return None, "no float64 op that Keras promotes to float32 here"
+    return condition
+
+
+_X64_LOOSE = ("a value rounded to float32 may be exact (integers, short binary fractions), and a gradient "
+              "taken through the cast back is exact where the rounded value only feeds the loss")
+
 CATALOGUE: dict[str, Entry] = {e.id: e for e in [
-    Entry("TF-ADAM-EPS", ("tensorflow",), "Keras' Adam adds epsilon to sqrt(v), torch.optim to the bias-corrected "
+    Entry("KERAS-JAX-X64", ("keras-jax",), "Keras' ops.mean on jax computes float64 in float32 (result_type)",
+          _keras_x64("jax"), strict=False, not_strict_because=_X64_LOOSE),
+    Entry("KERAS-TORCH-X64", ("keras-torch",), "Keras' ops.matmul, sum and mean on torch compute float64 in float32 "
+          "(result_type)", _keras_x64("torch"), strict=False, not_strict_because=_X64_LOOSE),
+    Entry("TF-ADAM-EPS", ("tensorflow", *KERAS), "Keras' Adam adds epsilon to sqrt(v), torch.optim to the bias-corrected "
           "sqrt(v̂)", _adam_eps),
-    Entry("TF-HYPER32", ("tensorflow",), "Keras casts momentum, betas and weight_decay through float32", _hyper32),
-    Entry("TF-WD", ("tensorflow",), "Keras' weight_decay is decoupled; torch.optim's is L2 added to the gradient", _wd),
-    Entry("TF-ADAM-BF16", ("tensorflow",), "beta_2 is 1.0 in bfloat16, so Keras' Adam step size is 0", _adam_bf16),
-    Entry("TF-ONEDNN-1CH", ("tensorflow",), "oneDNN's float32 conv is wrong for one input channel, wide kernels, "
+    Entry("TF-HYPER32", ("tensorflow", *KERAS), "Keras casts momentum, betas and weight_decay through float32", _hyper32),
+    Entry("TF-WD", ("tensorflow", *KERAS), "Keras' weight_decay is decoupled; torch.optim's is L2 added to the gradient", _wd),
+    Entry("TF-ADAM-BF16", ("tensorflow", *KERAS), "beta_2 is 1.0 in bfloat16, so Keras' Adam step size is 0", _adam_bf16),
+    Entry("TF-ONEDNN-1CH", ("tensorflow", "keras-tensorflow"), "oneDNN's float32 conv is wrong for one input channel, wide kernels, "
           "strides", _onednn_1ch, strict=False,
           not_strict_because="it shows only at some shapes of that kind, and was measured on one CPU (AMD Zen 4, "
                              "AVX-512); another AVX-512 CPU may take other oneDNN kernels"),
-    Entry("TF-BF16-BIASADD", ("tensorflow",), "Keras' bias_add sums a bfloat16 bias gradient in bfloat16",
+    Entry("TF-BF16-BIASADD", ("tensorflow", "keras-tensorflow"), "Keras' bias_add sums a bfloat16 bias gradient in bfloat16",
           _bf16_biasadd),
     # JAX's backward of a broadcast sums in bfloat16 too (4096 ones reach 1024; TensorFlow's 256): the
     # same bias-sum lengths decide it as for TF-BF16-BIASADD, so the same condition.
-    Entry("JAX-BF16-BCAST-GRAD", ("jax",), "the gradient of a broadcast (a bias add) sums bfloat16 in bfloat16",
+    Entry("JAX-BF16-BCAST-GRAD", ("jax", "keras-jax"), "the gradient of a broadcast (a bias add) sums bfloat16 in bfloat16",
           _bf16_biasadd),
     # On jax the underflow is not certain: XLA's CPU fusions may carry float16 elementwise ops in float32,
     # and the same case showed it at a787fa7 and not after the per-step inputs became jit arguments.
-    Entry("HALF-ADAM", ("torch", "tensorflow", "jax"), "Adam's moments kept in float16 underflow for small gradients",
-          _half_adam, loose_on=("jax",), not_strict_because="on jax: whether (1 − β2)·g² is rounded to float16 "
+    Entry("HALF-ADAM", ("torch", "tensorflow", "jax", *KERAS), "Adam's moments kept in float16 underflow for small gradients",
+          _half_adam, loose_on=("jax", "keras-jax"), not_strict_because="on jax (and Keras on jax): whether (1 − β2)·g² is rounded to float16 "
           "(and underflows) depends on how XLA fuses the program"),
     *training_entries(Entry),
     *layer_entries(Entry),

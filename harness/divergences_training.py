@@ -13,6 +13,8 @@ from .hardware import Platform
 from .training import scheduled_lr
 
 SHOWS, MAY = "shows", "may"
+# Keras 3 on each backend: its optimizers and losses are the tensorflow row's, so are their divergences
+KERAS = ("keras-tensorflow", "keras-jax", "keras-torch")
 
 
 def _opt(case: Case, *kinds: str):
@@ -154,31 +156,31 @@ def entries(Entry):
     """The entries, built with harness.divergences.Entry (passed in: that module imports this one)."""
     loose = "it shows only where the clip binds, which the given numbers decide"
     return [
-        Entry("TF-MOMENTUM-LR", ("tensorflow",), "Keras' SGD and RMSprop keep the learning rate inside the momentum "
+        Entry("TF-MOMENTUM-LR", ("tensorflow", *KERAS), "Keras' SGD and RMSprop keep the learning rate inside the momentum "
               "buffer; torch.optim multiplies it outside", _tf_momentum_lr),
         Entry("JAX-RMSPROP-MOMENTUM-LR", ("jax",), "optax's rmsprop traces the lr-scaled step (lr inside the momentum); "
               "torch.optim multiplies outside", _jax_rmsprop_momentum_lr),
-        Entry("TF-RMSPROP-EPS", ("tensorflow",), "Keras' RMSprop adds ε inside the square root, torch.optim outside",
+        Entry("TF-RMSPROP-EPS", ("tensorflow", *KERAS), "Keras' RMSprop adds ε inside the square root, torch.optim outside",
               _tf_rmsprop_eps),
-        Entry("TF-ADAGRAD-EPS", ("tensorflow",), "Keras' Adagrad adds ε inside the square root, torch.optim outside",
+        Entry("TF-ADAGRAD-EPS", ("tensorflow", *KERAS), "Keras' Adagrad adds ε inside the square root, torch.optim outside",
               _adagrad_eps),
         Entry("JAX-ADAGRAD-EPS", ("jax",), "optax's adagrad adds ε inside the square root, torch.optim outside",
               _adagrad_eps),
-        Entry("TF-ADAMAX-EPS", ("tensorflow",), "Keras' Adamax adds ε to u, torch.optim to |g| inside the max",
+        Entry("TF-ADAMAX-EPS", ("tensorflow", *KERAS), "Keras' Adamax adds ε to u, torch.optim to |g| inside the max",
               _tf_adamax_eps, strict=False,
               not_strict_because="it shows only where the decayed β2·u wins the max, which the gradients decide"),
-        Entry("TF-NADAM", ("tensorflow",), "Keras' Nadam schedules μ_t with 0.96^t (torch: 0.96^(t·momentum_decay)) and "
+        Entry("TF-NADAM", ("tensorflow", *KERAS), "Keras' Nadam schedules μ_t with 0.96^t (torch: 0.96^(t·momentum_decay)) and "
               "takes 0.96 through float32", _tf_nadam),
         Entry("JAX-NADAM", ("jax",), "optax's nadam is Nesterov-Adam without the μ_t schedule", _jax_nadam),
         Entry("JAX-AMSGRAD", ("jax",), "optax's amsgrad keeps the largest bias-corrected v̂, torch.optim the largest v",
               _jax_amsgrad, strict=False,
               not_strict_because="it shows only where the second moment shrinks, which the gradients decide"),
-        Entry("CLIPNORM-EPS", ("tensorflow", "jax"), "clip_by_global_norm scales by MAX/‖g‖, torch's clip_grad_norm_ by "
+        Entry("CLIPNORM-EPS", ("tensorflow", "jax", *KERAS), "clip_by_global_norm scales by MAX/‖g‖, torch's clip_grad_norm_ by "
               "MAX/(‖g‖ + 1e-6)", _clipnorm_eps, strict=False, not_strict_because=loose),
         Entry("TORCH-CLIPNORM-EPS", ("torch",), "torch has no per-parameter clip but clip_grad_norm_ on each, with its "
               "+1e-6", _torch_clipnorm_eps, strict=False, not_strict_because=loose),
-        Entry("COSINE-CLAMP", ("tensorflow", "jax"), "Keras' and optax's cosine decay hold η_min past t_max; PyTorch's "
+        Entry("COSINE-CLAMP", ("tensorflow", "jax", *KERAS), "Keras' and optax's cosine decay hold η_min past t_max; PyTorch's "
               "CosineAnnealingLR rises again", _cosine_clamp),
-        Entry("CE-WEIGHT-SMOOTHING", ("tensorflow", "jax"), "a class weight as a per-sample weight w[t] scales the whole "
+        Entry("CE-WEIGHT-SMOOTHING", ("tensorflow", "jax", *KERAS), "a class weight as a per-sample weight w[t] scales the whole "
               "smoothed loss; PyTorch weights each class's term by w_c", _ce_weight_smoothing),
     ]

@@ -11,7 +11,11 @@ from .errors import COMMAND_LINE, CaseError, did_you_mean
 from .protocol import Adapter, Initial, Trace
 
 _BUILTIN = {"numpy": "gradconf.adapters.numpy_ref:NumpyReference", "torch": "gradconf.adapters.torch_adapter:TorchAdapter",
-            "tensorflow": "gradconf.adapters.tensorflow_adapter:TensorflowAdapter", "jax": "gradconf.adapters.jax_adapter:JaxAdapter"}
+            "tensorflow": "gradconf.adapters.tensorflow_adapter:TensorflowAdapter", "jax": "gradconf.adapters.jax_adapter:JaxAdapter",
+            # Keras 3's layers and optimizers, one framework per backend, each in its own process (keras_adapter)
+            "keras-tensorflow": "gradconf.adapters.keras_adapter:KerasTensorflow",
+            "keras-jax": "gradconf.adapters.keras_adapter:KerasJax",
+            "keras-torch": "gradconf.adapters.keras_adapter:KerasTorch"}
 ENTRY_POINT_GROUP = "gradconf.adapters"
 
 

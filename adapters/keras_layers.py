@@ -1,0 +1,211 @@
+"""Keras 3: the case's layers as Keras layers (keras.layers), channels_last, on whichever backend Keras
+was imported with; one function per vocabulary entry, keyed by its name (the `keras-*` frameworks,
+adapters/keras_adapter.py).
+
+Each case layer becomes the Keras layers a Keras user writes for it: Conv2D (DepthwiseConv2D where every
+group is one input channel), Conv2DTranspose, MaxPooling2D, AveragePooling2D, Dense, Permute + Flatten
+(Keras flattens channels_last; the canonical feature order is NCHW's), keras.activations. Padding a case
+gives per side is Keras' `padding="same"` where it is exactly the padding Keras computes for "same",
+`"valid"` where there is none, else ZeroPadding2D (transposed conv: Cropping2D of the full output) and
+`"valid"`; max-pool padding is keras.ops.pad with −∞ (no Keras layer pads with −∞), and an average pool
+that excludes padding Keras' "same" does not compute is a window mean over the window mean of ones.
+Each Keras layer is built once per case on the layer's input shape, and called with
+`layer.stateless_call(weights, [], x)`, so that the backend's autodiff differentiates the weights passed.
+"""
+from __future__ import annotations
+
+from gradconf.case import Layer
+from gradconf.fields import same_padding
+
+from . import Unsupported
+
+_BUILT: dict[str, list] = {}  # case layer name -> its Keras layers, for the case in flight (reset per run)
+ZERO = ((0, 0), (0, 0))
+
+
+def _keras():
+    import keras
+    return keras
+
+
+def reset() -> None:
+    _BUILT.clear()
+
+
+def channels_last(shape) -> tuple:
+    return (shape[0], *shape[2:], shape[1]) if len(shape) == 4 else tuple(shape)
+
+
+def built(L: Layer, make) -> list:
+    """L's Keras layers (`make()`: a list, applied in order), made and built on L's input shape once."""
+    layers = _BUILT.get(L.name)
+    if layers is None:
+        with _eager():  # under jax.jit (keras-jax): the initial weights are values, not traced
+            layers, shape = make(), channels_last(L.in_shape)
+            for layer in layers:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+        _BUILT[L.name] = layers
+    return layers
+
+
+def _eager():
+    import contextlib
+    if _keras().backend.backend() != "jax":
+        return contextlib.nullcontext()
+    import jax
+    return jax.ensure_compile_time_eval()
+
+
+def apply(layers: list, x, weights: list = ()):
+    """The layers in order; the last one (the one with weights, if any) gets `weights`."""
+    for layer in layers[:-1]:
+        x, _ = layer.stateless_call([], [], x)
+    y, _ = layers[-1].stateless_call(list(weights), [], x)
+    return y
+
+
+def keras_same(L) -> tuple:
+    """The per-side padding Keras computes for padding="same" on L's input (its output ceil(n / stride))."""
+    d = getattr(L, "dilation", (1, 1))
+    return tuple(same_padding(L.in_shape[2 + i], L.kernel_size[i], L.stride[i], d[i]) for i in range(2))
+
+
+def padding_mode(L) -> str:
+    """"valid", "same" (exactly Keras' same), or "explicit" (a padding layer first)."""
+    if L.padding == ZERO:
+        return "valid"
+    return "same" if tuple(map(tuple, L.padding)) == keras_same(L) else "explicit"
+
+
+def _weights(p) -> list:
+    return [p["weight"]] + ([p["bias"]] if "bias" in p else [])
+
+
+def is_depthwise(L) -> bool:
+    return L.groups > 1 and L.groups == L.in_channels
+
+
+def _strided_and_dilated(L, what: str) -> None:
+    if max(L.stride) > 1 and max(L.dilation) > 1:
+        raise Unsupported(f"Keras' {what} takes no strides > 1 with dilation_rate > 1 ({L.name}: stride "
+                          f"{list(L.stride)}, dilation {list(L.dilation)})")
+
+
+def conv2d(L, xs, p):
+    keras = _keras()
+    mode = padding_mode(L)
+    _strided_and_dilated(L, "DepthwiseConv2D" if is_depthwise(L) else "Conv2D")
+
+    def make():
+        pre = [keras.layers.ZeroPadding2D(L.padding, dtype=L_dtype())] if mode == "explicit" else []
+        common = dict(kernel_size=L.kernel_size, strides=L.stride, padding="same" if mode == "same" else "valid",
+                      dilation_rate=L.dilation, use_bias="bias" in p, dtype=L_dtype())
+        if is_depthwise(L):  # kernel (kh, kw, in, out/in): adapters/keras_adapter.py converts it
+            return pre + [keras.layers.DepthwiseConv2D(depth_multiplier=L.out_channels // L.groups, **common)]
+        return pre + [keras.layers.Conv2D(L.out_channels, groups=L.groups, **common)]
+    return apply(built(L, make), xs[0], _weights(p))
+
+
+def conv_transpose2d(L, xs, p):
+    keras = _keras()
+    if L.groups > 1:
+        raise Unsupported(f"Keras' Conv2DTranspose has no `groups` ({L.name}: groups {L.groups})")
+    if any(op >= s for op, s in zip(L.output_padding, L.stride)):
+        raise Unsupported(f"Keras' Conv2DTranspose wants output_padding < stride ({L.name}: output_padding "
+                          f"{list(L.output_padding)}, stride {list(L.stride)})")
+    _strided_and_dilated(L, "Conv2DTranspose")
+    # "same" when it is Keras' own (output = input·stride); else the full output, cropped per side
+    same = not any(L.output_padding) and tuple(map(tuple, L.padding)) == tuple(
+        same_padding(L.in_shape[2 + i] * L.stride[i], L.kernel_size[i], L.stride[i], L.dilation[i]) for i in range(2))
+
+    def make():
+        conv = keras.layers.Conv2DTranspose(
+            L.out_channels, L.kernel_size, strides=L.stride, padding="same" if same else "valid",
+            output_padding=None if not any(L.output_padding) else L.output_padding, dilation_rate=L.dilation,
+            use_bias="bias" in p, dtype=L_dtype())
+        if same or L.padding == ZERO:
+            return [conv]
+        return [conv, keras.layers.Cropping2D(L.padding, dtype=L_dtype())]
+    layers = built(L, make)
+    y, _ = layers[0].stateless_call(_weights(p), [], xs[0])
+    return y if len(layers) == 1 else apply(layers[1:], y)
+
+
+_DTYPE = {"name": "float32"}  # the case's dtype, set by the worker before each run
+
+
+def L_dtype() -> str:  # noqa: N802 (reads as the layer's dtype)
+    return _DTYPE["name"]
+
+
+def _pool(L, kind: str, padding: str):
+    keras = _keras()
+    cls = keras.layers.MaxPooling2D if kind == "max" else keras.layers.AveragePooling2D
+    return cls(L.kernel_size, L.stride, padding=padding, dtype=L_dtype())
+
+
+def _zero_pad(L, x):
+    return _keras().layers.ZeroPadding2D(L.padding, dtype=L_dtype())(x)
+
+
+def max_pool2d(L, xs, p):
+    mode, x = padding_mode(L), xs[0]
+    if mode == "explicit":  # Keras pads with zeros only: −∞ through keras.ops.pad
+        x = _keras().ops.pad(x, ((0, 0), *L.padding, (0, 0)), constant_values=float("-inf"))
+    return _pool(L, "max", "same" if mode == "same" else "valid")(x)
+
+
+def avg_pool2d(L, xs, p):
+    """Keras' "same" average excludes the padding from each window's count; padding counted is ZeroPadding2D
+    + "valid"; padding excluded that "same" does not compute: the window mean over the window mean of ones."""
+    mode, x = padding_mode(L), xs[0]
+    if mode == "valid" or (mode == "same" and not L.count_include_pad):
+        return _pool(L, "avg", mode)(x)
+    layer = _pool(L, "avg", "valid")
+    mean = layer(_zero_pad(L, x))
+    if L.count_include_pad:
+        return mean
+    ones = _keras().ops.ones((1, *L.in_shape[2:], 1), dtype=L_dtype())
+    return mean / layer(_zero_pad(L, ones))  # = window sum / real cells in the window
+
+
+def flatten(L, xs, p):
+    keras = _keras()
+    x = xs[0]
+    if len(L.in_shape) == 4:  # back to channels first: canonical (PyTorch) row-major feature order
+        x = keras.layers.Permute((3, 1, 2), dtype=L_dtype())(x)
+    return keras.layers.Flatten(dtype=L_dtype())(x)
+
+
+def dense(L, xs, p):
+    keras = _keras()
+    layers = built(L, lambda: [keras.layers.Dense(L.out_shape[-1], use_bias="bias" in p, dtype=L_dtype())])
+    return apply(layers, xs[0], _weights(p))
+
+
+def concat(L, xs, p):
+    axis = (0, 3, 1, 2)[L.dim] if len(L.out_shape) == 4 else L.dim  # a canonical (NCHW) axis, channels_last
+    return _keras().layers.Concatenate(axis=axis, dtype=L_dtype())(xs)
+
+
+def embedding(L, xs, p):
+    keras = _keras()  # Keras' table is (num_embeddings, embedding_dim), the canonical layout
+    layers = built(L, lambda: [keras.layers.Embedding(L.num_embeddings, L.embedding_dim, dtype=L_dtype())])
+    return apply(layers, xs[0], [p["weight"]])
+
+
+# One function per vocabulary entry: f(L, xs, p) -> y, xs channels_last when 4-D. tests/test_keras_adapter.py
+# plants bugs by swapping entries of this table.
+LAYERS = {
+    "conv2d": conv2d, "conv_transpose2d": conv_transpose2d, "max_pool2d": max_pool2d, "avg_pool2d": avg_pool2d,
+    "sigmoid": lambda L, xs, p: _keras().activations.sigmoid(xs[0]),
+    "tanh": lambda L, xs, p: _keras().activations.tanh(xs[0]),
+    "relu": lambda L, xs, p: _keras().activations.relu(xs[0]),
+    "flatten": flatten,
+    "sum": lambda L, xs, p: _keras().ops.sum(xs[0]),
+    "dense": dense,
+    "add": lambda L, xs, p: _keras().layers.Add(dtype=L_dtype())(xs),
+    "concat": concat,
+    "embedding": embedding,
+}

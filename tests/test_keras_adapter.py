@@ -1,0 +1,121 @@
+"""The Keras 3 frameworks (adapters/keras_adapter.py): each backend in its own worker process, Keras' layers
+conforming, a planted bug in a Keras layer caught, a dead worker an `error` and the next run a fresh one,
+and what Keras cannot express `unsupported` with the reason."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from gradconf import adapters
+from gradconf.loader import load_file
+from gradconf.runner import Runner
+from tests.conftest import ROOT, make_case
+
+pytest.importorskip("keras")
+BACKENDS = [b for b in ("tensorflow", "jax", "torch") if not adapters.builtin(f"keras-{b}").missing()]
+
+
+def _statuses(records, framework):
+    return {r.status for r in records if r.framework == framework}
+
+
+def test_each_backend_is_a_framework_of_its_own():
+    assert {"keras-tensorflow", "keras-jax", "keras-torch"} <= set(adapters.known_names())
+    for b in ("tensorflow", "jax", "torch"):
+        assert adapters.builtin(f"keras-{b}").name == f"keras-{b}"
+
+
+def test_every_backend_runs_in_its_own_process_and_conforms():
+    """One case (a padded conv, relu, flatten, dense) on every installed backend: three worker processes,
+    each on the backend it names, none of them this one, and every comparison passes."""
+    from gradconf.adapters.numpy_ref import NumpyReference
+    (case,) = load_file(os.path.join(ROOT, "cases", "layers", "per_side_padding_f32.yaml"))
+    chosen = [adapters.builtin(f"keras-{b}") for b in BACKENDS]
+    try:
+        records = Runner(NumpyReference(), chosen).run_case(case).records
+        pids = {a.name: a._worker.process.pid for a in chosen}
+        for a in chosen:
+            assert _statuses(records, a.name) == {"pass"}, [r for r in records if r.framework == a.name]
+            assert a.backend in a.version()
+            assert os.getpgid(pids[a.name]) == os.getpgid(0)  # gradconf's time limit kills the group: it goes too
+        assert len(set(pids.values())) == len(chosen) and os.getpid() not in pids.values()
+    finally:
+        for a in chosen:
+            a.close()
+
+
+class _Abort:
+    """Unpickled in the worker, it aborts it: a crash in native code, in the middle of a run."""
+    def __reduce__(self):
+        return os.abort, ()
+
+
+def test_a_dead_worker_is_that_runs_error_and_the_next_run_starts_a_fresh_one():
+    from gradconf.adapters.numpy_ref import NumpyReference
+    adapter = adapters.builtin(f"keras-{BACKENDS[-1]}")
+    (case,) = load_file(os.path.join(ROOT, "cases", "layers", "sum_layer_f32.yaml"))
+    runner = Runner(NumpyReference(), [adapter])
+    try:
+        with pytest.raises(RuntimeError, match=r"worker process died \(killed by SIGABRT\) during this run"):
+            adapter.run(case, _Abort())
+        again = [r for r in runner.run_case(case).records if r.framework == adapter.name]
+        assert {r.status for r in again} == {"pass"}, [r.message for r in again]
+        first = adapter._worker.process.pid
+        os.kill(first, signal.SIGKILL)  # between runs: the next run starts a fresh worker, and is not lost
+        adapter._worker.process.wait()
+        assert {r.status for r in runner.run_case(case).records if r.framework == adapter.name} == {"pass"}
+        assert adapter._worker.process.pid != first
+    finally:
+        adapter.close()
+
+
+def test_what_keras_cannot_express_is_unsupported_with_the_reason():
+    from gradconf.errors import Unsupported
+    adapter = adapters.builtin("keras-torch")
+    grouped = make_case(input={"shape": [1, 4, 3, 3]}, model=[{"conv_transpose2d": {
+        "name": "up", "out_channels": 2, "kernel_size": 2, "groups": 2}}], loss={"sum": {}})
+    from gradconf.tensors import materialize
+    try:
+        with pytest.raises(Unsupported, match=r"Conv2DTranspose has no `groups` \(up: groups 2\)"):
+            adapter.run(grouped, materialize(grouped))
+    finally:
+        adapter.close()
+
+
+# A Keras porting bug, planted in the worker's table: Flatten on channels_last features without the Permute
+# back to channels first (the features come out in HWC order, not the canonical CHW).
+_PLANT = """
+import os, sys
+os.environ["KERAS_BACKEND"] = sys.argv[1]
+from gradconf.adapters import keras_layers, keras_worker
+from gradconf.adapters.numpy_ref import NumpyReference
+from gradconf.loader import load_file
+from gradconf.runner import Runner
+if sys.argv[2] == "planted":
+    keras_layers.LAYERS["flatten"] = lambda L, xs, p: __import__("keras").layers.Flatten()(xs[0])
+class InProcess:
+    name, missing, version = "keras-" + sys.argv[1], lambda self: None, lambda self: "in process"
+    def run(self, case, initial):
+        return keras_worker.run(sys.argv[1], case, initial)
+(case,) = load_file("cases/layers/dense_after_flatten_f32.yaml")
+records = Runner(NumpyReference(), [InProcess()]).run_case(case).records
+print(sorted({r.status for r in records if r.framework.startswith("keras")}))
+print(max((r.ratio or 0) for r in records if r.framework.startswith("keras") and r.ratio == r.ratio))
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_bug_planted_in_a_keras_layer_is_caught(backend):
+    def run(mode):
+        p = subprocess.run([sys.executable, "-c", _PLANT, backend, mode], cwd=ROOT, capture_output=True, text=True,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert p.returncode == 0, p.stderr[-3000:]
+        statuses, worst = p.stdout.strip().splitlines()[-2:]
+        return statuses, float(worst)
+    assert run("clean")[0] == "['pass']"
+    statuses, worst = run("planted")
+    assert "fail" in statuses and worst > 1e3, (statuses, worst)
