@@ -103,7 +103,7 @@ class InProcess:
         return keras_worker.run(sys.argv[1], case, initial)
 (case,) = load_file("cases/layers/dense_after_flatten_f32.yaml")
 records = Runner(NumpyReference(), [InProcess()]).run_case(case).records
-print(sorted({r.status for r in records if r.framework.startswith("keras")}))
+print(sorted({str(r.status) for r in records if r.framework.startswith("keras")}))
 print(max((r.ratio or 0) for r in records if r.framework.startswith("keras") and r.ratio == r.ratio))
 """
 
