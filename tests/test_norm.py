@@ -81,3 +81,112 @@ def test_sabotaged_norm_backward_is_caught(monkeypatch, layer, fake, case):
     assert fd_error(c) < TOL
     monkeypatch.setitem(vocab.LAYERS, layer, dataclasses.replace(vocab.LAYERS[layer], backward=fake))
     assert fd_error(c) > 1e-3
+
+
+# ---------------------------------------------------------------- the running statistics, as state
+
+def _bn_case(**opts):
+    return make_case(input={"shape": [3, 2, 2, 2], "init": "normal"}, dtype="float64", seed=3,
+                     model=[{"conv2d": {"name": "conv", "out_channels": 2, "kernel_size": 1, "bias": False}},
+                            {"batch_norm2d": {"name": "bn", **opts}}, {"tanh": {}}],
+                     loss={"mse": {"target": {"init": "normal"}}}, optimizer={"sgd": {"lr": 0.1}}, steps=3)
+
+
+def test_the_reference_keeps_the_running_statistics_across_steps():
+    """Step k's state is the SPEC §1.9 rule applied to step k's batch statistics, from step k − 1's state."""
+    case = _bn_case(momentum=0.3, running_mean=[0.5, -0.5], running_var=[2.0, 0.5])
+    init = materialize(case)
+    trace = NumpyReference().run(case, init)
+    mean, var = np.array([0.5, -0.5]), np.array([2.0, 0.5])
+    w = np.array(init.params["conv.weight"])
+    for step in trace.steps:
+        y = np.einsum("nchw,oc->nohw", init.input, w[:, :, 0, 0])  # the conv's output: the batch norm's input
+        mean = 0.7 * mean + 0.3 * y.mean(axis=(0, 2, 3))
+        var = 0.7 * var + 0.3 * y.var(axis=(0, 2, 3), ddof=1)
+        np.testing.assert_allclose(step.state["bn.running_mean"], mean, rtol=1e-13)
+        np.testing.assert_allclose(step.state["bn.running_var"], var, rtol=1e-13)
+        w = w - 0.1 * step.grads["conv.weight"]
+
+
+def test_eval_mode_leaves_the_state_and_the_precise_and_rounded_runs_keep_it():
+    from gradconf.protocol import Rounding
+    ref = NumpyReference()
+    case = _bn_case(training=False, running_mean=[0.25, 0.5], running_var=[1.5, 0.75])
+    init = materialize(case)
+    trace = ref.run(case, init)
+    assert [s.state["bn.running_var"].tolist() for s in trace.steps] == [[1.5, 0.75]] * 3
+    trained = _bn_case()
+    init = materialize(trained)
+    plain, precise = ref.run(trained, init), ref.run_precise(trained, init)
+    for a, b in zip(plain.steps, precise.steps):
+        assert b.state["bn.running_var"].dtype == np.longdouble
+        np.testing.assert_allclose(np.asarray(b.state["bn.running_var"], np.float64), a.state["bn.running_var"],
+                                   rtol=1e-14)
+
+    class Counting(Rounding):
+        seen = []
+
+        def param(self, a):
+            self.seen.append(a.shape)
+    ref.run_rounded(trained, init, Counting())
+    # each step: bn.weight and bn.bias updated, and running_mean and running_var, stored in the dtype
+    assert Counting.seen.count((2,)) == (2 + 2) * 3
+
+
+class _Planted(NumpyReference):
+    """The reference with a planted bug in its batch norm's running variance: the biased batch variance."""
+    name = "planted"
+
+    def run(self, case, initial):
+        decl = vocab.LAYERS["batch_norm2d"]
+
+        def biased(L, xs, p, state=None):
+            keep = state["running_var"].copy()
+            y, cache = decl.forward(L, xs, p, state=state)
+            var = xs[0].var(axis=(0, 2, 3))
+            state["running_var"] = (1 - L.momentum) * keep + L.momentum * var
+            return y, cache
+        vocab.LAYERS["batch_norm2d"] = dataclasses.replace(decl, forward=biased)
+        try:
+            return super().run(case, initial)
+        finally:
+            vocab.LAYERS["batch_norm2d"] = decl
+
+
+def test_a_wrong_running_variance_fails_the_state_comparison():
+    from gradconf.runner import Runner
+
+    class Faithful(NumpyReference):
+        name = "faithful"
+    case = _bn_case()
+    records = Runner(NumpyReference(), [Faithful(), _Planted()]).run_case(case).records
+    state = {(r.framework, r.step, r.tensor): r.status for r in records
+             if r.quantity == "state" and r.framework in ("faithful", "planted")}
+    assert len(state) == 2 * 3 * 2
+    assert {s for (fw, *_), s in state.items() if fw == "faithful"} == {"pass"}
+    assert {s for (fw, _, t), s in state.items() if fw == "planted" and t == "bn.running_var"} == {"fail"}
+    assert {s for (fw, _, t), s in state.items() if fw == "planted" and t == "bn.running_mean"} == {"pass"}
+    assert {r.status for r in records if r.framework == "planted" and r.quantity != "state"} == {"pass"}
+
+
+def test_the_tensorflow_batch_norm_is_keras_batchnormalization():
+    """adapters/tf_norm.py writes out Keras' BatchNormalization.call: the same output and moving statistics
+    as the layer itself, configured with momentum 1 − the case's."""
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    from gradconf.adapters import tf_norm
+    x = np.random.default_rng(0).normal(size=(3, 4, 5, 2))  # NHWC
+    gamma, beta, mean0, var0 = np.array([1.5, 0.5]), np.array([0.1, -0.2]), np.array([0.3, -0.1]), np.array([2.0, 0.5])
+    layer = keras.layers.BatchNormalization(momentum=0.75, epsilon=1e-3, dtype="float64")
+    layer.build(x.shape)
+    layer.set_weights([gamma, beta, mean0, var0])
+    expected = np.asarray(layer(tf.constant(x), training=True))
+    case = _bn_case(momentum=0.25, eps=1e-3)
+    p = {"weight": tf.constant(gamma), "bias": tf.constant(beta), "running_mean": tf.constant(mean0),
+         "running_var": tf.constant(var0)}
+    y = tf_norm.batch_norm2d(case.layers[1], [tf.constant(x)], p)
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(p["running_mean"]), np.asarray(layer.moving_mean), rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(p["running_var"]), np.asarray(layer.moving_variance), rtol=1e-14)
+    # ... and that is the biased batch variance (TF-BN-BIASED-VAR)
+    np.testing.assert_allclose(np.asarray(layer.moving_variance), 0.75 * var0 + 0.25 * x.var(axis=(0, 1, 2)), rtol=1e-13)
