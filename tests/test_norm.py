@@ -190,3 +190,37 @@ def test_the_tensorflow_batch_norm_is_keras_batchnormalization():
     np.testing.assert_allclose(np.asarray(p["running_var"]), np.asarray(layer.moving_variance), rtol=1e-14)
     # ... and that is the biased batch variance (TF-BN-BIASED-VAR)
     np.testing.assert_allclose(np.asarray(layer.moving_variance), 0.75 * var0 + 0.25 * x.var(axis=(0, 1, 2)), rtol=1e-13)
+
+
+def test_a_golden_state_off_by_a_little_fails():
+    import os
+    from gradconf.loader import load_file
+    from gradconf.runner import Runner
+    from tests.conftest import ROOT
+    (case,) = load_file(os.path.join(ROOT, "cases", "conventions", "batch_norm_running_var_unbiased.yaml"))
+    golden = lambda c: {r.tensor: r.status for r in Runner(NumpyReference(), []).run_case(c).records  # noqa: E731
+                        if r.reference == "expected" and r.quantity == "state"}
+    assert golden(case) == {"bn.running_mean": "pass", "bn.running_var": "pass"}
+    off = {**case.expect.state, "bn.running_var": np.array([1.4])}  # Keras' biased rule
+    assert golden(dataclasses.replace(case, expect=dataclasses.replace(case.expect, state=off)))["bn.running_var"] == "fail"
+
+
+@pytest.mark.parametrize("layer,message", [
+    ({"batch_norm2d": {"running_var": [1.0, -0.5]}}, "model[0].batch_norm2d.running_var: must be >= 0"),
+    ({"batch_norm2d": {"affine": False, "weight": [1.0, 2.0]}}, "model[0].batch_norm2d.weight: `weight` needs"),
+    ({"batch_norm2d": {"momentum": 1.5}}, "model[0].batch_norm2d.momentum: must be in [0, 1]"),
+    ({"group_norm": {"num_groups": 3}}, "model[0].group_norm.num_groups: num_groups 3 does not divide the 2"),
+    ({"layer_norm": {"weight": [1.0, 2.0]}}, "model[0].layer_norm.weight"),
+])
+def test_invalid_norm_layers_name_the_field(layer, message):
+    from gradconf.errors import CaseError
+    with pytest.raises(CaseError) as e:
+        make_case(input={"shape": [2, 2, 3, 3]}, model=[layer], loss={"sum": {}})
+    assert message in str(e.value)
+
+
+def test_training_mode_on_one_value_per_channel_is_an_invalid_case():
+    from gradconf.errors import CaseError
+    with pytest.raises(CaseError, match="model\\[0\\].batch_norm2d.training: training mode needs more than one value"):
+        make_case(input={"shape": [1, 2, 1, 1]}, model=[{"batch_norm2d": {}}], loss={"sum": {}})
+    make_case(input={"shape": [1, 2, 1, 1]}, model=[{"batch_norm2d": {"training": False}}], loss={"sum": {}})
