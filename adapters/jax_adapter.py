@@ -97,6 +97,43 @@ def _bias(x, b):
     return x if b is None else x + b.reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
+def _stat(v, ndim):
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _normalise(jnp, lax, x, axes, eps):
+    """(x − mean)/√(var + ε) over `axes` (the variance biased)."""
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+    return (x - mean) * lax.rsqrt(var + eps), mean, var
+
+
+def _affine(y, p, shaped):
+    return y if "weight" not in p else y * shaped(p["weight"]) + shaped(p["bias"])
+
+
+def _batch_norm(jnp, lax, x, p, L):
+    """Batch statistics in training (and the running ones updated per SPEC §1.9, as torch: (1 − momentum)·running +
+    momentum·batch, the variance unbiased), the running statistics in eval mode. The new state replaces p's."""
+    if L.training:
+        y, mean, var = _normalise(jnp, lax, x, (0, 2, 3), L.eps)
+        m, mom = L.reduces, L.momentum
+        p["running_mean"] = (1 - mom) * p["running_mean"] + mom * lax.stop_gradient(mean.reshape(-1))
+        p["running_var"] = (1 - mom) * p["running_var"] + mom * lax.stop_gradient(var.reshape(-1)) * (m / (m - 1))
+    else:
+        y = (x - _stat(p["running_mean"], 4)) * lax.rsqrt(_stat(p["running_var"], 4) + L.eps)
+    return _affine(y, p, lambda v: _stat(v, 4))
+
+
+def _layer_norm(jnp, lax, x, p, L):
+    return _affine(_normalise(jnp, lax, x, tuple(range(1, x.ndim)), L.eps)[0], p, lambda v: v[None])
+
+
+def _group_norm(jnp, lax, x, p, L):
+    y = _normalise(jnp, lax, x.reshape(x.shape[0], L.num_groups, -1), (2,), L.eps)[0].reshape(x.shape)
+    return _affine(y, p, lambda v: _stat(v, x.ndim))
+
+
 # One function per vocabulary entry: layers f(L, xs, p) -> y (losses and optimizers below).
 # tests/planted_jax.py plants bugs by swapping entries of these tables.
 LAYERS = {
@@ -114,6 +151,9 @@ LAYERS = {
     "concat": lambda L, xs, p: _jl()[0].concatenate(xs, axis=L.dim),
     "embedding": lambda L, xs, p: _jl()[0].take(p["weight"], xs[0], axis=0),  # ids: int32
     **jax_activations.LAYERS,  # leaky_relu, elu, gelu, silu, softplus, softmax, log_softmax, dropout
+    "batch_norm2d": lambda L, xs, p: _batch_norm(*_jl(), xs[0], p, L),
+    "layer_norm": lambda L, xs, p: _layer_norm(*_jl(), xs[0], p, L),
+    "group_norm": lambda L, xs, p: _group_norm(*_jl(), xs[0], p, L),
 }
 
 
@@ -160,35 +200,37 @@ class JaxAdapter:
                    jax.device_put(initial.target_at(k).astype(np.int64 if ids else dtype)) for k in range(1, case.steps + 1)]
         options = {"reduction": case.loss.reduction, **case.loss.options}
 
-        def forward(params, x, target):
-            y = run_layers(case, LAYERS, x, params)
-            return LOSSES[case.loss.kind](y, target, options), y
+        def forward(params, x, target, states):
+            states = dict(states)  # the running statistics after this step's forward (batch norm)
+            y = run_layers(case, LAYERS, x, params, states=states)
+            return LOSSES[case.loss.kind](y, target, options), (y, states)
 
         value_and_grad = jax.value_and_grad(forward, argnums=(0, 1) if case.input_grad else 0, has_aux=True)
         opt = None
         if case.optimizer is not None and params:  # clipping and the schedule are part of the optax chain
             opt = OPTIMIZERS[case.optimizer.kind](case.optimizer, case.schedule, case.clip)
 
-        def every_step(params, xs, targets):
+        def every_step(params, xs, targets, states):
             state = opt.init(params) if opt is not None else None
             out = []
             for x, target in zip(xs, targets):
-                (loss, y), grads = value_and_grad(params, x, target)
+                (loss, (y, states)), grads = value_and_grad(params, x, target, states)
                 grads, input_grad = grads if case.input_grad else (grads, None)  # ids: no input gradient
                 if opt is not None:
                     updates, state = opt.update(grads, state, params)
                     params = optax.apply_updates(params, updates)
-                out.append((loss, y, grads, input_grad, params))
+                out.append((loss, y, grads, input_grad, params, states))
             return out
 
         # One XLA program per case (every step, its gradients and updates): compiling costs far more than
         # running these small cases, and op-by-op dispatch would compile every primitive on its own.
         as_np = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
         steps = []
-        for loss, y, param_grads, input_grad, after in jax.jit(every_step)(params, xs, targets):
+        states = {k: jax.device_put(v.astype(dtype)) for k, v in initial.state.items()}
+        for loss, y, param_grads, input_grad, after, state in jax.jit(every_step)(params, xs, targets, states):
             grads = {k: as_np(g) for k, g in param_grads.items()}
             if input_grad is not None:
                 grads["input"] = as_np(input_grad)
-            steps.append(Step(as_np(loss), as_np(y), grads,
-                              {k: as_np(v) for k, v in after.items()} if opt is not None else {}))
+            steps.append(Step(as_np(loss), as_np(y), grads, {k: as_np(v) for k, v in after.items()} if opt is not None
+                              else {}, state={k: as_np(v) for k, v in state.items()}))
         return Trace(steps)

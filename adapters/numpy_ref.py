@@ -25,7 +25,10 @@ def layer_forward(L, xs, params: dict, states: dict | None = None):
     decl = vocab.LAYERS[L.type]
     if decl.init_state is None:
         return decl.forward(L, list(xs), own_params(L, params))
-    state = states.setdefault(L.name, decl.init_state(L)) if states is not None else decl.init_state(L)
+    if states is None or L.name not in states:  # (not setdefault: init_state cannot draw a seeded state)
+        state = decl.init_state(L) if states is None else states.setdefault(L.name, decl.init_state(L))
+    else:
+        state = states[L.name]
     return decl.forward(L, list(xs), own_params(L, params), state=state)
 
 
@@ -89,7 +92,7 @@ class NumpyReference:
         one_thread_native_pools("numpy")  # NumPy's BLAS too: a big layer splits its batch instead (numerics.over_batch)
         params = {k: np.array(v, dtype=dtype) for k, v in initial.params.items()}
         opt = make_optimizer(case.optimizer)
-        steps, states = [], {}  # states: the stateful layers' (running statistics), by layer name
+        steps, states = [], initial_states(case, initial, dtype)  # the stateful layers', kept across steps
         for k in range(1, case.steps + 1):  # per-step data (SPEC §1.10): step k's input and target
             x = np.array(initial.input_at(k), dtype=dtype)
             target = initial.target_at(k)
@@ -102,8 +105,25 @@ class NumpyReference:
                 params = {n: opt.update(n, p, step[n], lr) for n, p in params.items()}
                 for p in params.values() if rounding is not None else ():
                     rounding.param(p)
-            steps.append(Step(np.asarray(loss), output, grads, dict(params) if opt is not None else {}, magnitude))
+            state = {f"{name}.{kind}": v for name, own in states.items() for kind, v in own.items()}
+            for v in state.values() if rounding is not None else ():
+                rounding.param(v)  # stored in the dtype, as a framework keeps its running statistics
+            steps.append(Step(np.asarray(loss), output, grads, dict(params) if opt is not None else {}, magnitude,
+                              {k: v.copy() for k, v in state.items()}))
         return Trace(steps)
+
+
+def initial_states(case, initial: Initial, dtype) -> dict:
+    """Layer name -> {kind: array}: each stateful layer's state (batch-norm running statistics) as the case
+    materialised it (protocol.Initial.state), or its declaration's `init_state` where the Initial lacks it."""
+    states = {}
+    for L in case.layers:
+        if not L.state:
+            continue
+        own = vocab.LAYERS[L.type].init_state(L) if any(s.name not in initial.state for s in L.state) else {}
+        own.update({s.name.rsplit(".", 1)[1]: initial.state[s.name] for s in L.state if s.name in initial.state})
+        states[L.name] = {k: np.array(v, dtype=dtype) for k, v in own.items()}
+    return states
 
 
 def _forward(case, x, params, rounding, states, keep: dict | None = None):

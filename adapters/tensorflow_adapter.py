@@ -21,6 +21,7 @@ from gradconf.case import Case
 
 from . import Initial, LayerTrace, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers
 from . import tf_activations, tf_training as training
+from . import tf_norm
 from .tf_layout import _kinds, from_tf_layout, nhwc_axis, to_tf_layout
 
 
@@ -166,6 +167,7 @@ LAYERS = {
     "concat": concat,
     "embedding": lambda L, xs, p: _tf().gather(p["weight"], xs[0]),  # its gradient: IndexedSlices (made dense)
     **tf_activations.LAYERS,  # leaky_relu, elu, gelu, silu, softplus, softmax, log_softmax, dropout
+    **tf_norm.LAYERS,
 }
 
 # ---------------------------------------------------------------- losses: f(y, target) -> loss
@@ -233,6 +235,7 @@ class TensorflowAdapter:
         if variables and case.optimizer:  # nothing to update without parameters
             opt = training.optimizer(case.optimizer.kind, case.optimizer.hp, case.schedule, case.clip, case.dtype)
         names = list(variables)
+        states = {k: tf.cast(v, dtype) for k, v in initial.state.items()}  # running statistics, per channel
         as_np = lambda t: np.asarray(tf.cast(t, tf.float64))  # noqa: E731
         steps = []
         for step in range(1, case.steps + 1):  # this step's input and target (per-step data, SPEC §1.10)
@@ -245,7 +248,8 @@ class TensorflowAdapter:
                     tape.watch(x)
                 y = tf.transpose(x, (0, 2, 3, 1)) if len(case.input.shape) == 4 else x
                 kept = {}  # trace_layers: every layer's output, for the tape's gradient of each
-                y = run_layers(case, LAYERS, y, variables, kept if traced is not None else None)
+                y = run_layers(case, LAYERS, y, variables, kept if traced is not None else None,
+                               states=states)
                 if len(case.output_shape) == 4:
                     y = tf.transpose(y, (0, 3, 1, 2))  # canonical NCHW for the loss and the report
                 loss = LOSSES[case.loss.kind](y, target, options)
@@ -263,5 +267,5 @@ class TensorflowAdapter:
                     opt.apply_gradients([(g if g is not None else tf.zeros_like(variables[n]), variables[n])
                                          for n, g in zip(names, grads[1:])])
             params = {k: from_tf_layout(kinds[k], as_np(v)) for k, v in variables.items()} if opt is not None else {}
-            steps.append(Step(as_np(loss), as_np(y), out_grads, params))
+            steps.append(Step(as_np(loss), as_np(y), out_grads, params, state={k: as_np(v) for k, v in states.items()}))
         return Trace(steps)

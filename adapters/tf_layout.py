@@ -10,13 +10,17 @@ _WEIGHT_LAYOUT = {"conv2d": "conv", "conv_transpose2d": "conv_t", "dense": "dens
 
 
 def _kinds(case: Case) -> dict[str, str]:
-    """Parameter name -> how its layout converts (conv, conv_t, dense, bias: as it is)."""
-    return {p.name: "bias" if p.name.endswith(".bias") else _WEIGHT_LAYOUT.get(L.type, "bias")
-            for L in case.layers for p in L.params}
+    """Parameter name -> how its layout converts (conv, conv_t, dense, chw, bias: as it is)."""
+    def kind(L, name):
+        if L.type == "layer_norm" and len(L.in_shape) == 4:
+            return "chw"  # a layer norm's weight and bias are shaped like the activation: (C, H, W) -> (H, W, C)
+        return "bias" if name.endswith(".bias") else _WEIGHT_LAYOUT.get(L.type, "bias")
+    return {p.name: kind(L, p.name) for L in case.layers for p in L.params}
 
 
-_TO_TF = {"conv": (2, 3, 1, 0), "conv_t": (2, 3, 1, 0), "dense": (1, 0)}  # OIHW->HWIO, IOHW->HW,O/g,I ; (o,i)->(i,o)
-_FROM_TF = {"conv": (3, 2, 0, 1), "conv_t": (3, 2, 0, 1), "dense": (1, 0)}
+# OIHW->HWIO, IOHW->HW,O/g,I ; (o,i)->(i,o) ; CHW->HWC
+_TO_TF = {"conv": (2, 3, 1, 0), "conv_t": (2, 3, 1, 0), "dense": (1, 0), "chw": (1, 2, 0)}
+_FROM_TF = {"conv": (3, 2, 0, 1), "conv_t": (3, 2, 0, 1), "dense": (1, 0), "chw": (2, 0, 1)}
 
 
 def to_tf_layout(kind: str, a: np.ndarray) -> np.ndarray:

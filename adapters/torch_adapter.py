@@ -73,6 +73,21 @@ def _torch():
     return torch
 
 
+def batch_norm2d(L, xs, p):
+    # F.batch_norm updates the running statistics in place, as nn.BatchNorm2d does: (1 − momentum)·running +
+    # momentum·batch, the variance unbiased
+    return _F().batch_norm(xs[0], p["running_mean"], p["running_var"], p.get("weight"), p.get("bias"), L.training,
+                           L.momentum, L.eps)
+
+
+def layer_norm(L, xs, p):
+    return _F().layer_norm(xs[0], tuple(L.in_shape[1:]), p.get("weight"), p.get("bias"), L.eps)
+
+
+def group_norm(L, xs, p):
+    return _F().group_norm(xs[0], L.num_groups, p.get("weight"), p.get("bias"), L.eps)
+
+
 LAYERS = {
     "conv2d": conv2d, "conv_transpose2d": conv_transpose2d, "max_pool2d": max_pool2d, "avg_pool2d": avg_pool2d,
     "sigmoid": lambda L, xs, p: _torch().sigmoid(xs[0]),
@@ -85,6 +100,7 @@ LAYERS = {
     "concat": lambda L, xs, p: _torch().cat(xs, dim=L.dim),
     "embedding": lambda L, xs, p: _F().embedding(xs[0], p["weight"]),  # ids: int64
     **torch_activations.LAYERS,  # leaky_relu, elu, gelu, silu, softplus, softmax, log_softmax, dropout
+    "batch_norm2d": batch_norm2d, "layer_norm": layer_norm, "group_norm": group_norm,
 }
 
 
@@ -159,6 +175,7 @@ class TorchAdapter:
         dtype = getattr(torch, case.dtype)
         as_np = lambda t: t.detach().to(torch.float64).numpy().copy()  # noqa: E731
         params = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in initial.params.items()}
+        states = {k: torch.tensor(v, dtype=dtype) for k, v in initial.state.items()}  # running statistics
         ids = case.loss.kind in training.CLASS_TARGETS
         options = {"reduction": case.loss.reduction, **case.loss.options}
         opt = sched = None
@@ -174,7 +191,7 @@ class TorchAdapter:
             for p in params.values():
                 p.grad = None
             kept = None if traced is None else {}
-            y = run_layers(case, LAYERS, x, params, kept)
+            y = run_layers(case, LAYERS, x, params, kept, states=states)
             for t in (kept or {}).values():  # trace_layers: every layer's output gradient too
                 if t.requires_grad:
                     t.retain_grad()
@@ -193,5 +210,6 @@ class TorchAdapter:
                 if sched is not None:
                     sched.step()
             steps.append(Step(as_np(loss), as_np(y), grads,
-                              {k: as_np(p) for k, p in params.items()} if opt is not None else {}))
+                              {k: as_np(p) for k, p in params.items()} if opt is not None else {},
+                              state={k: as_np(v) for k, v in states.items()}))
         return Trace(steps)

@@ -12,7 +12,7 @@ import numpy as np
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 INITS = ("uniform", "normal", "zeros", "ones", "arange", "randint")
-QUANTITIES = ("loss", "output", "grad", "param")
+QUANTITIES = ("loss", "output", "grad", "param", "state")
 
 Pair = tuple[int, int]
 Padding = tuple[Pair, Pair]  # ((top, bottom), (left, right))
@@ -46,6 +46,7 @@ class Layer:
     # Where its inputs come from (SPEC §1.8): earlier layers' names or "input"; () is the previous layer's output.
     sources: tuple[str, ...] = ()
     in_shapes: tuple[Shape, ...] = ()  # every input's shape (a merge: several); () is (in_shape,)
+    state: tuple[Param, ...] = ()  # a stateful layer's (batch-norm running statistics): "<layer>.running_mean"
     TYPE: ClassVar[str] = ""  # its declaration's name in gradconf.vocab (a class serving several: `type`)
     INPUT_GRAD: ClassVar[bool] = True  # False: its input is not differentiable (embedding ids)
 
@@ -194,6 +195,7 @@ class Expect:
     param: dict[str, np.ndarray] = field(default_factory=dict)  # after the last step
     at: tuple[Golden, ...] = ()  # `expect.step.K` (SPEC §1.10)
     tolerance: Tol | None = None  # `expect.tolerance`: for golden comparisons only
+    state: dict[str, np.ndarray] = field(default_factory=dict)  # after the last step (SPEC §1.9)
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,11 @@ class Case:
     def input_grad(self) -> bool:
         """Whether the network input has a gradient (not when integer ids feed an embedding)."""
         return all(L.INPUT_GRAD for L, src in zip(self.layers, self.graph) if "input" in src)
+
+    @property
+    def states(self) -> tuple[Param, ...]:
+        """Every stateful layer's initial state (running statistics), by full name."""
+        return tuple(p for layer in self.layers for p in layer.state)
 
     @property
     def output_shape(self) -> Shape:

@@ -159,6 +159,14 @@ def _keras_x64(backend: str):
 _X64_LOOSE = ("a value rounded to float32 may be exact (integers, short binary fractions), and a gradient "
               "taken through the cast back is exact where the rounded value only feeds the loss")
 
+def _bn_biased_var(case: Case, p: Platform):
+    bn = [L for L in case.layers if L.type == "batch_norm2d" and L.training and L.momentum > 0]
+    if not bn:
+        return None, "no batch_norm2d in training mode with momentum > 0"
+    return SHOWS, (f"batch norm {bn[0].name} in training mode: the moving variance takes momentum·σ²/(m − 1) less "
+                   f"(m = N·H·W = {bn[0].reduces})")
+
+
 CATALOGUE: dict[str, Entry] = {e.id: e for e in [
     Entry("KERAS-JAX-X64", ("keras-jax",), "Keras' ops.mean on jax computes float64 in float32 (result_type)",
           _keras_x64("jax"), strict=False, not_strict_because=_X64_LOOSE),
@@ -184,6 +192,10 @@ CATALOGUE: dict[str, Entry] = {e.id: e for e in [
     Entry("HALF-ADAM", ("torch", "tensorflow", "jax", *KERAS), "Adam's moments kept in float16 underflow for small gradients",
           _half_adam, loose_on=("jax", "keras-jax"), not_strict_because="on jax (and Keras on jax): whether (1 − β2)·g² is rounded to float16 "
           "(and underflows) depends on how XLA fuses the program"),
+    Entry("TF-BN-BIASED-VAR", ("tensorflow",), "Keras' BatchNormalization moves its moving variance toward the "
+          "biased batch variance; PyTorch's running_var takes the unbiased one", _bn_biased_var, strict=False,
+          not_strict_because="its size, momentum·σ²/(N·H·W − 1) of the channel's variance, can sink below float32 "
+                             "rounding for a large batch or a channel of near-constant values"),
     *training_entries(Entry),
     *layer_entries(Entry),
 ]}

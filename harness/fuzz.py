@@ -26,7 +26,7 @@ from .errors import CaseError
 from .runner import FAILING, Record, Runner
 
 SIGNATURE_HEADER = "# gradconf fuzz signature: "
-_QUANTITY_ORDER = {"output": 0, "loss": 1, "grad": 2, "param": 3}
+_QUANTITY_ORDER = {"output": 0, "loss": 1, "grad": 2, "param": 3, "state": 4}
 FOUND = FAILING + ("xfail",)  # what is grouped: failures, and the known divergences that were expected
 
 

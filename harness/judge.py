@@ -22,6 +22,8 @@ def quantities(trace: Trace):
             yield i, "grad", name, s.grads[name]
         for name in sorted(s.params):
             yield i, "param", name, s.params[name]
+        for name in sorted(s.state):
+            yield i, "state", name, s.state[name]
 
 
 def golden(case: Case):
@@ -36,6 +38,8 @@ def golden(case: Case):
         yield 1, "grad", name, v, ("expect", "grad", name)
     for name, v in e.param.items():
         yield case.steps, "param", name, v, ("expect", "param", name)
+    for name, v in e.state.items():
+        yield case.steps, "state", name, v, ("expect", "state", name)
     for g in e.at:
         yield g.step, g.quantity, g.tensor, g.value, g.path
 
@@ -46,7 +50,7 @@ def lookup(trace: Trace, step: int, quantity: str, tensor: str | None):
         return s.loss
     if quantity == "output":
         return s.output
-    return (s.grads if quantity == "grad" else s.params).get(tensor)
+    return {"grad": s.grads, "param": s.params, "state": s.state}[quantity].get(tensor)
 
 
 def malformed(actual, desired) -> str | None:

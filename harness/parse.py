@@ -79,7 +79,8 @@ def _optimizer(v) -> Optimizer | None:
 
 # ---------------------------------------------------------------- expectations, tolerance
 
-def _expect(v, steps: int, out_shape: Shape, params: dict[str, Shape], in_shape: Shape) -> Expect:
+def _expect(v, steps: int, out_shape: Shape, params: dict[str, Shape], in_shape: Shape,
+            states: dict[str, Shape] | None = None) -> Expect:
     path = ("expect",)
     v = check_keys(v, (*QUANTITIES, "step", "tolerance"), path, "expect")
     loss = None
@@ -97,9 +98,10 @@ def _expect(v, steps: int, out_shape: Shape, params: dict[str, Shape], in_shape:
             raise ShapeError(f"shape {list(output.shape)} does not match the output shape {list(out_shape)}",
                              path + ("output",))
         output = output.reshape(out_shape)
-    named = {"grad": {**params, **({"input": in_shape} if in_shape is not None else {})}, "param": params}
+    named = {"grad": {**params, **({"input": in_shape} if in_shape is not None else {})}, "param": params,
+             "state": states or {}}
     tensors: dict[str, dict] = {}
-    for q in ("grad", "param"):
+    for q in ("grad", "param", "state"):
         tensors[q] = {}
         d = check_keys(v.get(q), list(named[q]), path + (q,), q)
         for name, value in d.items():
@@ -108,11 +110,12 @@ def _expect(v, steps: int, out_shape: Shape, params: dict[str, Shape], in_shape:
                 raise ShapeError(f"shape {list(tensors[q][name].shape)} does not match {name}'s "
                                  f"{list(named[q][name])}", path + (q, name))
     return Expect(loss, output, tensors["grad"], tensors["param"], expect_steps(v.get("step"), steps, out_shape, named),
-                  expect_tolerance(v.get("tolerance")))
+                  expect_tolerance(v.get("tolerance")), tensors["state"])
 
 
-def _tolerance(v, params: Sequence[str], input_grad: bool = True) -> dict[str, Tol]:
-    """{rtol, atol} for the whole case, or keyed: default, loss, output, grad, param, grad.<tensor>, param.<tensor>."""
+def _tolerance(v, params: Sequence[str], input_grad: bool = True, states: Sequence[str] = ()) -> dict[str, Tol]:
+    """{rtol, atol} for the whole case, or keyed: default, loss, output, grad, param, state, grad.<tensor>,
+    param.<tensor>, state.<tensor>."""
     path = ("tolerance",)
     if v is None:
         return {}
@@ -123,12 +126,13 @@ def _tolerance(v, params: Sequence[str], input_grad: bool = True) -> dict[str, T
         path_of = lambda key: path  # noqa: E731
     else:
         path_of = lambda key: path + (key,)  # noqa: E731
-    keys = ["default", *QUANTITIES, *(f"grad.{p}" for p in (*params, *(("input",) if input_grad else ()))), *(f"param.{p}" for p in params)]
+    keys = ["default", *QUANTITIES, *(f"grad.{p}" for p in (*params, *(("input",) if input_grad else ()))),
+            *(f"param.{p}" for p in params), *(f"state.{s}" for s in states)]
     out = {}
     for key, tol in v.items():
         if key not in keys:
             raise CaseError(f"unknown tolerance key `{key}`{did_you_mean(key, keys)} (keys: default, loss, output, "
-                            f"grad, param, grad.<tensor>, param.<tensor>)", path + (key,))
+                            f"grad, param, state, grad.<tensor>, param.<tensor>, state.<tensor>)", path + (key,))
         tol = check_keys(tol, TOL_KEYS, path_of(key), "a tolerance")
         out[key] = Tol(*(None if tol.get(k) is None else number(tol[k], path_of(key) + (k,), min=0)
                          for k in TOL_KEYS))
@@ -249,7 +253,7 @@ def _fits(data: dict, dtype: str, inp, inputs, layers, loss, collect: _Collect) 
         collect(_fits_dtype, spec, ("input",) + (("per_step", i) if inputs else ()), dtype)
     for i, layer in enumerate(layers or ()):
         written = data["model"][i] if isinstance(data["model"][i], str) else next(iter(data["model"][i]))
-        for p in layer.params:
+        for p in (*layer.params, *layer.state):
             collect(_fits_dtype, p.spec, ("model", i, written, p.name.rsplit(".", 1)[1]), dtype)
     if loss is not None and loss.target is not None and loss.kind not in ("cross_entropy", "nll"):  # ids: not values
         where = ("loss", loss.kind, "value" if loss.kind == "grad_output" else "target")
@@ -312,12 +316,13 @@ def parse_case(data: dict, file: str, lines: dict, *, case_id: str | None = None
     if layers is not None:
         params = {p.name: p.spec.shape for layer in layers for p in layer.params}
         input_grad = all(L.INPUT_GRAD for L in layers[:1])  # an embedding's ids have no gradient
-        expect = collect(_expect, data.get("expect"), steps, shape, params, inp.shape if input_grad else None)
+        states = {s.name: s.spec.shape for layer in layers for s in layer.state}
+        expect = collect(_expect, data.get("expect"), steps, shape, params, inp.shape if input_grad else None, states)
         if expect is not None and (expect.param or any(g.quantity == "param" for g in expect.at)) \
                 and data.get("optimizer") is None:
             collect.errors.append(Conflict("expected parameters need an `optimizer` (without one nothing is "
                                            "updated; gradients go under `expect.grad`)", ("expect", "param")))
-        tolerance = collect(_tolerance, data.get("tolerance"), list(params), input_grad)
+        tolerance = collect(_tolerance, data.get("tolerance"), list(params), input_grad, list(states))
     _fits(data, dtype, inp, inputs, layers, loss, collect)
     xfail = collect(_xfail, data, frameworks)
     collect.raise_any(family is not None)

@@ -102,7 +102,7 @@ def expect_steps(v, steps: int, out_shape: Shape, named: dict[str, dict[str, Sha
         if step > steps:
             raise Conflict(f"step {step} is beyond the case's {steps} step(s)", path + (k,))
         here = path + (k,)
-        entry = check_keys(entry, [q for q in QUANTITIES if q in ("loss", "output", "grad", "param")], here,
+        entry = check_keys(entry, [q for q in QUANTITIES if q in ("loss", "output", "grad", "param", "state")], here,
                            f"step {step}'s golden values")
         if "loss" in entry:
             out.append(Golden(step, "loss", None, np.asarray(number(entry["loss"], here + ("loss",))), here + ("loss",)))
@@ -112,7 +112,7 @@ def expect_steps(v, steps: int, out_shape: Shape, named: dict[str, dict[str, Sha
                 raise ShapeError(f"shape {list(arr.shape)} does not match the output shape {list(out_shape)}",
                                  here + ("output",))
             out.append(Golden(step, "output", None, arr.reshape(out_shape), here + ("output",)))
-        for q in ("grad", "param"):
+        for q in ("grad", "param", "state"):
             for name, value in check_keys(entry.get(q), list(named.get(q, {})), here + (q,), q).items():
                 arr = literal(value, here + (q, name), name)
                 if arr.shape != named[q][name]:

@@ -32,6 +32,7 @@ class Initial:
     # `{per_step: [...]}` (SPEC §1.10): one input / target per step, the first being `input` / `target`
     inputs: tuple[np.ndarray, ...] | None = None
     targets: tuple[np.ndarray, ...] | None = None
+    state: dict[str, np.ndarray] = field(default_factory=dict)  # stateful layers' initial state, by full name
 
     def input_at(self, step: int) -> np.ndarray:
         """The input of step `step` (1-based)."""
@@ -50,6 +51,7 @@ class Step:
     # Optional, from a reference: the size of the terms a scalar was summed from ("loss", "output"),
     # so that a result that is small by cancellation is judged against the terms, not itself.
     magnitude: dict[str, float] = field(default_factory=dict)
+    state: dict[str, np.ndarray] = field(default_factory=dict)  # running statistics after this step, by full name
 
 
 @dataclass
@@ -153,18 +155,26 @@ class Tables:
             raise Unsupported(f"{self.framework} has no function for {', '.join(lacking)}")
 
 
-def own_params(L, params: dict) -> dict:
-    """The layer's parameters by kind ("weight", "bias"), from the case's by full name."""
-    return {p.name.rsplit(".", 1)[1]: params[p.name] for p in L.params if p.name in params}
+def own_params(L, params: dict, states: dict | None = None) -> dict:
+    """The layer's parameters by kind ("weight", "bias"), from the case's by full name; with `states`, its
+    state too ("running_mean", "running_var")."""
+    own = {p.name.rsplit(".", 1)[1]: params[p.name] for p in L.params if p.name in params}
+    return own if not states else {**own, **{s.name.rsplit(".", 1)[1]: states[s.name] for s in L.state}}
 
 
-def run_layers(case, layers: dict[str, Callable], x, params: dict, keep: dict | None = None):
+def run_layers(case, layers: dict[str, Callable], x, params: dict, keep: dict | None = None, *,
+               states: dict | None = None):
     """The model's output (the last layer's): each layer's function from `layers`, in order, on the tensors
     of any framework, fed the outputs its `from:` names (SPEC §1.8; `input` is `x`). `params` by full name
-    ("conv.weight"). `keep`, if given, receives every layer's output by name (`trace_layers`)."""
+    ("conv.weight"). `keep`, if given, receives every layer's output by name (`trace_layers`). `states` (by
+    full name) is the stateful layers' (batch-norm running statistics): a layer's function gets its own in `p`
+    and replaces it there (`p["running_mean"] = ...`), and this writes it back."""
     outputs, y = {"input": x}, x
     for L, names in zip(case.layers, case.graph):
-        y = outputs[L.name] = layers[L.type](L, [outputs[n] for n in names], own_params(L, params))
+        p = own_params(L, params, states)
+        y = outputs[L.name] = layers[L.type](L, [outputs[n] for n in names], p)
+        for s in L.state if states is not None else ():
+            states[s.name] = p[s.name.rsplit(".", 1)[1]]
         if keep is not None:
             keep[L.name] = y
     return y

@@ -73,7 +73,8 @@ def case_schema() -> dict:
     tol = {"type": "object", "additionalProperties": False,
            "properties": {"rtol": {"type": "number", "minimum": 0}, "atol": {"type": "number", "minimum": 0}}}
     golden = {"loss": {"oneOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]},
-              "output": _TENSOR, "grad": {"type": "object"}, "param": {"type": "object"}}
+              "output": _TENSOR, "grad": {"type": "object"}, "param": {"type": "object"},
+              "state": {"type": "object"}}
     props = {
         # no `[`, `]`, `::` or control characters: they delimit variant and pytest ids
         "name": {"type": "string", "minLength": 1, "pattern": r"^[^\[\]\x00-\x1f\x7f]*$", "not": {"pattern": "::"}},

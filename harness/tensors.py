@@ -60,4 +60,5 @@ def materialize(case: Case) -> Initial:
         inputs = tuple(draw(spec, case.seed, "input" + (f".step{k}" if k > 1 else ""), ids)
                        for k, spec in enumerate(case.inputs, start=1))
     x = inputs[0] if inputs else draw(case.input, case.seed, "input", ids)
-    return Initial(x, params, target, inputs, targets)
+    state = {p.name: draw(p.spec, case.seed, p.name, case.dtype) for p in case.states}
+    return Initial(x, params, target, inputs, targets, state)

@@ -82,11 +82,12 @@ def reduction_width(case: Case) -> int:
             k = max(k, L.kernel_size[0] * L.kernel_size[1])
         elif isinstance(L, Sum):
             k = max(k, int(np.prod(L.in_shape)))
+        k = max(k, getattr(L, "reduces", 0))  # a normalisation's statistics (vocab/norm.py)
     return k
 
 
 def depth(case: Case) -> int:
-    return sum(1 for L in case.layers if isinstance(L, (Conv2d, Dense, Pool2d, Activation, Sum)))
+    return sum(1 for L in case.layers if isinstance(L, (Conv2d, Dense, Pool2d, Activation, Sum)) or hasattr(L, "reduces"))
 
 
 def default_rtol(case: Case, step: int) -> float:
@@ -184,7 +185,8 @@ def perturbed(case: Case, initial, draw: int):
     targets = initial.targets if keep_target or initial.targets is None else tuple(map(shake, initial.targets))
     keep = (lambda a: a) if not case.input_grad else shake  # an embedding's ids, like class ids, are left alone
     inputs = None if initial.inputs is None else tuple(map(keep, initial.inputs))
-    return Initial(keep(initial.input), {k: shake(v) for k, v in initial.params.items()}, target, inputs, targets)
+    return Initial(keep(initial.input), {k: shake(v) for k, v in initial.params.items()}, target, inputs, targets,
+                   {k: shake(v) for k, v in initial.state.items()})
 
 
 class RoundedLayers(Rounding):

@@ -75,7 +75,8 @@ def test_catalogue_lists_its_ids():
 
 @pytest.mark.parametrize("name", ["tf_adam_eps_tiny_gradients", "tf_adam_weight_decay", "tf_momentum_float64",
                                   "tf_weight_decay_float64", "tf_adam_bfloat16", "half_adam_underflow",
-                                  "tf_onednn_single_channel_conv", "tf_bfloat16_bias_gradient"])
+                                  "tf_onednn_single_channel_conv", "tf_bfloat16_bias_gradient",
+                                  "tf_batch_norm_biased_variance"])
 def test_unmarked_divergence_is_a_failure(name):
     tf_adapter = pytest.importorskip("gradconf.adapters.tensorflow_adapter")
     pytest.importorskip("tensorflow")
@@ -98,7 +99,7 @@ def test_unmarked_divergence_is_a_failure(name):
 
 @pytest.mark.parametrize("name", ["tf_adam_eps_tiny_gradients", "tf_adam_weight_decay", "tf_momentum_float64",
                                   "tf_weight_decay_float64", "tf_adam_bfloat16", "tf_onednn_single_channel_conv",
-                                  "tf_bfloat16_bias_gradient"])
+                                  "tf_bfloat16_bias_gradient", "tf_batch_norm_biased_variance"])
 def test_torch_conforms_on_the_divergence_cases(name):
     torch_adapter = pytest.importorskip("gradconf.adapters.torch_adapter")
     pytest.importorskip("torch")

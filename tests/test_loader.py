@@ -90,11 +90,11 @@ MESSAGES = {
     'target_shape.yaml':
         'tests/malformed/target_shape.yaml:4: loss.mse.target: shape [1, 3] does not match the expected [1, 2]',
     'tolerance_unknown_key.yaml':
-        'tests/malformed/tolerance_unknown_key.yaml:5: tolerance.grads: unknown tolerance key `grads`; did you mean `grad`? (keys: default, loss, output, grad, param, grad.<tensor>, param.<tensor>)',
+        'tests/malformed/tolerance_unknown_key.yaml:5: tolerance.grads: unknown tolerance key `grads`; did you mean `grad`? (keys: default, loss, output, grad, param, state, grad.<tensor>, param.<tensor>, state.<tensor>)',
     'unknown_init.yaml':
         'tests/malformed/unknown_init.yaml:1: input.init: unknown init `gaussian` (one of: uniform, normal, zeros, ones, arange, randint)',
     'unknown_layer.yaml':
-        'tests/malformed/unknown_layer.yaml:3: model[0].conv2: unknown layer type `conv2`; did you mean `conv2d`? (one of: conv2d, conv_transpose2d, max_pool2d, avg_pool2d, sigmoid, tanh, relu, flatten, sum, dense, linear, add, concat, embedding)',
+        'tests/malformed/unknown_layer.yaml:3: model[0].conv2: unknown layer type `conv2`; did you mean `conv2d`? (one of: conv2d, conv_transpose2d, max_pool2d, avg_pool2d, sigmoid, tanh, relu, leaky_relu, elu, gelu, silu, softplus, dropout, softmax, log_softmax, flatten, sum, dense, linear, add, concat, embedding, batch_norm2d, layer_norm, group_norm)',
     'unknown_loss.yaml':
         'tests/malformed/unknown_loss.yaml:4: loss.mae: unknown loss `mae`; did you mean `mse`? (one of: mse, l1, smooth_l1, huber, bce, bce_with_logits, '
         'nll, cross_entropy, half_sse, sum, grad_output)',

@@ -9,7 +9,7 @@ import pytest
 import dataclasses
 
 from gradconf import vocab
-from gradconf.adapters.numpy_ref import gradients
+from gradconf.adapters.numpy_ref import gradients, initial_states
 from gradconf.vocab import conv, numerics, pool
 from gradconf.tensors import materialize
 from tests.conftest import make_case
@@ -28,13 +28,14 @@ def fd_error(case) -> float:
     init = materialize(case)
     x = np.array(init.input)
     params = {k: np.array(v) for k, v in init.params.items()}
-    _, _, grads, _ = gradients(case, x, params, init.target)
+    states = initial_states(case, init, np.float64)  # a stateful layer's materialised state (batch norm)
+    _, _, grads, _ = gradients(case, x, params, init.target, states=states)
 
     def derivative(arr, idx, h):
         keep, f = arr[idx], {}
         for k in (-2, -1, 1, 2):
             arr[idx] = keep + k * h
-            f[k] = gradients(case, x, params, init.target)[0]
+            f[k] = gradients(case, x, params, init.target, states=states)[0]
         arr[idx] = keep
         return (8 * (f[1] - f[-1]) - (f[2] - f[-2])) / (12 * h)  # central, O(h⁴)
 
