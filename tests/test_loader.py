@@ -107,7 +107,7 @@ MESSAGES = {
     'weight_shape.yaml':
         'tests/malformed/weight_shape.yaml:3: model[0].conv2d.weight: shape [1, 1, 2, 2] does not match the expected [2, 1, 2, 2]',
     'xfail_unknown_framework.yaml':
-        'tests/malformed/xfail_unknown_framework.yaml:5: xfail.pytorch: unknown key `pytorch`; did you mean `torch`? (one of: numpy, torch, tensorflow, jax)',
+        'tests/malformed/xfail_unknown_framework.yaml:5: xfail.pytorch: unknown key `pytorch`; did you mean `torch`? (one of: numpy, torch, tensorflow, jax, keras-tensorflow, keras-jax, keras-torch)',
     'yaml_alias_bomb.yaml':
         "tests/malformed/yaml_alias_bomb.yaml:7: g: the file stands for more than 1,000,000 values (YAML aliases "
         "`*name` repeat their anchor's value); no case file needs that many",
