@@ -16,6 +16,7 @@ next run starts a fresh one. Records come in the order the runner asks for frame
 """
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
@@ -111,6 +112,7 @@ class KerasAdapter:
             worker = None
         if worker is None or worker.owner != os.getpid():  # none yet, or one inherited through fork
             worker = self._worker = Worker(self.backend)
+            atexit.register(self.close)  # an orderly end at exit: the worker is reaped (its CPU time counted)
         try:
             kind, value = worker.ask(request)
         except (EOFError, OSError):
