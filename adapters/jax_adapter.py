@@ -4,7 +4,8 @@ The canonical layout is used as is: `lax.conv_general_dilated` takes NCHW / OIHW
 explicit per-side padding, kernel dilation and feature groups natively. A transposed convolution is
 the same primitive with the input dilated by the stride (`lhs_dilation`) and the kernel flipped and
 regrouped to OIHW; its per-side cropping and `output_padding` are that conv's (negative or extra)
-padding, so they need no slicing. Pools are `lax.reduce_window` (max from -inf, so padding never
+padding, so they need no slicing (conv2d and conv1d, padding modes, pools, resizing: adapters/jax_resize.py).
+Pools are `lax.reduce_window` (max from -inf, so padding never
 wins; average as a window sum over the kernel area, or over a window count of ones when padding is
 excluded). Losses, optimizers, schedules and clipping are optax's, configured to the case's numbers
 (adapters/jax_training.py): torch.optim's conventions (L2 weight decay coupled into the gradient, `eps`
@@ -22,10 +23,10 @@ import sys
 
 import numpy as np
 
-from gradconf.case import Case, Conv2d, ConvTranspose2d, Pool2d
+from gradconf.case import Case, ConvTranspose2d
 
 from . import Initial, Step, Tables, Trace, module_missing, one_thread_native_pools, run_layers
-from . import jax_activations, jax_training as training
+from . import jax_activations, jax_resize, jax_training as training
 
 
 def xla_flags(flags: str, threads: int | None) -> str:
@@ -52,11 +53,6 @@ def _import_jax():
 
 
 # The primitives the layers are built from, each taking (jax.numpy, jax.lax) first.
-def _conv(jnp, lax, x, w, L: Conv2d):
-    return lax.conv_general_dilated(x, w, window_strides=L.stride, padding=L.padding, rhs_dilation=L.dilation,
-                                    feature_group_count=L.groups, dimension_numbers=("NCHW", "OIHW", "NCHW"))
-
-
 def _conv_transpose(jnp, lax, x, w, L: ConvTranspose2d):
     """The gradient of a conv w.r.t. its input, as a conv: the input dilated by the stride, the IOHW
     kernel regrouped to OIHW and flipped, padded by d·(k−1) less the cropping (plus output_padding)."""
@@ -70,21 +66,21 @@ def _conv_transpose(jnp, lax, x, w, L: ConvTranspose2d):
                                     dimension_numbers=("NCHW", "OIHW", "NCHW"))
 
 
-def _window(lax, x, init, op, L: Pool2d):
-    return lax.reduce_window(x, init, op, (1, 1, *L.kernel_size), (1, 1, *L.stride),
-                             ((0, 0), (0, 0), *L.padding))
+# The primitives tests/planted_jax.py swaps (the padding modes, pools and resizing: adapters/jax_resize.py).
+def _conv(jnp, lax, x, w, L):
+    return jax_resize.conv(jnp, lax, x, w, L, 2)
 
 
-def _max_pool(jnp, lax, x, L: Pool2d):
-    return _window(lax, x, np.array(-np.inf, x.dtype), lax.max, L)
+def _window(lax, x, init, op, L):
+    return jax_resize.window(lax, x, init, op, L)
 
 
-def _avg_pool(jnp, lax, x, L: Pool2d):
-    total = _window(lax, x, np.array(0, x.dtype), lax.add, L)
-    if L.count_include_pad or L.padding == ((0, 0), (0, 0)):
-        return total / (L.kernel_size[0] * L.kernel_size[1])
-    cells = _window(lax, jnp.ones((1, 1, *x.shape[2:]), x.dtype), np.array(0, x.dtype), lax.add, L)
-    return total / cells  # real (unpadded) cells in each window
+def _max_pool(jnp, lax, x, L):
+    return jax_resize.max_pool(L, [x], {})
+
+
+def _avg_pool(jnp, lax, x, L):
+    return jax_resize.avg_pool(L, [x], {})
 
 
 def _jl():
@@ -154,6 +150,7 @@ LAYERS = {
     "batch_norm2d": lambda L, xs, p: _batch_norm(*_jl(), xs[0], p, L),
     "layer_norm": lambda L, xs, p: _layer_norm(*_jl(), xs[0], p, L),
     "group_norm": lambda L, xs, p: _group_norm(*_jl(), xs[0], p, L),
+    **jax_resize.LAYERS,  # conv1d, global and adaptive pools, upsample
 }
 
 

@@ -3,8 +3,8 @@
 Layouts convert once, here: activations NCHW <-> NHWC, conv kernels OIHW -> HWIO, transposed-conv
 kernels IOHW -> (kh, kw, out, in), dense (out, in) -> Keras (in, out). `flatten` goes back to NCHW
 first, so features come out in the canonical (PyTorch) row-major order.
-What TF lacks is composed exactly: per-side padding is an explicit tf.pad (-inf for max-pool)
-followed by VALID; `count_include_pad: false` is a window mean over the mean of a ones-mask; TF's
+What TF lacks is composed exactly (the pools, conv1d, resizing and padding modes: adapters/tf_resize.py):
+per-side padding is an explicit tf.pad (-inf for max-pool) followed by VALID; `count_include_pad: false` is a window mean over the mean of a ones-mask; TF's
 CPU kernels cannot back-propagate dilated or grouped convolutions, so dilation is a zero-inserted
 kernel and groups are one convolution per group, concatenated; per-side transposed-conv cropping
 and output_padding are a slice of the full output, zero-extended where needed. Eager execution:
@@ -20,8 +20,7 @@ import numpy as np
 from gradconf.case import Case
 
 from . import Initial, LayerTrace, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers
-from . import tf_activations, tf_training as training
-from . import tf_norm
+from . import tf_activations, tf_norm, tf_resize, tf_training as training
 from .tf_layout import _kinds, from_tf_layout, nhwc_axis, to_tf_layout
 
 
@@ -54,12 +53,6 @@ def _import_tf():
 
 # ---------------------------------------------------------------- layers: f(L, xs, p) -> y (x NHWC when 4-D)
 
-def _pad(tf, x, pad, value=0.0):
-    if pad == ((0, 0), (0, 0)):
-        return x
-    return tf.pad(x, [[0, 0], list(pad[0]), list(pad[1]), [0, 0]], constant_values=value)
-
-
 def _dilate(tf, w, d):
     """Insert d-1 zeros between kernel taps: a dilation-1 kernel computing exactly the dilated
     conv. TF's CPU kernels cannot back-propagate dilation > 1; with this they need not."""
@@ -88,7 +81,7 @@ def _bias_add(tf, y, b):
 def conv2d(L, xs, p):
     import tensorflow as tf
     w = _dilate(tf, p["weight"], L.dilation)
-    x = _pad(tf, xs[0], L.padding)
+    x = tf_resize.mode_pad(tf, xs[0], L.padding, L.padding_mode)  # zeros, reflect, replicate or circular
     # Only the rows and columns some window reads: TF 2.21's CPU filter gradient of a strided 1x1
     # conv corrupts the heap when the input runs past the last window (docs/divergences.md).
     (oh, ow), (kh, kw) = L.out_shape[2:], w.shape[:2]
@@ -117,21 +110,6 @@ def conv_transpose2d(L, xs, p):
     return _bias_add(tf, y[:, t:t + out_h, le:le + out_w, :], p.get("bias"))
 
 
-def max_pool2d(L, xs, p):
-    import tensorflow as tf
-    return tf.nn.max_pool2d(_pad(tf, xs[0], L.padding, float("-inf")), L.kernel_size, L.stride, "VALID")
-
-
-def avg_pool2d(L, xs, p):
-    import tensorflow as tf
-    (x,), k, s, pad = xs, L.kernel_size, L.stride, L.padding
-    mean = tf.nn.avg_pool2d(_pad(tf, x, pad), k, s, "VALID")
-    if L.count_include_pad or pad == ((0, 0), (0, 0)):
-        return mean
-    ones = _pad(tf, tf.ones((1, *x.shape[1:3], 1), dtype=x.dtype), pad)
-    return mean / tf.nn.avg_pool2d(ones, k, s, "VALID")  # = window sum / real cells in the window
-
-
 def flatten(L, xs, p):
     import tensorflow as tf
     x = xs[0]
@@ -156,7 +134,7 @@ def _tf():
 
 
 LAYERS = {
-    "conv2d": conv2d, "conv_transpose2d": conv_transpose2d, "max_pool2d": max_pool2d, "avg_pool2d": avg_pool2d,
+    "conv2d": conv2d, "conv_transpose2d": conv_transpose2d,
     "sigmoid": lambda L, xs, p: _tf().sigmoid(xs[0]),
     "tanh": lambda L, xs, p: _tf().tanh(xs[0]),
     "relu": lambda L, xs, p: _tf().nn.relu(xs[0]),
@@ -168,6 +146,8 @@ LAYERS = {
     "embedding": lambda L, xs, p: _tf().gather(p["weight"], xs[0]),  # its gradient: IndexedSlices (made dense)
     **tf_activations.LAYERS,  # leaky_relu, elu, gelu, silu, softplus, softmax, log_softmax, dropout
     **tf_norm.LAYERS,
+    "conv1d": lambda L, xs, p: tf_resize.conv1d(L, xs, p, conv2d),  # conv2d's, on a height-1 NHWC input
+    **tf_resize.LAYERS,  # max/avg pools with dilation and ceil_mode, global and adaptive pools, upsample
 }
 
 # ---------------------------------------------------------------- losses: f(y, target) -> loss

@@ -15,7 +15,7 @@ import numpy as np
 from gradconf.case import Case
 
 from . import Initial, LayerTrace, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers, threads_for
-from . import torch_activations, torch_training as training
+from . import torch_activations, torch_resize, torch_training as training
 from .torch_pads import _native_pool, _pad_arg, _symmetric
 
 
@@ -28,6 +28,8 @@ def _F():
 
 def conv2d(L, xs, p):
     (x,), w, b, F = xs, p["weight"], p.get("bias"), _F()
+    if L.padding_mode != "zeros":  # nn.Conv2d: F.pad in the mode, then no padding of the conv's own
+        return F.conv2d(F.pad(x, _pad_arg(L.padding), mode=L.padding_mode), w, b, L.stride, 0, L.dilation, L.groups)
     if _symmetric(L.padding):
         return F.conv2d(x, w, b, L.stride, (L.padding[0][0], L.padding[1][0]), L.dilation, L.groups)
     return F.conv2d(F.pad(x, _pad_arg(L.padding)), w, b, L.stride, 0, L.dilation, L.groups)
@@ -45,22 +47,34 @@ def conv_transpose2d(L, xs, p):
     return y if b is None else y + b[:, None, None]
 
 
+def _grid(L):
+    """F.pad's (l, r, t, b) of the layer's padding plus ceil_mode's extra cells at the far end."""
+    (t, b), (le, r) = L.padding
+    return (le, r + L.extra[1], t, b + L.extra[0])
+
+
 def max_pool2d(L, xs, p):
     (x,), F = xs, _F()
     if _native_pool(L):
-        return F.max_pool2d(x, L.kernel_size, L.stride, (L.padding[0][0], L.padding[1][0]))
-    return F.max_pool2d(F.pad(x, _pad_arg(L.padding), value=float("-inf")), L.kernel_size, L.stride)
+        return F.max_pool2d(x, L.kernel_size, L.stride, (L.padding[0][0], L.padding[1][0]), L.dilation, L.ceil_mode)
+    return F.max_pool2d(F.pad(x, _grid(L), value=float("-inf")), L.kernel_size, L.stride, 0, L.dilation)
 
 
 def avg_pool2d(L, xs, p):
     import torch
     (x,), F, k, s, pad = xs, _F(), L.kernel_size, L.stride, L.padding
     if _native_pool(L):
-        return F.avg_pool2d(x, k, s, (pad[0][0], pad[1][0]), count_include_pad=L.count_include_pad)
-    summed = F.avg_pool2d(F.pad(x, _pad_arg(pad)), k, s) * (k[0] * k[1])
-    if L.count_include_pad:
+        return F.avg_pool2d(x, k, s, (pad[0][0], pad[1][0]), ceil_mode=L.ceil_mode,
+                            count_include_pad=L.count_include_pad)
+    summed = F.avg_pool2d(F.pad(x, _grid(L)), k, s) * (k[0] * k[1])
+    if L.count_include_pad and L.extra == (0, 0):
         return summed / (k[0] * k[1])
-    ones = F.pad(torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype), _pad_arg(pad))
+    # the divisor: a window sum of ones over the padded input (count_include_pad) or over the real cells
+    h, w = x.shape[2:]
+    if L.count_include_pad:
+        ones = F.pad(torch.ones((1, 1, h + sum(pad[0]), w + sum(pad[1])), dtype=x.dtype), (0, L.extra[1], 0, L.extra[0]))
+    else:
+        ones = F.pad(torch.ones((1, 1, h, w), dtype=x.dtype), _grid(L))
     return summed / (F.avg_pool2d(ones, k, s) * (k[0] * k[1]))
 
 
@@ -101,6 +115,7 @@ LAYERS = {
     "embedding": lambda L, xs, p: _F().embedding(xs[0], p["weight"]),  # ids: int64
     **torch_activations.LAYERS,  # leaky_relu, elu, gelu, silu, softplus, softmax, log_softmax, dropout
     "batch_norm2d": batch_norm2d, "layer_norm": layer_norm, "group_norm": group_norm,
+    **torch_resize.LAYERS,  # conv1d, global and adaptive average pools, upsample
 }
 
 

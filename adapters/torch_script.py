@@ -134,6 +134,10 @@ def _forward(case) -> list[str]:
             expr = LAYERS[L.type](L, w, b)
         else:
             raise Unsupported(f"gradconf repro cannot write layer `{L.type}` ({L.name}) as torch calls yet")
+        if getattr(L, "ceil_mode", False) or getattr(L, "padding_mode", "zeros") != "zeros" or (
+                L.type.endswith("pool2d") and getattr(L, "dilation", (1, 1)) != (1, 1)):  # issue 17's options
+            raise Unsupported(f"gradconf repro cannot write {L.type}'s ceil_mode, dilation or padding_mode "
+                              f"({L.name}) as torch calls yet")
         lines.append(f"        y = {f'h[{L.name!r}] = ' if graph else ''}{expr}  # {L.name}: {L.type}")
         previous = L.name
     return lines

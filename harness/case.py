@@ -67,6 +67,7 @@ class Conv2d(Layer):
     padding: Padding
     dilation: Pair
     groups: int
+    padding_mode: str = "zeros"  # zeros | reflect | replicate | circular (conv2d, conv1d)
 
     @property
     def in_channels(self) -> int:
@@ -88,6 +89,9 @@ class Pool2d(Layer):
     stride: Pair
     padding: Padding
     count_include_pad: bool = True
+    dilation: Pair = (1, 1)
+    ceil_mode: bool = False
+    extra: Pair = (0, 0)  # ceil_mode's cells past the bottom / right padding (never in the divisor)
 
     @property
     def type(self) -> str:

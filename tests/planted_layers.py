@@ -152,7 +152,7 @@ class Float64ConvInFloat32(Planted):
 def _max_forward(pick, fill=-np.inf):
     def forward(L, xs, p):
         (x,), k, out_hw = xs, L.kernel_size, L.out_shape[2:]
-        flat = numerics.windows(x, k, L.stride, (1, 1), L.padding, out_hw, fill=fill).reshape(*x.shape[:2], -1, *out_hw)
+        flat = numerics.windows(x, k, L.stride, L.dilation, pool.grid(L), out_hw, fill=fill).reshape(*x.shape[:2], -1, *out_hw)
         arg = pick(flat)
         return np.take_along_axis(flat, arg[:, :, None], axis=2)[:, :, 0], (x.shape, arg)
     return forward
@@ -176,15 +176,15 @@ class MaxPoolSpreadTies(Planted):
     def patches(self, case):
         def forward(L, xs, p):
             (x,), k, out_hw = xs, L.kernel_size, L.out_shape[2:]
-            win = numerics.windows(x, k, L.stride, (1, 1), L.padding, out_hw, fill=-np.inf)
+            win = numerics.windows(x, k, L.stride, L.dilation, pool.grid(L), out_hw, fill=-np.inf)
             y = win.max(axis=(2, 3))
             return y, (x.shape, win == y[:, :, None, None])
 
         def backward(L, dy, cache):
             shape, tied = cache
             share = tied / tied.sum(axis=(2, 3), keepdims=True)
-            return [numerics.col2im(share * dy[:, :, None, None], shape, L.kernel_size, L.stride, (1, 1), L.padding,
-                                    L.out_shape[2:])], {}
+            return [numerics.col2im(share * dy[:, :, None, None], shape, L.kernel_size, L.stride, L.dilation,
+                                    pool.grid(L), L.out_shape[2:])], {}
         return [swap(vocab.LAYERS, "max_pool2d", forward=forward, backward=backward)]
 
 

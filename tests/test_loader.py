@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from gradconf import loader, registry, yamlio
+from gradconf import loader, registry, vocab, yamlio
 from gradconf.case import Conv2d, ConvTranspose2d
 from gradconf.errors import CaseError
 from gradconf.loader import load_file, load_paths, same_padding
@@ -94,7 +94,8 @@ MESSAGES = {
     'unknown_init.yaml':
         'tests/malformed/unknown_init.yaml:1: input.init: unknown init `gaussian` (one of: uniform, normal, zeros, ones, arange, randint)',
     'unknown_layer.yaml':
-        'tests/malformed/unknown_layer.yaml:3: model[0].conv2: unknown layer type `conv2`; did you mean `conv2d`? (one of: conv2d, conv_transpose2d, max_pool2d, avg_pool2d, sigmoid, tanh, relu, leaky_relu, elu, gelu, silu, softplus, dropout, softmax, log_softmax, flatten, sum, dense, linear, add, concat, embedding, batch_norm2d, layer_norm, group_norm)',
+        'tests/malformed/unknown_layer.yaml:3: model[0].conv2: unknown layer type `conv2`; did you mean `conv2d`? '
+        f'(one of: {", ".join(vocab.LAYERS)})',  # every registered name, in order
     'unknown_loss.yaml':
         'tests/malformed/unknown_loss.yaml:4: loss.mae: unknown loss `mae`; did you mean `mse`? (one of: mse, l1, smooth_l1, huber, bce, bce_with_logits, '
         'nll, cross_entropy, half_sse, sum, grad_output)',

@@ -6,7 +6,7 @@ vocabulary table are derived from them; each adapter keeps one function per name
 """
 from __future__ import annotations
 
-from . import activations, conv, dense, embedding, losses, merge, norm, optimizers, pool, shape, softmax
+from . import activations, conv, conv1d, dense, embedding, losses, merge, norm, optimizers, pool, resize, shape, softmax
 from .base import ABSENT, REQUIRED, Field, LayerDecl, LossDecl, OptimizerDecl, Site, register
 
 __all__ = ["LAYERS", "LOSSES", "OPTIMIZERS", "Field", "LayerDecl", "LossDecl", "OptimizerDecl", "Site",
@@ -15,8 +15,8 @@ __all__ = ["LAYERS", "LOSSES", "OPTIMIZERS", "Field", "LayerDecl", "LossDecl", "
 LAYERS: dict[str, LayerDecl] = {}
 LOSSES: dict[str, LossDecl] = {}
 OPTIMIZERS: dict[str, OptimizerDecl] = {}
-register(LAYERS, *conv.DECLS, *pool.DECLS, *activations.DECLS, *softmax.DECLS, *shape.DECLS, *dense.DECLS,
-         *merge.DECLS, *embedding.DECLS, *norm.DECLS)
+register(LAYERS, *conv.DECLS, *conv1d.DECLS, *pool.DECLS, *resize.DECLS, *activations.DECLS, *softmax.DECLS,
+         *shape.DECLS, *dense.DECLS, *merge.DECLS, *embedding.DECLS, *norm.DECLS)
 register(LOSSES, *losses.DECLS)
 register(OPTIMIZERS, *optimizers.DECLS)
 

@@ -1,14 +1,17 @@
 """conv2d (weight OIHW) and conv_transpose2d (weight IOHW): parameters, shape rule, reference math."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..case import Conv2d, ConvTranspose2d, Param
 from ..errors import CaseError, ShapeError
+from ..errors import unknown
 from ..fields import (bias_params, check_size, default_param, integer, literal, out_size, pair, parse_padding,
-                      same_padding, sizes_in_reach, tensor)
+                      same_padding, sizes_in_reach, string, tensor)
 from .base import BOOL, INT, NAME, PAIR, REQUIRED, TENSOR, Field, LayerDecl, Site
-from .numerics import col2im, give_back, im2col, over_batch, take_spare, windows
+from .numerics import col2im, give_back, im2col, mode_pad, mode_pad_adjoint, over_batch, take_spare, windows
 
 _PADDING = {"anyOf": [PAIR, {"enum": ["same", "valid"]}, {"type": "array", "items": {"type": "array", "items": INT}}]}
 FIELDS = (Field("name", NAME, doc_default="<type>_<index>"), Field("in_channels", INT, doc_default="checked if given"),
@@ -16,6 +19,21 @@ FIELDS = (Field("name", NAME, doc_default="<type>_<index>"), Field("in_channels"
           Field("kernel_size", PAIR, REQUIRED, doc_default="required (or from a literal weight)"),
           Field("stride", PAIR, 1), Field("padding", _PADDING, 0), Field("dilation", PAIR, 1), Field("groups", INT, 1),
           Field("bias", {"anyOf": [BOOL, TENSOR]}, True), Field("weight", TENSOR, doc_default="PyTorch's init"))
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+PADDING_MODE = Field("padding_mode", {"enum": list(PADDING_MODES)}, "zeros")
+
+
+def padding_mode(p: dict, path, pad, sizes) -> str:
+    """The padding mode, checked against the padding: reflect needs every side < its axis, circular <=."""
+    mode = string(p.get("padding_mode", "zeros"), path + ("padding_mode",))
+    if mode not in PADDING_MODES:
+        raise CaseError(unknown("padding_mode", mode, PADDING_MODES), path + ("padding_mode",))
+    for sides, n in zip(pad, sizes):
+        if (mode == "reflect" and max(sides) >= n) or (mode == "circular" and max(sides) > n):
+            rule = "smaller than" if mode == "reflect" else "at most"
+            raise ShapeError(f"padding_mode {mode} needs padding {rule} the input size ({n}), got {max(sides)}",
+                             path + ("padding",))
+    return mode
 
 
 # ---------------------------------------------------------------- validation and shape rule
@@ -98,7 +116,9 @@ def _build(kind: str, p: dict, site: Site):
     params = (Param(f"{site.name}.weight", weight), *bias_params(p, path, site.name, out_c, fan_in))
     common = dict(name=site.name, in_shape=site.shape, out_shape=(n, out_c, *out_hw), params=params,
                   out_channels=out_c, kernel_size=k, stride=s, padding=pad, dilation=d, groups=groups)
-    return ConvTranspose2d(**common, output_padding=op) if transposed else Conv2d(**common)
+    if transposed:
+        return ConvTranspose2d(**common, output_padding=op)
+    return Conv2d(**common, padding_mode=padding_mode(p, path, pad, (h, w)))
 
 
 def macs(L: Conv2d) -> int:
@@ -127,6 +147,29 @@ def correlate(x, w, groups, k, s, d, pad, out_hw, bias=None):
 
     over_batch(n, cols.size, share)
     return y.reshape(n, -1, *out_hw), cols.reshape(n, groups, -1, length)
+
+
+def unpadded(L: Conv2d, padded_shape) -> Conv2d:
+    """The same conv on an input already extended by its padding mode: no padding of its own."""
+    return dataclasses.replace(L, in_shape=padded_shape, padding=((0, 0), (0, 0)), padding_mode="zeros")
+
+
+def conv2d_forward_any(L: Conv2d, xs, p):
+    # padding_mode ≠ zeros: y = conv(xpad, padding 0), xpad[i] = x[source(i)] (reflect / replicate / circular)
+    if L.padding_mode == "zeros":
+        return conv2d_forward(L, xs, p)
+    xp = mode_pad(xs[0], L.padding, L.padding_mode)
+    y, cache = conv2d_forward(unpadded(L, xp.shape), [xp], p)
+    return y, (cache, xs[0].shape, xp.shape)
+
+
+def conv2d_backward_any(L: Conv2d, dy, cache):
+    # dx[j] = Σ_{i: source(i) = j} dxpad[i]   (the adjoint of the mode's index map)
+    if L.padding_mode == "zeros":
+        return conv2d_backward(L, dy, cache)
+    inner, x_shape, padded_shape = cache
+    (dxp,), grads = conv2d_backward(unpadded(L, padded_shape), dy, inner)
+    return [mode_pad_adjoint(dxp, x_shape, L.padding, L.padding_mode)], grads
 
 
 def conv2d_forward(L: Conv2d, xs, p):
@@ -204,8 +247,9 @@ def conv_transpose2d_backward(L: ConvTranspose2d, dy, cache):
 
 
 CONV2D = LayerDecl(
-    "conv2d", "2-D cross-correlation, NCHW input, OIHW weight; groups, dilation, per-side or `same` padding",
-    FIELDS, lambda p, site: _build("conv2d", p, site), conv2d_forward, conv2d_backward, accumulates=True, macs=macs)
+    "conv2d", "2-D cross-correlation, NCHW input, OIHW weight; groups, dilation, per-side or `same` padding; "
+    "`padding_mode` zeros, reflect, replicate or circular", (*FIELDS, PADDING_MODE),
+    lambda p, site: _build("conv2d", p, site), conv2d_forward_any, conv2d_backward_any, accumulates=True, macs=macs)
 CONV_TRANSPOSE2D = LayerDecl(
     "conv_transpose2d", "the input-gradient of a conv2d as a layer, IOHW weight; PyTorch's `output_padding`",
     (*FIELDS, Field("output_padding", PAIR, 0)), lambda p, site: _build("conv_transpose2d", p, site),

@@ -110,3 +110,32 @@ def col2im(cols, x_shape, k, s, d, pad, out_hw):
             r, q = i * d[0], j * d[1]
             xp[:, :, r:r + s[0] * (out_hw[0] - 1) + 1:s[0], q:q + s[1] * (out_hw[1] - 1) + 1:s[1]] += cols[:, :, i, j]
     return xp[:, :, pad[0][0]:pad[0][0] + h, pad[1][0]:pad[1][0] + w]
+
+
+# ---------------------------------------------------------------- padding modes (conv2d, conv1d)
+
+def mode_index(n: int, before: int, after: int, mode: str) -> np.ndarray:
+    """The source cell of each cell of an axis extended by before + after cells (the shape rule has
+    checked reflect's pads < n and circular's <= n)."""
+    i = np.arange(-before, n + after)
+    if mode == "reflect":  # x[-i], x[2(n − 1) − i]: mirrored about the edge cell, which is not repeated
+        return np.where(i < 0, -i, np.where(i >= n, 2 * (n - 1) - i, i))
+    if mode == "replicate":  # the edge cell repeated
+        return np.clip(i, 0, n - 1)
+    return i % n  # circular: wrapped around
+
+
+def mode_pad(x, pad, mode: str):
+    """(N,C,H,W) extended on every side by pad = ((top, bottom), (left, right)) cells of `mode`."""
+    ih, iw = (mode_index(x.shape[2 + a], *pad[a], mode) for a in range(2))
+    return x[:, :, ih][:, :, :, iw]
+
+
+def mode_pad_adjoint(dxp, x_shape, pad, mode: str):
+    """The adjoint of mode_pad: each extended cell's gradient added back onto its source cell."""
+    ih, iw = (mode_index(x_shape[2 + a], *pad[a], mode) for a in range(2))
+    rows = np.zeros((*x_shape[:3], dxp.shape[3]), dtype=dxp.dtype)
+    np.add.at(rows, (slice(None), slice(None), ih), dxp)
+    dx = np.zeros(x_shape, dtype=dxp.dtype)
+    np.add.at(dx, (slice(None), slice(None), slice(None), iw), rows)
+    return dx
