@@ -179,6 +179,12 @@ def _adapter(name: str):
     return _ADAPTERS[name]
 
 
+# Keras runs each case in a worker process per backend and builds a Keras model per case: 1–4 s of CPU a
+# case against torch's 0.15 (README, pytest). Unless --gradconf-frameworks names frameworks, the plugin runs
+# them on the fixed cases only; `gradconf run` (make run) runs them on every variant too.
+SLOW_FRAMEWORKS = ("keras-tensorflow", "keras-jax", "keras-torch")
+
+
 def _frameworks(config) -> list[str]:
     from . import registry
     chosen = config.getoption("gradconf_frameworks")
@@ -208,8 +214,11 @@ class CaseFile(pytest.File):
             if first != case.file:  # as `gradconf run` says it: reports and records name cases by id
                 raise self.CollectError(str(CaseError(f"case id `{case.id}` is also used by {first}", ("name",),
                                                       case.file, case.line_of("name"))))
+        named = self.config.getoption("gradconf_frameworks")
         for case in cases:
             for fw in _frameworks(self.config):
+                if case.family is not None and fw in SLOW_FRAMEWORKS and not named:
+                    continue  # families' variants on Keras: `gradconf run` and sweeps (README, pytest)
                 item = CaseItem.from_parent(self, name=f"{case.id}[{fw}]", case=case, framework=fw)
                 item.add_marker(getattr(pytest.mark, fw))
                 expected = expectation(case, fw)  # a known divergence, where it applies on this machine:
