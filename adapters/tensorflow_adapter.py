@@ -189,6 +189,11 @@ class TensorflowAdapter:
         from .tf_script import script
         return script(case)
 
+    def import_model(self, spec: str, input_shape, reinit: bool = False):
+        """`gradconf import keras`: a Keras 3 model as case layers (adapters/keras_import.py)."""
+        from .keras_import import import_model
+        return import_model(spec, input_shape, reinit)
+
     def trace_layers(self, case: Case, initial: Initial) -> LayerTrace:
         """Step 1 layer by layer (protocol.LayerTrace): each output kept, the tape's gradient of each."""
         traced = LayerTrace()

@@ -7,43 +7,24 @@ A node that reads something other than the previous layer's output gets `from:`.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import operator
 import os
 import re
-import sys
 
 from gradconf import vocab
 from gradconf.errors import COMMAND_LINE, CaseError
-from gradconf.model_import import Imported, Unmappable, tensor
+from gradconf.model_import import Imported, Unmappable, load_object, tensor
 
 
 def load_module(spec: str):
     """`package.module:factory` or `path/to/file.py:factory` -> the nn.Module (a factory is called with no
     arguments; a module instance is taken as it is)."""
-    where, _, attr = spec.rpartition(":")
-    if not where or not attr:
-        raise CaseError(f"`{spec}` is not MODULE:FACTORY (or FILE.py:FACTORY)", ("MODEL",), COMMAND_LINE)
-    try:
-        if where.endswith(".py"):
-            if not os.path.isfile(where):
-                raise CaseError(f"no file {where}", ("MODEL",), COMMAND_LINE)
-            loaded = importlib.util.spec_from_file_location(os.path.basename(where)[:-3], where)
-            module = importlib.util.module_from_spec(loaded)
-            sys.modules.setdefault(loaded.name, module)
-            loaded.loader.exec_module(module)
-        else:
-            if os.getcwd() not in sys.path:  # a user's own package, as `python -m` would find it
-                sys.path.insert(0, os.getcwd())
-            module = importlib.import_module(where)
-        obj = getattr(module, attr)
-    except CaseError:
-        raise
-    except Exception as e:  # noqa: BLE001 — the user's code: its error, named
-        raise CaseError(f"cannot load {spec}: {type(e).__name__}: {e}", ("MODEL",), COMMAND_LINE) from None
+    obj = load_object(spec)
     import torch
-    model = obj if isinstance(obj, torch.nn.Module) else obj()
+    try:
+        model = obj if isinstance(obj, torch.nn.Module) else obj()
+    except Exception as e:  # noqa: BLE001 — the user's factory: its error, named
+        raise CaseError(f"{spec}: {type(e).__name__}: {e}", ("MODEL",), COMMAND_LINE) from None
     if not isinstance(model, torch.nn.Module):
         raise CaseError(f"{spec} gave a {type(model).__name__}, not a torch.nn.Module", ("MODEL",), COMMAND_LINE)
     return model

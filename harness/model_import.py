@@ -8,6 +8,10 @@ vocabulary lacks is refused with every such layer listed, not just the first.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,3 +72,28 @@ def check_loads(text: str, path_hint: str = "<imported>"):
         return parse_case(data, path_hint, lines, frameworks=registry.known_names())
     except CaseError as e:
         raise e.located(path_hint, lines) from None
+
+
+def load_object(spec: str):
+    """`package.module:attr` (found from the current directory too, as `python -m` finds it) or
+    `path/to/file.py:attr` -> that attribute; every failure a CaseError naming the spec."""
+    where, _, attr = spec.rpartition(":")
+    if not where or not attr:
+        raise CaseError(f"`{spec}` is not MODULE:FACTORY (or FILE.py:FACTORY)", ("MODEL",), COMMAND_LINE)
+    try:
+        if where.endswith(".py"):
+            if not os.path.isfile(where):
+                raise CaseError(f"no file {where}", ("MODEL",), COMMAND_LINE)
+            loaded = importlib.util.spec_from_file_location(os.path.basename(where)[:-3], where)
+            module = importlib.util.module_from_spec(loaded)
+            sys.modules.setdefault(loaded.name, module)
+            loaded.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(where)
+        return getattr(module, attr)
+    except CaseError:
+        raise
+    except Exception as e:  # noqa: BLE001 — the user's code: its error, named
+        raise CaseError(f"cannot load {spec}: {type(e).__name__}: {e}", ("MODEL",), COMMAND_LINE) from None

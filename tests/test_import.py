@@ -86,3 +86,64 @@ def test_bad_import_options_name_the_option(capsys):
     assert "MODEL" in capsys.readouterr().err
     assert main(["import", "torch", "x:f", "--input-shape", "2,0,3"]) == 2
     assert "--input-shape" in capsys.readouterr().err
+
+
+KERAS_MODELS = [("sequential_cnn", "2,2,8,8"), ("functional_residual", "2,3,6,6")]
+
+
+def _keras_own_numbers(model, initial, param_names):
+    """The Keras model's own output and gradients on the case's input (NHWC), with the case's grad_output loss."""
+    import tensorflow as tf
+    x = tf.constant(np.transpose(initial.input, (0, 2, 3, 1)), dtype=tf.float32)
+    variables = {v.path: v for v in model.trainable_variables}
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = model(x, training=False)
+        loss = tf.reduce_sum(y * tf.constant(initial.target, dtype=tf.float32))
+    wanted = [variables[path] for path in param_names.values()]
+    grads = tape.gradient(loss, [x, *wanted])
+    dx = np.transpose(np.asarray(grads[0], dtype=np.float64), (0, 3, 1, 2))
+    return float(loss), np.asarray(y, dtype=np.float64), dict(zip(param_names, grads[1:])), dx
+
+
+@pytest.mark.parametrize("factory, shape", KERAS_MODELS, ids=[m[0] for m in KERAS_MODELS])
+def test_a_keras_model_round_trips_and_runs_elsewhere(tmp_path, monkeypatch, factory, shape):
+    """Keras' own layers against the tensorflow adapter's tf.nn composition of the imported case: the same
+    numbers to float32 rounding (Keras' Conv2D and the adapter reach the same kernels; exact where they do)."""
+    pytest.importorskip("tensorflow")
+    monkeypatch.chdir(__import__("tests.conftest", fromlist=["ROOT"]).ROOT)
+    case, _ = _import(tmp_path, "keras", f"tests.models.keras_models:{factory}", shape)
+    from gradconf.adapters.keras_import import import_model, load_model
+    from gradconf.adapters.tensorflow_adapter import TensorflowAdapter
+    spec = f"tests.models.keras_models:{factory}"
+    model = load_model(spec)
+    imported = import_model(model, None)
+    initial = materialize(case)
+    step = TensorflowAdapter().run(case, initial).steps[0]
+    loss, y, grads, dx = _keras_own_numbers(model, initial, imported.param_names)
+    close = dict(rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(step.loss, loss, **close)
+    np.testing.assert_allclose(step.output, y, **close)
+    np.testing.assert_allclose(step.grads["input"], dx, **close)
+    assert grads
+    for name, g in grads.items():  # Keras' layout back to the case's, by the importer's own rule
+        kind = "conv" if g.shape.ndims == 4 else "dense" if g.shape.ndims == 2 else "bias"
+        from gradconf.adapters.tf_layout import from_tf_layout
+        mine = from_tf_layout(kind, np.asarray(g, dtype=np.float64))
+        if name.endswith("fc.weight") and any(L.type == "flatten" for L in case.layers):
+            from gradconf.adapters.keras_import import _flatten_order
+            flat = next(L for L in case.layers if L.type == "flatten")
+            h, w, c = flat.in_shape[2], flat.in_shape[3], flat.in_shape[1]
+            mine = _flatten_order(mine, (h, w, c))
+        np.testing.assert_allclose(step.grads[name], mine, **close, err_msg=name)
+    from gradconf.adapters.torch_adapter import TorchAdapter
+    records = Runner(NumpyReference(), [TorchAdapter()]).run_case(case).records
+    assert records and not [r for r in records if r.status not in ("pass", "xfail")]
+
+
+def test_every_unmappable_keras_layer_is_listed(monkeypatch, capsys):
+    pytest.importorskip("tensorflow")
+    monkeypatch.chdir(__import__("tests.conftest", fromlist=["ROOT"]).ROOT)
+    assert main(["import", "keras", "tests.models.keras_models:unmappable", "--input-shape", "2,2,4,4"]) == 2
+    err = capsys.readouterr().err
+    assert "3 layer(s)" in err and "Reshape" in err and "Conv3D" in err and "LayerNormalization" in err
