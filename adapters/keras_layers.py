@@ -149,7 +149,14 @@ def _zero_pad(L, x):
     return _keras().layers.ZeroPadding2D(L.padding, dtype=L_dtype())(x)
 
 
+def _plain_pool(L) -> None:
+    """Keras' pooling layers have no dilation and no ceil_mode; a faithful composition is not written yet."""
+    if getattr(L, "ceil_mode", False) or tuple(getattr(L, "dilation", (1, 1))) != (1, 1):
+        raise Unsupported(f"Keras' pooling layers take no dilation or ceil_mode ({L.name})")
+
+
 def max_pool2d(L, xs, p):
+    _plain_pool(L)
     mode, x = padding_mode(L), xs[0]
     if mode == "explicit":  # Keras pads with zeros only: −∞ through keras.ops.pad
         x = _keras().ops.pad(x, ((0, 0), *L.padding, (0, 0)), constant_values=float("-inf"))
@@ -159,6 +166,7 @@ def max_pool2d(L, xs, p):
 def avg_pool2d(L, xs, p):
     """Keras' "same" average excludes the padding from each window's count; padding counted is ZeroPadding2D
     + "valid"; padding excluded that "same" does not compute: the window mean over the window mean of ones."""
+    _plain_pool(L)
     mode, x = padding_mode(L), xs[0]
     if mode == "valid" or (mode == "same" and not L.count_include_pad):
         return _pool(L, "avg", mode)(x)

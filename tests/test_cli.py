@@ -241,7 +241,8 @@ def test_a_case_may_xfail_an_adapter_loaded_with_dash_dash_adapter(tmp_path, mon
         "        for s in t.steps:\n"
         "            s.grads['input'] = 0.5 * s.grads['input']\n"
         "        return t\n")
-    text = open(os.path.join(EXAMPLES, "sum_3x3.yaml")).read() + 'xfail: {halving: "TEST: halves input gradients"}\n'
+    text = open(os.path.join(EXAMPLES, "sum_3x3.yaml")).read().split("\nxfail:")[0] + \
+        '\nxfail: {halving: "TEST: halves input gradients"}\n'
     (tmp_path / "case.yaml").write_text(text)
     monkeypatch.syspath_prepend(str(tmp_path))
     rc = main(["run", str(tmp_path / "case.yaml"), "--frameworks", "numpy", "--adapter", "halving:Halving",

@@ -52,7 +52,9 @@ def _tie_bearing(cases):
             continue
         initial = runner.reference_trace(case, CaseResult(case)).initial
         a, b = reference.run(case, initial), last.run(case, initial)
-        if any(not np.array_equal(x.grads[k], y.grads[k]) for x, y in zip(a.steps, b.steps) for k in x.grads):
+        # at step 1, where the case's data put the tie; a tie a later step's rounding makes (graph_resnet[5],
+        # float32) moves the gradients by rounding only, which no allowance can tell from the frameworks'
+        if any(not np.array_equal(a.steps[0].grads[k], b.steps[0].grads[k]) for k in a.steps[0].grads):
             found.append((case, a))
     return found
 
