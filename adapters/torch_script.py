@@ -7,6 +7,7 @@ with every keyword it holds (`defaults`), so the script computes what gradconf's
 from __future__ import annotations
 
 from gradconf.errors import Unsupported
+from gradconf.repro import forward_lines
 
 from . import torch_activations, torch_training as training
 from .torch_pads import _native_pool, _pad_arg, _symmetric
@@ -119,28 +120,7 @@ MERGES = {  # f(L, input expressions) -> expression
 
 
 def _forward(case) -> list[str]:
-    """One line per layer on `y`; a graph (SPEC §1.8) also keeps each layer's output in `h`, by name."""
-    graph = any(L.sources for L in case.layers)
-    lines, previous = ["        h = {'input': y}"] if graph else [], "input"
-    for L, names in zip(case.layers, case.graph):
-        ins = [f"h[{n!r}]" for n in names]
-        if L.type in MERGES:
-            expr = MERGES[L.type](L, ins)
-        elif L.type in LAYERS:
-            if names != (previous,):
-                lines.append(f"        y = {ins[0]}")
-            w = f"params[{L.name + '.weight'!r}]" if L.param("weight") else "None"
-            b = f"params[{L.name + '.bias'!r}]" if L.param("bias") else "None"
-            expr = LAYERS[L.type](L, w, b)
-        else:
-            raise Unsupported(f"gradconf repro cannot write layer `{L.type}` ({L.name}) as torch calls yet")
-        if getattr(L, "ceil_mode", False) or getattr(L, "padding_mode", "zeros") != "zeros" or (
-                L.type.endswith("pool2d") and getattr(L, "dilation", (1, 1)) != (1, 1)):  # issue 17's options
-            raise Unsupported(f"gradconf repro cannot write {L.type}'s ceil_mode, dilation or padding_mode "
-                              f"({L.name}) as torch calls yet")
-        lines.append(f"        y = {f'h[{L.name!r}] = ' if graph else ''}{expr}  # {L.name}: {L.type}")
-        previous = L.name
-    return lines
+    return forward_lines(case, LAYERS, MERGES, 'params', '        ', 'torch')
 
 
 def script(case) -> str:

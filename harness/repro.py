@@ -145,3 +145,31 @@ def script(case: Case, initial: Initial, reference: Trace, records: list[Record]
             + f"FRAMEWORK = {adapter.name!r}\n" + _numbers(case, initial) + "\n" + _expected(reference, shown)
             + "\n\n" + adapter.script(case).strip() + "\n\n"
             + _TAIL)
+
+
+def forward_lines(case, layers: dict, merges: dict, variables: str, indent: str, framework: str) -> list[str]:
+    """An adapter's script writer's forward pass (its `script(case)`): one line per layer on `y`, each
+    `layers[type](L, weight, bias)` or `merges[type](L, inputs)` an expression; a graph (SPEC §1.8) also keeps
+    each layer's output in `h`, by name. `variables`: the script's name for its parameters' dict."""
+    from .errors import Unsupported
+    graph = any(L.sources for L in case.layers)
+    lines, previous = [f"{indent}h = {{'input': y}}"] if graph else [], "input"
+    for L, names in zip(case.layers, case.graph):
+        ins = [f"h[{n!r}]" for n in names]
+        if L.type in merges:
+            expr = merges[L.type](L, ins)
+        elif L.type in layers:
+            if names != (previous,):
+                lines.append(f"{indent}y = {ins[0]}")
+            w = f"{variables}[{L.name + '.weight'!r}]" if L.param("weight") else "None"
+            b = f"{variables}[{L.name + '.bias'!r}]" if L.param("bias") else "None"
+            expr = layers[L.type](L, w, b)
+        else:
+            raise Unsupported(f"gradconf repro cannot write layer `{L.type}` ({L.name}) as {framework} calls yet")
+        if getattr(L, "ceil_mode", False) or getattr(L, "padding_mode", "zeros") != "zeros" or (
+                L.type.endswith("pool2d") and getattr(L, "dilation", (1, 1)) != (1, 1)):  # issue 17's options
+            raise Unsupported(f"gradconf repro cannot write {L.type}'s ceil_mode, dilation or padding_mode "
+                              f"({L.name}) as {framework} calls yet")
+        lines.append(f"{indent}y = {f'h[{L.name!r}] = ' if graph else ''}{expr}  # {L.name}: {L.type}")
+        previous = L.name
+    return lines
