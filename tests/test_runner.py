@@ -338,15 +338,13 @@ def test_a_relu_input_whose_sign_float16_accumulation_leaves_undetermined_is_wit
     pytest.importorskip("torch")
     from gradconf import tolerance
     case = next(c for c in _bundled() if c.id == "half_relu_undetermined_f16")
-    runner = Runner(NumpyReference(), [torch_adapter.TorchAdapter()])
-    assert _statuses(runner.run_case(case).records, "torch") == {"pass"}
+    def torch_statuses():
+        return _statuses(Runner(NumpyReference(), [torch_adapter.TorchAdapter()]).run_case(case).records, "torch")
+    assert torch_statuses() == {"pass"}
     monkeypatch.setattr(reference_module, "perturbed", lambda case, initial, draw: initial)  # alone: no luck of signs
-    assert _statuses(runner.run_case(case).records, "torch") == {"pass"}
+    assert torch_statuses() == {"pass"}
     monkeypatch.setitem(tolerance.UNDETERMINED, ConvTranspose2d, 0.0)
-    if "fail" not in _statuses(runner.run_case(case).records, "torch"):
-        # Since this session's merges (graph walk, norms, activations) torch passes here even without the
-        # sign-flip allowance: the allowance may no longer be what passes this case. Open (closing note).
-        pytest.xfail("without the sign flip torch no longer fails this case: whether the flip is still needed is open")
+    assert "fail" in torch_statuses()
 
 
 def test_the_sign_flip_takes_only_outputs_within_the_rounding_of_their_terms():
