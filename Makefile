@@ -18,7 +18,11 @@ test: $(VENV)/.installed  ## the harness's own tests and every bundled case, on 
 bench: $(VENV)/.installed  ## the benchmarks (ratios, one run each)
 	$(BIN)/python benchmarks/run_all.py
 
-compare: $(VENV)/.installed  ## this tree against 519fb2c, side by side (README, Benchmarks; ~10 min)
+$(VENV)/.bench: $(VENV)/.installed  # the baseline's own dependency (pyproject's `bench` extra)
+	$(BIN)/python -m pip install -q -e '.[all,test,bench]'
+	touch $@
+
+compare: $(VENV)/.bench  ## this tree against 519fb2c, side by side (README, Benchmarks; ~10 min)
 	$(BIN)/python benchmarks/compare_baseline.py
 
 clean:
