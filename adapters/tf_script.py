@@ -90,7 +90,8 @@ def _avg_pool2d(L, w, b) -> str:  # tf_resize.avg_pool2d
     (t, bo), (le, r) = L.padding
     h, wd = L.in_shape[2:]
     if L.count_include_pad:  # ones over the padded input, none over ceil_mode's extra cells
-        ones = f"tf.pad(tf.ones((1, {h + t + bo}, {wd + le + r}, 1), y.dtype), {[[0, 0], [0, L.extra[0]], [0, L.extra[1]], [0, 0]]})"
+        extra = [[0, 0], [0, L.extra[0]], [0, L.extra[1]], [0, 0]]
+        ones = f"tf.pad(tf.ones((1, {h + t + bo}, {wd + le + r}, 1), y.dtype), {extra})"
     else:
         ones = f"tf.pad(tf.ones((1, {h}, {wd}, 1), y.dtype), {tf_resize._grid(L)})"
     return f"{mean} / tf.nn.avg_pool2d({ones}, {k}, {s}, 'VALID')"

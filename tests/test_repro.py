@@ -214,7 +214,7 @@ def test_a_script_of_the_newer_layers_computes_the_adapters_numbers(tmp_path, fr
 
 @pytest.mark.parametrize("framework, layer, planted", [
     ("torch", "batch_norm2d", lambda L, w, b: f"F.batch_norm(y, None, None, {w}, {b}, training=True)"),  # no state
-    ("tensorflow", "upsample", lambda L, w, b: f"bilinear(tf, y, {L.scale_factor[0]}, {L.scale_factor[1]}, {not L.align_corners})"),
+    ("tensorflow", "upsample", lambda L, w, b: f"bilinear(tf, y, *{L.scale_factor}, {not L.align_corners})"),  # flipped
 ])
 def test_a_wrong_call_for_a_newer_layer_is_caught(tmp_path, monkeypatch, framework, layer, planted):
     _adapter(framework)
