@@ -6,6 +6,8 @@ with every keyword it holds (`defaults`), so the script computes what gradconf's
 """
 from __future__ import annotations
 
+import numpy as np
+
 from gradconf.errors import Unsupported
 from gradconf.repro import forward_lines
 
@@ -103,7 +105,9 @@ LAYERS = {
 
 
 def _option(o, key) -> str:
-    return "None" if o.get(key) is None else f"torch.tensor({list(map(float, o[key]))}, dtype=dtype)"
+    # as torch_training._weight: a scalar (pos_weight) stays 0-D
+    return "None" if o.get(key) is None else \
+        f"torch.tensor({np.asarray(o[key], dtype=np.float64).tolist()!r}, dtype=dtype)"
 
 
 LOSSES = {
