@@ -6,8 +6,7 @@ Keras optimizer built by the adapter's own table and written as its serialised c
 `keras.optimizers.deserialize` rebuilds exactly), under the same floatx. What the adapter composes
 at length is the adapter's own functions, their source copied into the script (HELPERS: padding modes,
 dilated and grouped kernels, Keras' batch normalisation, group norm, dilated max-pools, adaptive pools,
-bilinear resizing), so that it computes what the adapter computes. Transposed convolutions are not written
-here yet.
+bilinear resizing), so that it computes what the adapter computes.
 """
 from __future__ import annotations
 
@@ -69,6 +68,23 @@ def _conv2d(L, w, b, x="y") -> str:  # tensorflow_adapter.conv2d
     return _bias(f"_per_group(tf, {L.groups}, {x}, {w}, lambda xi, wi: {conv('xi', 'wi')})", b)
 
 
+def _conv_transpose2d(L, w, b) -> str:  # tensorflow_adapter.conv_transpose2d
+    (h, wd), k, s, d = L.in_shape[2:], L.kernel_size, L.stride, L.dilation
+    full = [(h - 1) * s[0] + d[0] * (k[0] - 1) + 1, (wd - 1) * s[1] + d[1] * (k[1] - 1) + 1]
+    if d != (1, 1):
+        w = f"_dilate(tf, {w}, {d})"
+    conv = lambda xi, wi: (f"tf.nn.conv2d_transpose({xi}, {wi}, [tf.shape({xi})[0], {full[0]}, {full[1]}, "  # noqa: E731
+                           f"{L.out_channels // L.groups}], [1, {s[0]}, {s[1]}, 1], 'VALID')")
+    y = conv("y", w) if L.groups == 1 else f"_per_group(tf, {L.groups}, y, {w}, lambda xi, wi: {conv('xi', 'wi')})"
+    # output rows [top, top + H_out) of the full output, zero-extended past its end (output_padding)
+    (t, _), (le, _) = L.padding
+    out_h, out_w = L.out_shape[2:]
+    ext = [max(0, t + out_h - full[0]), max(0, le + out_w - full[1])]
+    if any(ext):
+        y = f"tf.pad({y}, [[0, 0], [0, {ext[0]}], [0, {ext[1]}], [0, 0]])"
+    return _bias(f"{y}[:, {t}:{t + out_h}, {le}:{le + out_w}, :]", b)
+
+
 def _conv1d(L, w, b) -> str:  # tf_resize.conv1d: conv2d's, on a height-1 NHWC input
     y = _conv2d(L.as_2d(), f"tf.transpose({w}, (2, 1, 0))[None]", b, x="tf.transpose(y, (0, 2, 1))[:, None]")
     return f"tf.transpose({y}[:, 0], (0, 2, 1))"
@@ -115,7 +131,8 @@ def _flatten(L, w, b) -> str:
 
 
 LAYERS = {
-    "conv2d": _conv2d, "avg_pool2d": _avg_pool2d, "flatten": _flatten, "max_pool2d": _max_pool2d,
+    "conv2d": _conv2d, "conv_transpose2d": _conv_transpose2d, "avg_pool2d": _avg_pool2d, "flatten": _flatten,
+    "max_pool2d": _max_pool2d,
     "sigmoid": lambda L, w, b: "tf.sigmoid(y)", "tanh": lambda L, w, b: "tf.tanh(y)",
     "relu": lambda L, w, b: "tf.nn.relu(y)", "sum": lambda L, w, b: "tf.reduce_sum(y)",
     "dense": lambda L, w, b: _bias(f"tf.matmul(y, {w})", b),
