@@ -6,13 +6,13 @@ Keras optimizer built by the adapter's own table and written as its serialised c
 `keras.optimizers.deserialize` rebuilds exactly), under the same floatx. What the adapter composes
 at length is the adapter's own functions, their source copied into the script (HELPERS: padding modes,
 dilated and grouped kernels, Keras' batch normalisation, group norm, dilated max-pools, adaptive pools,
-bilinear resizing), so that it computes what the adapter computes.
+bilinear resizing; a loss beyond the few written out here is tf_training's own function or LOSSES entry), so
+that it computes what the adapter computes.
 """
 from __future__ import annotations
 
 import inspect
 
-from gradconf.errors import Unsupported
 from gradconf.repro import forward_lines
 
 from . import tensorflow_adapter, tf_activations, tf_norm, tf_resize, tf_training as training
@@ -160,13 +160,29 @@ LOSSES = {
 }
 
 
-def _cross_entropy(o) -> str:
+def _cross_entropy(o) -> str | None:
     if o.get("weight") is not None or o["label_smoothing"]:
-        raise Unsupported("gradconf repro cannot write a weighted or smoothed cross-entropy for TensorFlow yet")
+        return None  # the adapter's own function (_adapter_loss)
     return _reduce(o, "tf.nn.sparse_softmax_cross_entropy_with_logits(labels=t, logits=y)")
 
 
 LOSSES["cross_entropy"] = _cross_entropy
+
+
+def _adapter_loss(kind: str) -> list[str]:
+    """tf_training.LOSSES[kind]'s own source as the script's `loss_fn(y, t, o)`, with the helpers it calls: a
+    function's source, or a lambda's body read from tf_training's LOSSES table."""
+    import ast
+    table = next(node.value for node in ast.parse(inspect.getsource(training)).body
+                 if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "LOSSES")
+    entry = dict(zip((k.value for k in table.keys), table.values))[kind]
+    if isinstance(entry, ast.Lambda):
+        body = ast.get_source_segment(inspect.getsource(training), entry.body)
+        fn = f"def loss_fn(y, t, o):  # tf_training.LOSSES[{kind!r}]\n    return {body}\n"
+    else:
+        fn = inspect.getsource(getattr(training, entry.id)) + f"\n\nloss_fn = {entry.id}\n"
+    helpers = [inspect.getsource(f) for f in (training._tf, training._keras, training._rows, training._reduce)]
+    return ["\n\n".join(h.strip() + "\n" for h in helpers) + "\n\n" + fn]
 
 
 def _optimizer(case) -> list[str]:
@@ -191,9 +207,9 @@ def _forward(case) -> list[str]:
 
 def script(case) -> str:
     """Python source defining `run()` for harness/repro.py's script (see its module doc)."""
-    if case.loss.kind not in LOSSES:
-        raise Unsupported(f"gradconf repro cannot write loss `{case.loss.kind}` as TensorFlow calls yet")
     options = {"reduction": case.loss.reduction, **case.loss.options}
+    loss = LOSSES[case.loss.kind](options) if case.loss.kind in LOSSES else None
+    loss_source = [] if loss is not None else _adapter_loss(case.loss.kind)
     ids = case.loss.kind in training.CLASS_TARGETS
     layouts = {name: _TO_TF.get(kind) for name, kind in _kinds(case).items()}
     to_nhwc, from_nhwc = len(case.input.shape) == 4, len(case.output_shape) == 4
@@ -205,7 +221,7 @@ def script(case) -> str:
         f"TO_TF = {layouts!r}  # each parameter's transpose into TF's layout (None: as it is)", "", "",
         "def to_tf(k, a):", "    return a if TO_TF[k] is None else np.transpose(a, TO_TF[k])", "", "",
         "def from_tf(k, a):", "    return a if TO_TF[k] is None else np.transpose(a, np.argsort(TO_TF[k]))", "", "",
-        *[h + "\n" for h in _helpers(forward)],
+        *[h + "\n" for h in _helpers(forward) + loss_source],
         "def run():",
         "    keras.config.set_floatx('float64' if DTYPE == 'float64' else 'float32')  # Keras' casts follow floatx",
         "    dtype = getattr(tf, DTYPE)",
@@ -223,7 +239,7 @@ def script(case) -> str:
         "            y = " + ("tf.transpose(x, (0, 2, 3, 1))  # NCHW -> NHWC" if to_nhwc else "x"),
         *forward,
         *(["            y = tf.transpose(y, (0, 3, 1, 2))  # back to NCHW"] if from_nhwc else []),
-        f"            loss = {LOSSES[case.loss.kind](options)}",
+        f"            loss = {loss if loss is not None else f'loss_fn(y, t, {options!r})'}",
         f"        grads = tape.gradient(loss, {'[x] + ' if g else ''}list(variables.values()))",
         "        grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]",
         "        results[step, 'loss', None], results[step, 'output', None] = np.asarray(loss), np.asarray(y)",

@@ -136,8 +136,7 @@ def test_a_wrong_call_in_the_script_writer_is_caught(tmp_path, monkeypatch):
 # Normalisation (batch norm training with its running statistics as state over 2 steps of SGD, eval, layer
 # and group norm, one in a residual graph), pool options (ceil_mode, dilation, global and adaptive pools),
 # upsampling (nearest, bilinear with and without align_corners), padding modes on conv2d and conv1d (dilated,
-# grouped: TensorFlow's are the adapter's compositions), an embedding (ids, no input gradient), activations;
-# on torch also a scalar pos_weight.
+# grouped: TensorFlow's are the adapter's compositions), an embedding (ids, no input gradient), activations.
 NEW_LAYERS = ["convention_batch_norm_momentum_weighs_the_batch", "convention_batch_norm_eval_uses_running_stats",
               "convention_layer_norm_over_every_axis_but_the_batch", "convention_group_norm_groups_consecutive_channels",
               "convention_avgpool_ceil_mode_divisor", "convention_avgpool_ceil_mode_exclude_pad",
@@ -149,6 +148,9 @@ NEW_LAYERS = ["convention_batch_norm_momentum_weighs_the_batch", "convention_bat
               "resnet_block_bn", "norm_net_random[3]", "resize_random[8]", "pool2d_ceil_dilation[1]",
               "act_conv[4]", "conv_padding_modes[4]", "conv_padding_modes[7]", "conv_padding_modes[25]",
               "conv_padding_modes[26]", "dilated_conv", "grouped_conv"]
+LOSSES = ["convention_class_weight_mean", "convention_cross_entropy_weight_smoothing", "convention_reduction_sum",
+          "convention_smooth_l1_beta", "act_dense[0]", "losses_random[0]", "losses_random[1]", "losses_random[4]",
+          "losses_bce[0]"]  # every loss (TensorFlow's beyond mse and plain cross-entropy: tf_training's own source)
 TF_TRANSPOSED = ["conv_transpose_asymmetric", "conv_transpose2d_random[5]", "conv_transpose2d_random[22]",
                  "graph_unet[0]"]  # transposed convolutions, dilated and grouped ones among them
 CATALOGUED = {"divergence_tf_bn_biased_variance": "TF-BN-BIASED-VAR", "divergence_tf_gelu_float64": "TF-GELU-CONST32",
@@ -208,7 +210,7 @@ def _scripts_against_adapter(tmp_path, framework, ids):
 
 @pytest.mark.parametrize("framework", ["torch", "tensorflow"])
 def test_a_script_of_the_newer_layers_computes_the_adapters_numbers(tmp_path, framework):
-    ids = NEW_LAYERS + (sorted(CATALOGUED) + TF_TRANSPOSED if framework == "tensorflow" else ["losses_random[0]"])
+    ids = NEW_LAYERS + LOSSES + (sorted(CATALOGUED) + TF_TRANSPOSED if framework == "tensorflow" else [])
     codes, diverging = _scripts_against_adapter(tmp_path, framework, ids)
     # a passing case lands within the allowance; a catalogued divergence shows in its script
     assert codes == {i: int(i in diverging) for i in ids}
