@@ -25,7 +25,7 @@ import numpy as np
 
 from gradconf.case import Case, ConvTranspose2d
 
-from . import Initial, Step, Tables, Trace, module_missing, one_thread_native_pools, run_layers
+from . import Initial, LayerTrace, Step, Tables, Trace, module_missing, one_thread_native_pools, run_layers
 from . import jax_activations, jax_resize, jax_training as training
 
 
@@ -181,6 +181,34 @@ class JaxAdapter:
         id -> gist. The conditions live in harness.divergences, shared with `xfail: {jax: ID}`."""
         from gradconf.divergences import known
         return known(self.name, case)
+
+    def trace_layers(self, case: Case, initial: Initial) -> LayerTrace:
+        """Step 1 layer by layer (protocol.LayerTrace). JAX keeps no gradients of intermediates, so each
+        layer's output gets a zero added (a probe) and the loss's gradient of that probe is the output's."""
+        TABLES.check(case)
+        jax = _import_jax()
+        import jax.numpy as jnp
+        dtype, ids = jnp.dtype(case.dtype), case.loss.kind in training.CLASS_TARGETS
+        params = {k: jax.device_put(v.astype(dtype)) for k, v in initial.params.items()}
+        states = {k: jax.device_put(v.astype(dtype)) for k, v in initial.state.items()}
+        x = jax.device_put(initial.input_at(1).astype(dtype if case.input_grad else np.int32))
+        t = initial.target_at(1)
+        target = None if t is None else jax.device_put(t.astype(np.int64 if ids else dtype))
+        options = {"reduction": case.loss.reduction, **case.loss.options}
+
+        def probed(f, probes):
+            return lambda L, xs, p: f(L, xs, p) + probes[L.name] if L.name in probes else f(L, xs, p)
+
+        def loss_of(probes):
+            kept, layers = {}, {kind: probed(f, probes) for kind, f in LAYERS.items()}
+            y = run_layers(case, layers, x, params, kept, states=dict(states))
+            return LOSSES[case.loss.kind](y, target, options), kept
+
+        shapes = jax.eval_shape(lambda: loss_of({})[1])
+        probes = {k: jnp.zeros(s.shape, s.dtype) for k, s in shapes.items()}
+        (_, kept), grads = jax.jit(jax.value_and_grad(loss_of, has_aux=True))(probes)
+        as_np = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+        return LayerTrace({k: as_np(v) for k, v in kept.items()}, {k: as_np(g) for k, g in grads.items()})
 
     def run(self, case: Case, initial: Initial) -> Trace:
         TABLES.check(case)

@@ -13,29 +13,34 @@ tf.nn.batch_normalization (Keras' GroupNormalization does the same: a reshape to
 from __future__ import annotations
 
 
-def _compute(tf, x):
-    """Keras' BatchNormalization upcasts half types to float32 for its arithmetic."""
-    return tf.float32 if x.dtype in (tf.float16, tf.bfloat16) else x.dtype
+def batch_norm(tf, keras, x, gamma, beta, moving_mean, moving_var, training, momentum, eps):
+    """(y, moving mean, moving variance after the call): Keras' BatchNormalization.call. `momentum`: the
+    case's (PyTorch's). The repro script (tf_script.py) runs this function's own source."""
+    dtype = x.dtype
+    ct = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype  # Keras upcasts half types to float32
+    x = tf.cast(x, ct)
+    gamma, beta = (None if v is None else tf.cast(v, ct) for v in (gamma, beta))
+    moving_mean, moving_var = tf.cast(moving_mean, ct), tf.cast(moving_var, ct)
+    new_mean, new_var = moving_mean, moving_var
+    if training:
+        mean, variance = keras.ops.moments(x, axes=[0, 1, 2])  # NHWC: every axis but the channels
+        keep = 1.0 - momentum  # Keras' momentum is the weight of the old value
+        # Keras: moving_mean.assign(moving_mean * momentum + mean * (1 - momentum)), likewise the (biased) variance
+        new_mean = moving_mean * keep + tf.stop_gradient(mean) * (1.0 - keep)
+        new_var = moving_var * keep + tf.stop_gradient(variance) * (1.0 - keep)
+    else:
+        mean, variance = moving_mean, moving_var
+    y = keras.ops.batch_normalization(x, mean, variance, axis=-1, offset=beta, scale=gamma, epsilon=eps)
+    return tf.cast(y, dtype), tf.cast(new_mean, dtype), tf.cast(new_var, dtype)
 
 
 def batch_norm2d(L, xs, p):
     import keras
     import tensorflow as tf
-    (x,), dtype = xs, xs[0].dtype
-    ct = _compute(tf, x)
-    x = tf.cast(x, ct)
-    gamma, beta = (tf.cast(p[k], ct) if k in p else None for k in ("weight", "bias"))
-    moving_mean, moving_var = tf.cast(p["running_mean"], ct), tf.cast(p["running_var"], ct)
-    if L.training:
-        mean, variance = keras.ops.moments(x, axes=[0, 1, 2])  # NHWC: every axis but the channels
-        momentum = 1.0 - L.momentum  # Keras' momentum is the weight of the old value
-        # Keras: moving_mean.assign(moving_mean * momentum + mean * (1 - momentum)), likewise the (biased) variance
-        p["running_mean"] = tf.cast(moving_mean * momentum + tf.stop_gradient(mean) * (1.0 - momentum), dtype)
-        p["running_var"] = tf.cast(moving_var * momentum + tf.stop_gradient(variance) * (1.0 - momentum), dtype)
-    else:
-        mean, variance = moving_mean, moving_var
-    y = keras.ops.batch_normalization(x, mean, variance, axis=-1, offset=beta, scale=gamma, epsilon=L.eps)
-    return tf.cast(y, dtype)
+    y, p["running_mean"], p["running_var"] = batch_norm(tf, keras, xs[0], p.get("weight"), p.get("bias"),
+                                                        p["running_mean"], p["running_var"], L.training,
+                                                        L.momentum, L.eps)
+    return y
 
 
 def layer_norm(L, xs, p):
@@ -46,18 +51,23 @@ def layer_norm(L, xs, p):
     return tf.nn.batch_normalization(x, mean, variance, p.get("bias"), p.get("weight"), L.eps)
 
 
-def group_norm(L, xs, p):
-    import tensorflow as tf
-    (x,), g = xs, L.num_groups
+def group_norm(tf, x, g, gamma, beta, eps):
+    """Channels last; the repro script (tf_script.py) runs this function's own source."""
     shape = tf.shape(x)
     c = x.shape[-1]
     grouped = tf.reshape(x, tf.concat([shape[:-1], [g, c // g]], axis=0))  # (N, ..., G, C/G): channels last
     axes = [i for i in range(1, len(grouped.shape)) if i != len(grouped.shape) - 2]
     mean, variance = tf.nn.moments(grouped, axes=axes, keepdims=True)
-    y = tf.reshape(tf.nn.batch_normalization(grouped, mean, variance, None, None, L.eps), shape)
-    if "weight" in p:
-        y = y * p["weight"] + p["bias"]  # per channel: the last axis
+    y = tf.reshape(tf.nn.batch_normalization(grouped, mean, variance, None, None, eps), shape)
+    if gamma is not None:
+        y = y * gamma + beta  # per channel: the last axis
     return y
 
 
-LAYERS = {"batch_norm2d": batch_norm2d, "layer_norm": layer_norm, "group_norm": group_norm}
+LAYERS = {"batch_norm2d": batch_norm2d, "layer_norm": layer_norm,
+          "group_norm": lambda L, xs, p: group_norm(_tf(), xs[0], L.num_groups, p.get("weight"), p.get("bias"), L.eps)}
+
+
+def _tf():
+    import tensorflow as tf
+    return tf

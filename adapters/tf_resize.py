@@ -57,9 +57,15 @@ def _grid(L):
 def max_pool2d(L, xs, p):
     tf, (x,) = _tf(), xs
     xp = tf.pad(x, _grid(L), constant_values=float("-inf"))
-    k, s, d, (oh, ow) = L.kernel_size, L.stride, L.dilation, L.out_shape[2:]
-    if d == (1, 1):
-        return tf.nn.max_pool2d(xp, k, s, "VALID")
+    if L.dilation == (1, 1):
+        return tf.nn.max_pool2d(xp, L.kernel_size, L.stride, "VALID")
+    return dilated_max_pool(tf, xp, L.kernel_size, L.stride, L.dilation, L.out_shape[2:])
+
+
+def dilated_max_pool(tf, xp, k, s, d, out):
+    """A dilated max-pool of the padded NHWC `xp` to `out` = (oh, ow), TF having no differentiable one: the
+    first maximum over the kh·kw strided tap slices. The repro script (tf_script.py) runs this source."""
+    (oh, ow) = out
     taps = tf.stack([xp[:, i * d[0]:i * d[0] + (oh - 1) * s[0] + 1:s[0], j * d[1]:j * d[1] + (ow - 1) * s[1] + 1:s[1]]
                      for i in range(k[0]) for j in range(k[1])], axis=-1)
     top = tf.reduce_max(taps, axis=-1, keepdims=True)
@@ -87,8 +93,13 @@ def _bounds(n_in, n_out):
 
 
 def adaptive_avg_pool2d(L, xs, p):
-    tf, (x,) = _tf(), xs
-    for axis, out in ((1, L.output_size[0]), (2, L.output_size[1])):
+    return adaptive_avg_pool(_tf(), xs[0], L.output_size)
+
+
+def adaptive_avg_pool(tf, x, output_size):
+    """Window means of slices (PyTorch's windows, _bounds), one axis at a time; NHWC. The repro script
+    (tf_script.py) runs this source."""
+    for axis, out in ((1, output_size[0]), (2, output_size[1])):
         parts = [tf.reduce_mean(x[:, a:b] if axis == 1 else x[:, :, a:b], axis=axis)
                  for a, b in _bounds(x.shape[axis], out)]
         x = tf.stack(parts, axis=axis)
@@ -111,11 +122,16 @@ def upsample(L, xs, p):
     tf, (x,), (sh, sw) = _tf(), xs, L.scale_factor
     if L.mode == "nearest":
         return tf.repeat(tf.repeat(x, sh, axis=1), sw, axis=2)
+    return bilinear(tf, x, sh, sw, L.align_corners)
+
+
+def bilinear(tf, x, sh, sw, align_corners):
+    """Bilinear upsampling of NHWC `x` by (sh, sw); the repro script (tf_script.py) runs this source."""
     h, w = x.shape[1:3]
     if x.dtype == tf.float32:
-        return tf.raw_ops.ResizeBilinear(images=x, size=[h * sh, w * sw], align_corners=L.align_corners,
-                                         half_pixel_centers=not L.align_corners)
-    mh, mw = (tf.constant(_bilinear_matrix(n, f, L.align_corners), x.dtype) for n, f in ((h, sh), (w, sw)))
+        return tf.raw_ops.ResizeBilinear(images=x, size=[h * sh, w * sw], align_corners=align_corners,
+                                         half_pixel_centers=not align_corners)
+    mh, mw = (tf.constant(_bilinear_matrix(n, f, align_corners), x.dtype) for n, f in ((h, sh), (w, sw)))
     return tf.einsum("ih,nhwc,jw->nijc", mh, x, mw)
 
 

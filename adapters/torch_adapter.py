@@ -16,7 +16,7 @@ from gradconf.case import Case
 
 from . import Initial, LayerTrace, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers, threads_for
 from . import torch_activations, torch_resize, torch_training as training
-from .torch_pads import _native_pool, _pad_arg, _symmetric
+from .torch_pads import _grid, _native_pool, _pad_arg, _symmetric
 
 
 def _F():
@@ -45,12 +45,6 @@ def conv_transpose2d(L, xs, p):
     y = F.conv_transpose2d(x, w, None, L.stride, 0, 0, L.groups, L.dilation)
     y = F.pad(y, (-le, op[1] - r, -t, op[0] - bo))
     return y if b is None else y + b[:, None, None]
-
-
-def _grid(L):
-    """F.pad's (l, r, t, b) of the layer's padding plus ceil_mode's extra cells at the far end."""
-    (t, b), (le, r) = L.padding
-    return (le, r + L.extra[1], t, b + L.extra[0])
 
 
 def max_pool2d(L, xs, p):

@@ -15,3 +15,9 @@ def _native_pool(L) -> bool:
     """Whether torch's own pool padding expresses L's: symmetric, and at most half the kernel."""
     k, pad = L.kernel_size, L.padding
     return _symmetric(pad) and pad[0][0] <= k[0] // 2 and pad[1][0] <= k[1] // 2
+
+
+def _grid(L) -> tuple:
+    """F.pad's (l, r, t, b) of a pool's padding plus ceil_mode's extra cells at the far end."""
+    (t, b), (le, r) = L.padding
+    return (le, r + L.extra[1], t, b + L.extra[0])

@@ -6,11 +6,13 @@ with every keyword it holds (`defaults`), so the script computes what gradconf's
 """
 from __future__ import annotations
 
+import numpy as np
+
 from gradconf.errors import Unsupported
 from gradconf.repro import forward_lines
 
 from . import torch_activations, torch_training as training
-from .torch_pads import _native_pool, _pad_arg, _symmetric
+from .torch_pads import _grid, _native_pool, _pad_arg, _symmetric
 
 
 def _pair(p) -> str:
@@ -18,12 +20,22 @@ def _pair(p) -> str:
 
 
 def _conv2d(L, w, b) -> str:
+    geometry = f"stride={_pair(L.stride)}, dilation={_pair(L.dilation)}, groups={L.groups}"
+    if L.padding_mode != "zeros":  # nn.Conv2d: F.pad in the mode, then no padding of the conv's own
+        return f"F.conv2d(F.pad(y, {_pad_arg(L.padding)}, mode={L.padding_mode!r}), {w}, {b}, {geometry})"
     if _symmetric(L.padding):
-        x, pad = "y", f", padding=({L.padding[0][0]}, {L.padding[1][0]})"
-    else:
-        x, pad = f"F.pad(y, {_pad_arg(L.padding)})", ""
-    return (f"F.conv2d({x}, {w}, {b}, stride={_pair(L.stride)}{pad}, dilation={_pair(L.dilation)}, "
-            f"groups={L.groups})")
+        return f"F.conv2d(y, {w}, {b}, padding=({L.padding[0][0]}, {L.padding[1][0]}), {geometry})"
+    return f"F.conv2d(F.pad(y, {_pad_arg(L.padding)}), {w}, {b}, {geometry})"
+
+
+def _conv1d(L, w, b) -> str:  # torch_resize.conv1d
+    (left, right), s, d = L.padding[1], L.stride[1], L.dilation[1]
+    geometry = f"stride={s}, dilation={d}, groups={L.groups}"
+    if L.padding_mode != "zeros":
+        return f"F.conv1d(F.pad(y, ({left}, {right}), mode={L.padding_mode!r}), {w}, {b}, {geometry})"
+    if left == right:
+        return f"F.conv1d(y, {w}, {b}, padding={left}, {geometry})"
+    return f"F.conv1d(F.pad(y, ({left}, {right})), {w}, {b}, {geometry})"
 
 
 def _conv_transpose2d(L, w, b) -> str:
@@ -38,22 +50,42 @@ def _conv_transpose2d(L, w, b) -> str:
     return cropped if b == "None" else f"{cropped} + {b}[:, None, None]"
 
 
-def _max_pool2d(L, w, b) -> str:
+def _max_pool2d(L, w, b) -> str:  # torch_adapter.max_pool2d
+    k, s, d = _pair(L.kernel_size), _pair(L.stride), _pair(L.dilation)
     if _native_pool(L):
-        return f"F.max_pool2d(y, {_pair(L.kernel_size)}, {_pair(L.stride)}, ({L.padding[0][0]}, {L.padding[1][0]}))"
-    return f"F.max_pool2d(F.pad(y, {_pad_arg(L.padding)}, value=float('-inf')), {_pair(L.kernel_size)}, {_pair(L.stride)})"
+        return (f"F.max_pool2d(y, {k}, {s}, ({L.padding[0][0]}, {L.padding[1][0]}), {d}, "
+                f"ceil_mode={L.ceil_mode})")
+    return f"F.max_pool2d(F.pad(y, {_grid(L)}, value=float('-inf')), {k}, {s}, 0, {d})"
 
 
-def _avg_pool2d(L, w, b) -> str:
-    k, s = _pair(L.kernel_size), _pair(L.stride)
+def _avg_pool2d(L, w, b) -> str:  # torch_adapter.avg_pool2d
+    k, s, pad, cells = _pair(L.kernel_size), _pair(L.stride), L.padding, L.kernel_size[0] * L.kernel_size[1]
     if _native_pool(L):
-        return (f"F.avg_pool2d(y, {k}, {s}, ({L.padding[0][0]}, {L.padding[1][0]}), "
+        return (f"F.avg_pool2d(y, {k}, {s}, ({pad[0][0]}, {pad[1][0]}), ceil_mode={L.ceil_mode}, "
                 f"count_include_pad={L.count_include_pad})")
-    summed = f"F.avg_pool2d(F.pad(y, {_pad_arg(L.padding)}), {k}, {s}) * {L.kernel_size[0] * L.kernel_size[1]}"
+    summed = f"F.avg_pool2d(F.pad(y, {_grid(L)}), {k}, {s}) * {cells}"
+    if L.count_include_pad and L.extra == (0, 0):
+        return f"{summed} / {cells}"
+    # the divisor: a window sum of ones over the padded input (count_include_pad) or over the real cells
+    h, wd = L.in_shape[2:]
     if L.count_include_pad:
-        return f"{summed} / {L.kernel_size[0] * L.kernel_size[1]}"
-    ones = f"F.pad(torch.ones((1, 1, *y.shape[2:]), dtype=y.dtype), {_pad_arg(L.padding)})"
-    return f"{summed} / (F.avg_pool2d({ones}, {k}, {s}) * {L.kernel_size[0] * L.kernel_size[1]})"
+        ones = (f"F.pad(torch.ones((1, 1, {h + sum(pad[0])}, {wd + sum(pad[1])}), dtype=y.dtype), "
+                f"{(0, L.extra[1], 0, L.extra[0])})")
+    else:
+        ones = f"F.pad(torch.ones((1, 1, {h}, {wd}), dtype=y.dtype), {_grid(L)})"
+    return f"{summed} / (F.avg_pool2d({ones}, {k}, {s}) * {cells})"
+
+
+def _batch_norm2d(L, w, b) -> str:
+    # torch_adapter.batch_norm2d: F.batch_norm updates the running statistics (`states`) in place
+    return (f"F.batch_norm(y, states[{L.name + '.running_mean'!r}], states[{L.name + '.running_var'!r}], {w}, {b}, "
+            f"training={L.training}, momentum={L.momentum!r}, eps={L.eps!r})")
+
+
+def _upsample(L, w, b) -> str:  # torch_resize.upsample
+    corners = L.align_corners if L.mode == "bilinear" else None
+    return (f"F.interpolate(y, scale_factor={tuple(float(s) for s in L.scale_factor)}, mode={L.mode!r}, "
+            f"align_corners={corners})")
 
 
 LAYERS = {
@@ -62,11 +94,20 @@ LAYERS = {
     "relu": lambda L, w, b: "torch.relu(y)", "flatten": lambda L, w, b: "torch.flatten(y, 1)",
     "sum": lambda L, w, b: "y.sum()", "dense": lambda L, w, b: f"F.linear(y, {w}, {b})",
     **torch_activations.SCRIPTS,  # SPEC §1.9's activations
+    "batch_norm2d": _batch_norm2d,
+    "layer_norm": lambda L, w, b: f"F.layer_norm(y, {tuple(L.in_shape[1:])}, {w}, {b}, {L.eps!r})",
+    "group_norm": lambda L, w, b: f"F.group_norm(y, {L.num_groups}, {w}, {b}, {L.eps!r})",
+    "conv1d": _conv1d, "upsample": _upsample,
+    "global_avg_pool2d": lambda L, w, b: "y.mean(dim=(2, 3))",
+    "adaptive_avg_pool2d": lambda L, w, b: f"F.adaptive_avg_pool2d(y, {tuple(L.output_size)})",
+    "embedding": lambda L, w, b: f"F.embedding(y, {w})",  # ids: int64
 }
 
 
 def _option(o, key) -> str:
-    return "None" if o.get(key) is None else f"torch.tensor({list(map(float, o[key]))}, dtype=dtype)"
+    # as torch_training._weight: a scalar (pos_weight) stays 0-D
+    return "None" if o.get(key) is None else \
+        f"torch.tensor({np.asarray(o[key], dtype=np.float64).tolist()!r}, dtype=dtype)"
 
 
 LOSSES = {
@@ -139,10 +180,12 @@ def script(case) -> str:
         "    dtype = getattr(torch, DTYPE)",
         "    torch.set_default_dtype(torch.float64 if DTYPE == 'float64' else torch.float32)",
         "    params = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in PARAMS.items()}",
+        "    states = {k: torch.tensor(v, dtype=dtype) for k, v in STATE.items()}  # running statistics",
         *_optimizer(case),
         "    results = {}",
         "    for step in range(1, STEPS + 1):",
-        "        x = torch.tensor(INPUTS[step - 1], dtype=dtype, requires_grad=True)",
+        ("        x = torch.tensor(INPUTS[step - 1], dtype=dtype, requires_grad=True)" if case.input_grad
+         else "        x = torch.tensor(INPUTS[step - 1].astype(np.int64))  # an embedding's ids"),
         "        t = None if TARGETS is None else torch.tensor(TARGETS[step - 1], dtype="
         + ("torch.int64)" if ids else "dtype)"),
         "        y = x",
@@ -150,12 +193,14 @@ def script(case) -> str:
         f"        loss = {LOSSES[case.loss.kind](options)}",
         "        loss.backward()",
         "        results[step, 'loss', None], results[step, 'output', None] = as_np(loss), as_np(y)",
-        "        results[step, 'grad', 'input'] = as_np(x.grad)",
+        *(["        results[step, 'grad', 'input'] = as_np(x.grad)"] if case.input_grad else []),
         "        for k, p in params.items():",
         "            results[step, 'grad', k] = as_np(p.grad) if p.grad is not None else np.zeros(tuple(p.shape))",
         *step_end,
         "        for k, p in params.items():",
         "            results[step, 'param', k] = as_np(p)",
         "            p.grad = None",
+        "        for k, v in states.items():",
+        "            results[step, 'state', k] = as_np(v)",
         "    return results",
     ])

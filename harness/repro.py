@@ -5,7 +5,7 @@ parameters exactly as every framework was given them), with the hand-written ref
 tensor that differs and the allowance gradconf applied. Its framework part comes from the adapter, which
 knows its framework's calls: the optional protocol method `script(case) -> str` (README, Adapters)
 returns Python source defining `VERSION` and `run() -> {(step, quantity, tensor): array}` (canonical layout)
-from the globals written here (DTYPE, STEPS, INPUTS, TARGETS, PARAMS). The script runs it, prints each
+from the globals written here (DTYPE, STEPS, INPUTS, TARGETS, PARAMS, STATE). The script runs it, prints each
 differing tensor beside the reference's values and the allowance, and exits 1 when the divergence shows.
 """
 from __future__ import annotations
@@ -53,10 +53,12 @@ def _numbers(case: Case, initial: Initial) -> str:
     inputs = [initial.input_at(k) for k in range(1, case.steps + 1)]
     targets = None if initial.target is None else [initial.target_at(k) for k in range(1, case.steps + 1)]
     params = "".join(f"    {name!r}: {array_source(a)},\n" for name, a in initial.params.items())
+    state = "".join(f"    {name!r}: {array_source(a)},\n" for name, a in initial.state.items())
     return (f"DTYPE = {case.dtype!r}\nSTEPS = {case.steps}\n"
             f"INPUTS = {_tensor_list(inputs)}  # one per step, canonical layout (NCHW)\n"
             f"TARGETS = {'None' if targets is None else _tensor_list(targets)}  # the loss's target, one per step\n"
-            f"PARAMS = {{  # canonical layouts: conv OIHW, transposed conv IOHW, dense (out, in)\n{params}}}\n")
+            f"PARAMS = {{  # canonical layouts: conv OIHW, transposed conv IOHW, dense (out, in)\n{params}}}\n"
+            f"STATE = {{  # stateful layers' initial state (batch-norm running statistics)\n{state}}}\n")
 
 
 def _lookup(trace: Trace, r: Record):
@@ -166,10 +168,6 @@ def forward_lines(case, layers: dict, merges: dict, variables: str, indent: str,
             expr = layers[L.type](L, w, b)
         else:
             raise Unsupported(f"gradconf repro cannot write layer `{L.type}` ({L.name}) as {framework} calls yet")
-        if getattr(L, "ceil_mode", False) or getattr(L, "padding_mode", "zeros") != "zeros" or (
-                L.type.endswith("pool2d") and getattr(L, "dilation", (1, 1)) != (1, 1)):  # issue 17's options
-            raise Unsupported(f"gradconf repro cannot write {L.type}'s ceil_mode, dilation or padding_mode "
-                              f"({L.name}) as {framework} calls yet")
         lines.append(f"{indent}y = {f'h[{L.name!r}] = ' if graph else ''}{expr}  # {L.name}: {L.type}")
         previous = L.name
     return lines

@@ -111,7 +111,7 @@ def test_a_passing_framework_gets_no_origin():
     assert all(r.origin is None and r.layers is None for r in records)
 
 
-@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+@pytest.mark.parametrize("framework", ["torch", "tensorflow", "jax"])
 @pytest.mark.parametrize("net", ["six_layers", "resnet_block_f32"])
 def test_frameworks_trace_every_layer_as_the_reference_does(framework, net):
     """A passing case traced layer by layer agrees everywhere (outputs NCHW, a gradient for every layer)."""
@@ -120,6 +120,8 @@ def test_frameworks_trace_every_layer_as_the_reference_does(framework, net):
     from tests.conftest import ROOT
     if framework == "torch":
         from gradconf.adapters.torch_adapter import TorchAdapter as Adapter
+    elif framework == "jax":
+        from gradconf.adapters.jax_adapter import JaxAdapter as Adapter
     else:
         from gradconf.adapters.tensorflow_adapter import TensorflowAdapter as Adapter
     case = make_case(**NET) if net == "six_layers" else load_file(f"{ROOT}/cases/models/resnet_block_f32.yaml")[0]
@@ -140,3 +142,44 @@ def test_the_report_says_where_it_starts_and_draws_the_profile(tmp_path):
     md, html = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
     assert "## Where it starts" in md and f"{layer} (conv2d): the input gradient it gives r1 departs" in md
     assert "where it starts:" in html and html.count('<div class="profile"><svg') == 1
+
+
+def _jax_one_layer(kind, layer, wrong):
+    """jax_adapter.LAYERS' entry for `kind`, computing `wrong(f, L, xs, p)` in layer `layer` alone."""
+    from gradconf.adapters import jax_adapter as J
+    right = J.LAYERS[kind]
+    return J.LAYERS, kind, lambda L, xs, p: wrong(right, L, xs, p) if L.name == layer else right(L, xs, p)
+
+
+def _jax_tanh_derivative_1_minus_y(right, L, xs, p):  # 1 - y for 1 - y² (tests/planted_jax.py's _with_vjp)
+    from tests.planted_jax import _with_vjp
+    return _with_vjp(lambda x: right(L, [x], p), lambda x, y: 1.0 - y)(xs[0])
+
+
+def _jax_relu_without_mask(right, L, xs, p):
+    from tests.planted_jax import _with_vjp
+    return _with_vjp(lambda x: right(L, [x], p), lambda x, y: 1.0)(xs[0])
+
+
+JAX_PLANTED = [  # (layer type, layer, wrong computation, the stage)
+    ("conv2d", "c2", lambda right, L, xs, p: right(L, xs, p) * 1.01, "forward"),
+    ("tanh", "t1", _jax_tanh_derivative_1_minus_y, "backward"),
+    ("relu", "r1", _jax_relu_without_mask, "backward"),
+]
+
+
+@pytest.mark.parametrize("kind, layer, wrong, stage", JAX_PLANTED, ids=[f"{p[1]}: {p[3]}" for p in JAX_PLANTED])
+def test_jax_traces_layers_so_a_bug_in_its_own_tables_is_named(monkeypatch, kind, layer, wrong, stage):
+    pytest.importorskip("jax")
+    from gradconf.adapters.jax_adapter import JaxAdapter
+    table, key, planted = _jax_one_layer(kind, layer, wrong)
+    monkeypatch.setitem(table, key, planted)
+    case = make_case(**NET)
+    records = Runner(NumpyReference(), [JaxAdapter()]).run_case(case).records
+    failing = [r for r in records if r.framework == "jax" and r.status == "fail"]
+    assert failing, "the planted bug must fail the case"
+    initial = materialize(case)
+    where = localise(case, JaxAdapter().trace_layers(case, initial), NumpyReference().trace_layers(case, initial),
+                     JaxAdapter().run(case, initial), NumpyReference().run(case, initial))
+    assert (where.layer, where.stage) == (layer, stage), where.detail
+    assert all(r.origin == where.detail for r in failing)  # the runner localised it on jax too
