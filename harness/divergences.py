@@ -153,6 +153,8 @@ def _keras_x64(backend: str):
         through += [f"layer {L.name}" for L in case.layers if L.type in ("batch_norm2d", "layer_norm", "group_norm")]
         if backend == "jax":  # measured (families nets, nets_*_f64): conv nets' outputs round too; which op, not pinned
             through += [f"layer {L.name}" for L in case.layers if L.type in ("dense", "max_pool2d", "avg_pool2d")]
+            # ops.tanh (keras.activations.tanh) casts to result_type(x.dtype, float): measured, resize_random[0]
+            through += [f"layer {L.name}" for L in case.layers if L.type == "tanh"]
         if backend == "torch":
             through += [f"layer {L.name}" for L in case.layers if L.type in ("dense", "sum")]
             through += [f"clip {clip}"] if clip in ("norm", "norm_per_param") else []
