@@ -117,7 +117,8 @@ def conv1d(L, xs, p):
         x = _mode_pad(keras, x, pad, mode)
 
     def make():
-        pre = [_layer(keras.layers.ZeroPadding1D, padding=pad)] if mode == "zeros" and pad != (0, 0) and not same else []
+        zero_pad = mode == "zeros" and pad != (0, 0) and not same
+        pre = [_layer(keras.layers.ZeroPadding1D, padding=pad)] if zero_pad else []
         common = dict(kernel_size=k, strides=s, padding="same" if same else "valid", dilation_rate=d,
                       use_bias="bias" in p)
         if depthwise:  # kernel (k, in, out/in): adapters/keras_worker.py converts it

@@ -36,7 +36,8 @@ def kinds(case) -> dict[str, str]:
             out.update((p.name, "chw") for p in L.params)
             continue
         dw = L.type in ("conv2d", "conv1d") and is_depthwise(L)
-        weight = {"conv2d": f"depthwise:{L.groups}" if dw else "conv", "conv1d": f"depthwise1d:{L.groups}" if dw else "conv1d",
+        weight = {"conv2d": f"depthwise:{L.groups}" if dw else "conv",
+                  "conv1d": f"depthwise1d:{L.groups}" if dw else "conv1d",
                   "conv_transpose2d": "conv_t", "dense": "dense"}.get(L.type, "bias")
         for p in L.params:
             out[p.name] = "bias" if p.name.endswith(".bias") else weight
