@@ -9,6 +9,7 @@ gives per side is Keras' `padding="same"` where it is exactly the padding Keras 
 `"valid"` where there is none, else ZeroPadding2D (transposed conv: Cropping2D of the full output) and
 `"valid"`; max-pool padding is keras.ops.pad with −∞ (no Keras layer pads with −∞), and an average pool
 that excludes padding Keras' "same" does not compute is a window mean over the window mean of ones.
+SPEC §1.9's activations, normalisations, resizing and conv1d are in adapters/keras_more.py, merged below.
 Each Keras layer is built once per case on the layer's input shape, and called with
 `layer.stateless_call(weights, [], x)`, so that the backend's autodiff differentiates the weights passed.
 """
@@ -203,6 +204,8 @@ def embedding(L, xs, p):
     return apply(layers, xs[0], [p["weight"]])
 
 
+from . import keras_more  # noqa: E402 (SPEC §1.9's layers; it builds on the helpers above)
+
 # One function per vocabulary entry: f(L, xs, p) -> y, xs channels_last when 4-D. tests/test_keras_adapter.py
 # plants bugs by swapping entries of this table.
 LAYERS = {
@@ -216,4 +219,5 @@ LAYERS = {
     "add": lambda L, xs, p: _keras().layers.Add(dtype=L_dtype())(xs),
     "concat": concat,
     "embedding": embedding,
+    **keras_more.LAYERS,
 }

@@ -141,14 +141,20 @@ def _half_adam(case: Case, p: Platform):
 def _keras_x64(backend: str):
     """Keras' type promotion (keras.backend.result_type) turns float64 into float32 on the jax and torch
     backends ("aligned with JAX's default"): on torch ops.matmul (Dense), ops.sum and ops.mean; on jax ops.mean
-    (every Keras loss: they average over the last axis; a `mean` reduction), so a float64 model rounds there."""
+    (every Keras loss: they average over the last axis; a `mean` reduction); on both BatchNormalization,
+    LayerNormalization and GroupNormalization (they compute in result_type(dtype, "float32")), so a float64
+    model rounds there."""
     def condition(case: Case, p: Platform):
         if case.dtype != "float64":
             return None, "not float64"
         loss, clip = case.loss.kind, case.clip[0] if case.clip else None
         through = [f"loss {loss}"] if loss not in ("half_sse", "sum", "grad_output") else []
+        # the normalisation layers compute in result_type(dtype, "float32") (keras/src/layers/normalization)
+        through += [f"layer {L.name}" for L in case.layers if L.type in ("batch_norm2d", "layer_norm", "group_norm")]
         if backend == "jax":  # measured (families nets, nets_*_f64): conv nets' outputs round too; which op, not pinned
             through += [f"layer {L.name}" for L in case.layers if L.type in ("dense", "max_pool2d", "avg_pool2d")]
+            # ops.tanh (keras.activations.tanh) casts to result_type(x.dtype, float): measured, resize_random[0]
+            through += [f"layer {L.name}" for L in case.layers if L.type == "tanh"]
         if backend == "torch":
             through += [f"layer {L.name}" for L in case.layers if L.type in ("dense", "sum")]
             through += [f"clip {clip}"] if clip in ("norm", "norm_per_param") else []
@@ -167,6 +173,22 @@ def _bn_biased_var(case: Case, p: Platform):
         return None, "no batch_norm2d in training mode with momentum > 0"
     return SHOWS, (f"batch norm {bn[0].name} in training mode: the moving variance takes momentum·σ²/(m − 1) less "
                    f"(m = N·H·W = {bn[0].reduces})")
+
+
+def _keras_tf_bilinear32(case: Case, p: Platform):
+    if case.dtype != "float64":
+        return None, "not float64"
+    up = [L for L in case.layers if L.type == "upsample" and L.mode == "bilinear" and not L.align_corners]
+    if not up:
+        return None, "no bilinear upsample that Keras runs (align_corners: false)"
+    return SHOWS, f"upsample {up[0].name} bilinear in float64: tf.image.resize interpolates in float32"
+
+
+def _keras_torch_moments(case: Case, p: Platform):
+    norms = [L for L in case.layers if L.type in ("batch_norm2d", "group_norm")]  # LayerNormalization: not moments
+    if not norms:
+        return None, "no batch_norm2d or group_norm"
+    return SHOWS, f"{norms[0].type} {norms[0].name}: Keras' torch moments take the variance as E[x²] − E[x]²"
 
 
 CATALOGUE: dict[str, Entry] = {e.id: e for e in [
@@ -194,10 +216,16 @@ CATALOGUE: dict[str, Entry] = {e.id: e for e in [
     Entry("HALF-ADAM", ("torch", "tensorflow", "jax", *KERAS), "Adam's moments kept in float16 underflow for small gradients",
           _half_adam, loose_on=("jax", "keras-jax"), not_strict_because="on jax (and Keras on jax): whether (1 − β2)·g² is rounded to float16 "
           "(and underflows) depends on how XLA fuses the program"),
-    Entry("TF-BN-BIASED-VAR", ("tensorflow",), "Keras' BatchNormalization moves its moving variance toward the "
+    Entry("TF-BN-BIASED-VAR", ("tensorflow", *KERAS), "Keras' BatchNormalization moves its moving variance toward the "
           "biased batch variance; PyTorch's running_var takes the unbiased one", _bn_biased_var, strict=False,
           not_strict_because="its size, momentum·σ²/(N·H·W − 1) of the channel's variance, can sink below float32 "
                              "rounding for a large batch or a channel of near-constant values"),
+    Entry("KERAS-TF-BILINEAR32", ("keras-tensorflow",), "Keras' UpSampling2D(interpolation='bilinear') on TensorFlow "
+          "is tf.image.resize, which interpolates and returns float32 for a float64 image", _keras_tf_bilinear32),
+    Entry("KERAS-TORCH-MOMENTS", ("keras-torch",), "Keras' ops.moments on torch computes the variance as "
+          "mean(x²) − mean(x)², which cancels where the mean is large against the spread", _keras_torch_moments,
+          strict=False, not_strict_because="the cancellation costs digits only where |mean| is large against the "
+                                           "standard deviation, which the data decide"),
     *training_entries(Entry),
     *layer_entries(Entry),
 ]}

@@ -78,17 +78,19 @@ def _jax_leaky_kink(case: Case, p: Platform):
     return None, "no exact 0 reaches a leaky_relu from random real-valued data"
 
 
+# Keras 3 calls the same functions on its backends (keras/src/backend/tensorflow/nn.py: tf.nn.gelu,
+# tf.nn.leaky_relu; jax/nn.py: jax.nn.leaky_relu), so each shows on the keras-* row of that backend too.
 def entries(Entry):
     """The entries, built with harness.divergences.Entry (passed in: that module imports this one)."""
     return [
-        Entry("TF-GELU-CONST32", ("tensorflow",), "tf.nn.gelu(approximate=False) takes its constant √½ through float32 "
+        Entry("TF-GELU-CONST32", ("tensorflow", "keras-tensorflow"), "tf.nn.gelu(approximate=False) takes its constant √½ through float32 "
               "in float64", _tf_gelu32),
-        Entry("TF-GELU-TANH-CONST32", ("tensorflow",), "tf.nn.gelu(approximate=True) takes its constant 0.044715 through "
+        Entry("TF-GELU-TANH-CONST32", ("tensorflow", "keras-tensorflow"), "tf.nn.gelu(approximate=True) takes its constant 0.044715 through "
               "float32 in float64", _tf_gelu_tanh32, strict=False,
               not_strict_because="the error is 1.5e-9·x³ in the cubic term: it clears float64's rounding only where the "
                                  "gelu's inputs are large enough, which the data decide"),
-        Entry("TF-LEAKY-ALPHA32", ("tensorflow",), "tf.nn.leaky_relu's alpha is a float32 op attribute, so a float64 "
+        Entry("TF-LEAKY-ALPHA32", ("tensorflow", "keras-tensorflow"), "tf.nn.leaky_relu's alpha is a float32 op attribute, so a float64 "
               "slope such as 0.01 is rounded to float32", _tf_leaky32),
-        Entry("JAX-LEAKY-RELU-KINK", ("jax",), "jax.nn.leaky_relu is where(x >= 0, x, slope·x): its derivative at 0 "
+        Entry("JAX-LEAKY-RELU-KINK", ("jax", "keras-jax"), "jax.nn.leaky_relu is where(x >= 0, x, slope·x): its derivative at 0 "
               "is 1, PyTorch's (and TF's) the slope", _jax_leaky_kink),
     ]

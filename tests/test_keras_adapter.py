@@ -119,3 +119,37 @@ def test_a_bug_planted_in_a_keras_layer_is_caught(backend):
     assert run("clean")[0] == "['pass']"
     statuses, worst = run("planted")
     assert "fail" in statuses and worst > 1e3, (statuses, worst)
+
+
+# Keras' BatchNormalization momentum weighs the old value, 1 − PyTorch's: the worker's mapping, checked on
+# the running mean after one step (the running variance is Keras' biased one, TF-BN-BIASED-VAR); planted:
+# the case's momentum passed through as Keras' (a porter's slip).
+_BN = """
+import dataclasses, os, sys
+os.environ["KERAS_BACKEND"] = sys.argv[1]
+import numpy as np
+from gradconf.adapters import keras_layers, keras_more, keras_worker
+from gradconf.tensors import materialize
+from tests.conftest import make_case
+if sys.argv[2] == "planted":
+    keras_layers.LAYERS["batch_norm2d"] = lambda L, xs, p: keras_more.batch_norm2d(
+        dataclasses.replace(L, momentum=1.0 - L.momentum), xs, p)
+x = np.arange(16.0).reshape(2, 2, 2, 2) ** 1.5 / 10
+case = make_case(input=x.tolist(), model=[{"batch_norm2d": {"name": "bn", "momentum": 0.25,
+                 "running_mean": [1.0, -1.0], "running_var": [2.0, 0.5]}}], loss={"sum": {}})
+state = keras_worker.run(sys.argv[1], case, materialize(case)).steps[0].state
+mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))  # biased: Keras' moving variance takes it
+print(np.abs(state["bn.running_mean"] - (0.75 * np.array([1.0, -1.0]) + 0.25 * mean)).max(),
+      np.abs(state["bn.running_var"] - (0.75 * np.array([2.0, 0.5]) + 0.25 * var)).max())
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_keras_batch_norm_momentum_is_one_minus_torchs(backend):
+    def run(mode):
+        p = subprocess.run([sys.executable, "-c", _BN, backend, mode], cwd=ROOT, capture_output=True, text=True,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert p.returncode == 0, p.stderr[-3000:]
+        return [float(v) for v in p.stdout.split()[-2:]]
+    assert max(run("clean")) < 1e-5
+    assert min(run("planted")) > 0.1
