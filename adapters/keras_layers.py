@@ -6,9 +6,11 @@ Each case layer becomes the Keras layers a Keras user writes for it: Conv2D (Dep
 group is one input channel), Conv2DTranspose, MaxPooling2D, AveragePooling2D, Dense, Permute + Flatten
 (Keras flattens channels_last; the canonical feature order is NCHW's), keras.activations. Padding a case
 gives per side is Keras' `padding="same"` where it is exactly the padding Keras computes for "same",
-`"valid"` where there is none, else ZeroPadding2D (transposed conv: Cropping2D of the full output) and
-`"valid"`; max-pool padding is keras.ops.pad with −∞ (no Keras layer pads with −∞), and an average pool
-that excludes padding Keras' "same" does not compute is a window mean over the window mean of ones.
+`"valid"` where there is none, else ZeroPadding2D and `"valid"`; a conv's reflect / replicate / circular
+padding is a gather of the mode's cells, then `"valid"`; a transposed conv is always `"valid"` with
+output_padding given, then Cropping2D; max-pool padding is keras.ops.pad with −∞ (no Keras layer pads with
+−∞), and an average pool that excludes padding Keras' "same" does not compute is a window mean over the
+window mean of ones.
 Each Keras layer is built once per case on the layer's input shape, and called with
 `layer.stateless_call(weights, [], x)`, so that the backend's autodiff differentiates the weights passed.
 """
@@ -57,12 +59,20 @@ def _eager():
     return jax.ensure_compile_time_eval()
 
 
+def call(layer, weights: list, x):
+    """layer.stateless_call on x cast to the layer's dtype: stateless_call skips `__call__`, whose cast of a
+    float input a Keras model gets (on jax a float64 model's tanh returns float32: KERAS-JAX-X64)."""
+    keras = _keras()
+    if keras.backend.is_float_dtype(x.dtype) and keras.backend.standardize_dtype(x.dtype) != layer.compute_dtype:
+        x = keras.ops.cast(x, layer.compute_dtype)
+    return layer.stateless_call(list(weights), [], x)[0]
+
+
 def apply(layers: list, x, weights: list = ()):
     """The layers in order; the last one (the one with weights, if any) gets `weights`."""
     for layer in layers[:-1]:
-        x, _ = layer.stateless_call([], [], x)
-    y, _ = layers[-1].stateless_call(list(weights), [], x)
-    return y
+        x = call(layer, [], x)
+    return call(layers[-1], weights, x)
 
 
 def keras_same(L) -> tuple:
@@ -152,7 +162,7 @@ def conv_transpose2d(L, xs, p):
             dilation_rate=L.dilation, use_bias="bias" in p, dtype=L_dtype())
         return [conv] if L.padding == ZERO else [conv, keras.layers.Cropping2D(L.padding, dtype=L_dtype())]
     layers = built(L, make)
-    y, _ = layers[0].stateless_call(_weights(p), [], xs[0])
+    y = call(layers[0], _weights(p), xs[0])
     return y if len(layers) == 1 else apply(layers[1:], y)
 
 
