@@ -148,7 +148,6 @@ def test_a_conv_pads_in_its_padding_mode(mode):
 @pytest.mark.parametrize("dtype, deconv", [
     ("float32", {"kernel_size": 1, "stride": 2}),  # k < s: Keras' "valid" alone is (i - 1)·s + s long
     ("float32", {"kernel_size": 2, "stride": 3, "padding": [[0, 1], [1, 0]], "output_padding": [1, 2]}),
-    ("float64", {"kernel_size": 3, "padding": 1}),  # was Keras' "same": on jax a float32/float64 mix in lax.conv
 ])
 def test_a_transposed_conv_has_pytorchs_geometry(dtype, deconv):
     case = make_case(dtype=dtype, input={"shape": [2, 2, 3, 4], "init": "normal"},
@@ -157,6 +156,19 @@ def test_a_transposed_conv_has_pytorchs_geometry(dtype, deconv):
     records = _run_on_keras(case)
     for b in BACKENDS:
         assert _statuses(records, f"keras-{b}") == {"pass"}, [r.message for r in records if r.status != "pass"]
+
+
+def test_a_layer_gets_its_input_in_its_dtype_as_keras_call_casts_it():
+    """On jax Keras' float64 tanh returns float32 (KERAS-JAX-X64); a Keras model's next layer casts it back in
+    `__call__`, which stateless_call skips: the adapter casts (lax.conv had refused the float32/float64 mix)."""
+    case = make_case(dtype="float64", input={"shape": [1, 2, 4, 3], "init": "normal"},
+                     model=[{"tanh": {"name": "a"}}, {"conv_transpose2d": {"name": "up", "out_channels": 2,
+                                                                            "kernel_size": 3, "padding": 1}}],
+                     loss={"grad_output": {"value": {"init": "normal"}}})  # unmarked: a mark makes an error xfail
+    records = _run_on_keras(case)
+    for b in BACKENDS:  # jax: float32 rounding (KERAS-JAX-X64) may fail a comparison; none may be an error
+        allowed = {"pass", "fail"} if b == "jax" else {"pass"}
+        assert _statuses(records, f"keras-{b}") <= allowed, [r.message for r in records if r.status != "pass"]
 
 
 def test_a_dilated_transposed_conv_is_unsupported_on_keras_tensorflow_with_the_reason():
