@@ -6,9 +6,11 @@ Each case layer becomes the Keras layers a Keras user writes for it: Conv2D (Dep
 group is one input channel), Conv2DTranspose, MaxPooling2D, AveragePooling2D, Dense, Permute + Flatten
 (Keras flattens channels_last; the canonical feature order is NCHW's), keras.activations. Padding a case
 gives per side is Keras' `padding="same"` where it is exactly the padding Keras computes for "same",
-`"valid"` where there is none, else ZeroPadding2D (transposed conv: Cropping2D of the full output) and
-`"valid"`; max-pool padding is keras.ops.pad with −∞ (no Keras layer pads with −∞), and an average pool
-that excludes padding Keras' "same" does not compute is a window mean over the window mean of ones.
+`"valid"` where there is none, else ZeroPadding2D and `"valid"`; a conv's reflect / replicate / circular
+padding is a gather of the mode's cells, then `"valid"`; a transposed conv is always `"valid"` with
+output_padding given, then Cropping2D; max-pool padding is keras.ops.pad with −∞ (no Keras layer pads with
+−∞), and an average pool that excludes padding Keras' "same" does not compute is a window mean over the
+window mean of ones.
 SPEC §1.9's activations, normalisations, resizing and conv1d are in adapters/keras_more.py, merged below.
 Each Keras layer is built once per case on the layer's input shape, and called with
 `layer.stateless_call(weights, [], x)`, so that the backend's autodiff differentiates the weights passed.
@@ -58,12 +60,20 @@ def _eager():
     return jax.ensure_compile_time_eval()
 
 
+def call(layer, weights: list, x):
+    """layer.stateless_call on x cast to the layer's dtype: stateless_call skips `__call__`, whose cast of a
+    float input a Keras model gets (on jax a float64 model's tanh returns float32: KERAS-JAX-X64)."""
+    keras = _keras()
+    if keras.backend.is_float_dtype(x.dtype) and keras.backend.standardize_dtype(x.dtype) != layer.compute_dtype:
+        x = keras.ops.cast(x, layer.compute_dtype)
+    return layer.stateless_call(list(weights), [], x)[0]
+
+
 def apply(layers: list, x, weights: list = ()):
     """The layers in order; the last one (the one with weights, if any) gets `weights`."""
     for layer in layers[:-1]:
-        x, _ = layer.stateless_call([], [], x)
-    y, _ = layers[-1].stateless_call(list(weights), [], x)
-    return y
+        x = call(layer, [], x)
+    return call(layers[-1], weights, x)
 
 
 def keras_same(L) -> tuple:
@@ -93,10 +103,33 @@ def _strided_and_dilated(L, what: str) -> None:
                           f"{list(L.stride)}, dilation {list(L.dilation)})")
 
 
+def mode_pad(x, pad, mode: str):
+    """x (NHWC) extended by pad = ((top, bottom), (left, right)) cells of `mode`, as torch's padding_mode:
+    reflect mirrors about the edge cell (not repeated), replicate repeats it, circular wraps around. Keras'
+    Conv2D pads with zeros only, and keras.ops.pad's modes differ by backend (on torch "symmetric" is
+    replicate, and a 4-D NHWC reflect pad is refused), so each axis is one gather of its source cells."""
+    import numpy as np
+    for (before, after), axis in zip(pad, (1, 2)):
+        if not (before or after):
+            continue
+        n = x.shape[axis]
+        head, tail = {"reflect": (range(before, 0, -1), range(n - 2, n - 2 - after, -1)),
+                      "replicate": ([0] * before, [n - 1] * after),
+                      "circular": (range(n - before, n), range(after))}[mode]
+        x = _keras().ops.take(x, np.array([*head, *range(n), *tail], dtype="int32"), axis=axis)
+    return x
+
+
 def conv2d(L, xs, p):
     keras = _keras()
-    mode = padding_mode(L)
     _strided_and_dilated(L, "DepthwiseConv2D" if is_depthwise(L) else "Conv2D")
+    x = xs[0]
+    if L.padding_mode != "zeros" and L.padding != ZERO:  # the mode's cells first, then a "valid" conv on them
+        import dataclasses
+        x = mode_pad(x, L.padding, L.padding_mode)
+        h, w = (L.in_shape[2 + i] + sum(L.padding[i]) for i in range(2))
+        L = dataclasses.replace(L, in_shape=(*L.in_shape[:2], h, w), padding=ZERO, padding_mode="zeros")
+    mode = padding_mode(L)
 
     def make():
         pre = [keras.layers.ZeroPadding2D(L.padding, dtype=L_dtype())] if mode == "explicit" else []
@@ -105,10 +138,13 @@ def conv2d(L, xs, p):
         if is_depthwise(L):  # kernel (kh, kw, in, out/in): adapters/keras_adapter.py converts it
             return pre + [keras.layers.DepthwiseConv2D(depth_multiplier=L.out_channels // L.groups, **common)]
         return pre + [keras.layers.Conv2D(L.out_channels, groups=L.groups, **common)]
-    return apply(built(L, make), xs[0], _weights(p))
+    return apply(built(L, make), x, _weights(p))
 
 
 def conv_transpose2d(L, xs, p):
+    """Conv2DTranspose "valid" with output_padding given, then Cropping2D per side. Keras' "same" is not used:
+    its split of the padding differs by backend (keras/src/backend/common/backend_utils.py); and "valid"
+    without output_padding is (i − 1)·s + max(k, s) long, not PyTorch's (i − 1)·s + k where k < s."""
     keras = _keras()
     if L.groups > 1:
         raise Unsupported(f"Keras' Conv2DTranspose has no `groups` ({L.name}: groups {L.groups})")
@@ -116,20 +152,18 @@ def conv_transpose2d(L, xs, p):
         raise Unsupported(f"Keras' Conv2DTranspose wants output_padding < stride ({L.name}: output_padding "
                           f"{list(L.output_padding)}, stride {list(L.stride)})")
     _strided_and_dilated(L, "Conv2DTranspose")
-    # "same" when it is Keras' own (output = input·stride); else the full output, cropped per side
-    same = not any(L.output_padding) and tuple(map(tuple, L.padding)) == tuple(
-        same_padding(L.in_shape[2 + i] * L.stride[i], L.kernel_size[i], L.stride[i], L.dilation[i]) for i in range(2))
+    if max(L.dilation) > 1 and keras.backend.backend() == "tensorflow":
+        raise Unsupported(f"Keras' Conv2DTranspose on TensorFlow cannot run dilation_rate > 1 on CPU (its "
+                          f"Conv2DBackpropInput kernel: \"Current CPU implementations do not yet support dilation "
+                          f"rates larger than 1\"; {L.name}: dilation {list(L.dilation)})")
 
     def make():
         conv = keras.layers.Conv2DTranspose(
-            L.out_channels, L.kernel_size, strides=L.stride, padding="same" if same else "valid",
-            output_padding=None if not any(L.output_padding) else L.output_padding, dilation_rate=L.dilation,
-            use_bias="bias" in p, dtype=L_dtype())
-        if same or L.padding == ZERO:
-            return [conv]
-        return [conv, keras.layers.Cropping2D(L.padding, dtype=L_dtype())]
+            L.out_channels, L.kernel_size, strides=L.stride, padding="valid", output_padding=L.output_padding,
+            dilation_rate=L.dilation, use_bias="bias" in p, dtype=L_dtype())
+        return [conv] if L.padding == ZERO else [conv, keras.layers.Cropping2D(L.padding, dtype=L_dtype())]
     layers = built(L, make)
-    y, _ = layers[0].stateless_call(_weights(p), [], xs[0])
+    y = call(layers[0], _weights(p), xs[0])
     return y if len(layers) == 1 else apply(layers[1:], y)
 
 

@@ -151,10 +151,10 @@ def _keras_x64(backend: str):
         through = [f"loss {loss}"] if loss not in ("half_sse", "sum", "grad_output") else []
         # the normalisation layers compute in result_type(dtype, "float32") (keras/src/layers/normalization)
         through += [f"layer {L.name}" for L in case.layers if L.type in ("batch_norm2d", "layer_norm", "group_norm")]
-        if backend == "jax":  # measured (families nets, nets_*_f64): conv nets' outputs round too; which op, not pinned
-            through += [f"layer {L.name}" for L in case.layers if L.type in ("dense", "max_pool2d", "avg_pool2d")]
-            # ops.tanh (keras.activations.tanh) casts to result_type(x.dtype, float): measured, resize_random[0]
-            through += [f"layer {L.name}" for L in case.layers if L.type == "tanh"]
+        if backend == "jax":  # measured (families nets, nets_*_f64): conv nets' outputs round too; tanh is pinned
+            # (keras/src/backend/jax/numpy.py, tanh: cast to result_type(x.dtype, float), float32; graph_small[12],
+            # resize_random[0])
+            through += [f"layer {L.name}" for L in case.layers if L.type in ("dense", "max_pool2d", "avg_pool2d", "tanh")]
         if backend == "torch":
             through += [f"layer {L.name}" for L in case.layers if L.type in ("dense", "sum")]
             through += [f"clip {clip}"] if clip in ("norm", "norm_per_param") else []
@@ -198,7 +198,9 @@ CATALOGUE: dict[str, Entry] = {e.id: e for e in [
           "(result_type)", _keras_x64("torch"), strict=False, not_strict_because=_X64_LOOSE),
     Entry("TF-ADAM-EPS", ("tensorflow", *KERAS), "Keras' Adam adds epsilon to sqrt(v), torch.optim to the bias-corrected "
           "sqrt(v̂)", _adam_eps),
-    Entry("TF-HYPER32", ("tensorflow", *KERAS), "Keras casts momentum, betas and weight_decay through float32", _hyper32),
+    # Not keras-torch: Keras' torch optimizers multiply by the Python floats (torch._foreach_mul_(bufs, self.momentum)).
+    Entry("TF-HYPER32", ("tensorflow", "keras-tensorflow", "keras-jax"), "Keras casts momentum, betas and weight_decay "
+          "through float32", _hyper32),
     Entry("TF-WD", ("tensorflow", *KERAS), "Keras' weight_decay is decoupled; torch.optim's is L2 added to the gradient", _wd),
     Entry("TF-ADAM-BF16", ("tensorflow", *KERAS), "beta_2 is 1.0 in bfloat16, so Keras' Adam step size is 0", _adam_bf16),
     Entry("TF-ONEDNN-1CH", ("tensorflow", "keras-tensorflow"), "oneDNN's float32 conv is wrong for one input channel, wide kernels, "

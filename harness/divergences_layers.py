@@ -1,5 +1,6 @@
-"""Catalogue entries of the activations (SPEC §1.9), each measured and described, with its source, in
-docs/divergences.md (tests/test_activations.py shows each on the frameworks); harness.divergences adds them.
+"""Catalogue entries of the activations and pools (SPEC §1.9), each measured and described, with its source, in
+docs/divergences.md (tests/test_activations.py and tests/test_keras_adapter.py show them on the frameworks);
+harness.divergences adds them.
 
 Each shows wherever its layer meets its dtype and option, except TF-GELU-TANH-CONST32 (non-strict: the data decide
 whether its 1.5e-9·x³ clears float64's rounding) and one the given numbers decide:
@@ -12,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .case import Case, graph
+from .fields import same_padding
 from .hardware import Platform
 
 SHOWS, MAY = "shows", "may"
@@ -78,6 +80,24 @@ def _jax_leaky_kink(case: Case, p: Platform):
     return None, "no exact 0 reaches a leaky_relu from random real-valued data"
 
 
+def _keras_torch_avg_same(case: Case, p: Platform):
+    """Keras' torch backend pads an uneven "same" pool (on any axis) by replicating the edge cells, on every axis,
+    then averages with padding 0: a window holding padding weighs its edge cell as often as it is repeated. Along
+    an axis of kernel 2 that window is the edge cell alone (its mean is its own); kernel 3+ mixes cells unevenly."""
+    for L in case.layers:
+        if L.type != "avg_pool2d" or L.count_include_pad or getattr(L, "ceil_mode", False):
+            continue
+        same = tuple(same_padding(L.in_shape[2 + i], L.kernel_size[i], L.stride[i], 1) for i in range(2))
+        if tuple(map(tuple, L.padding)) != same or all(a == b for a, b in same):
+            continue
+        mixed = [i for i in range(2) if L.kernel_size[i] >= 3 and sum(same[i])]
+        if mixed:
+            return SHOWS, (f"avg_pool2d {L.name}: padding {[list(s) for s in same]} excluded is Keras' uneven \"same\", "
+                           f"which Keras' torch backend fills with copies of the edge cells and averages in (kernel "
+                           f"{list(L.kernel_size)})")
+    return None, "no avg_pool2d excluding an uneven Keras \"same\" padding along a kernel of 3+"
+
+
 # Keras 3 calls the same functions on its backends (keras/src/backend/tensorflow/nn.py: tf.nn.gelu,
 # tf.nn.leaky_relu; jax/nn.py: jax.nn.leaky_relu), so each shows on the keras-* row of that backend too.
 def entries(Entry):
@@ -93,4 +113,6 @@ def entries(Entry):
               "slope such as 0.01 is rounded to float32", _tf_leaky32),
         Entry("JAX-LEAKY-RELU-KINK", ("jax", "keras-jax"), "jax.nn.leaky_relu is where(x >= 0, x, slope·x): its derivative at 0 "
               "is 1, PyTorch's (and TF's) the slope", _jax_leaky_kink),
+        Entry("KERAS-TORCH-AVGPOOL-SAME", ("keras-torch",), "Keras' AveragePooling2D(padding=\"same\") on torch pads "
+              "an uneven padding with replicated edge cells and averages them in", _keras_torch_avg_same),
     ]

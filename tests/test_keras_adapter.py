@@ -153,3 +153,83 @@ def test_keras_batch_norm_momentum_is_one_minus_torchs(backend):
         return [float(v) for v in p.stdout.split()[-2:]]
     assert max(run("clean")) < 1e-5
     assert min(run("planted")) > 0.1
+
+
+def _run_on_keras(case, backends=BACKENDS):
+    from gradconf.adapters.numpy_ref import NumpyReference
+    chosen = [adapters.builtin(f"keras-{b}") for b in backends]
+    try:
+        return Runner(NumpyReference(), chosen).run_case(case).records
+    finally:
+        for a in chosen:
+            a.close()
+
+
+_CONV = {"name": "c", "out_channels": 2, "kernel_size": 3, "padding": [[1, 2], [2, 1]]}
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_a_conv_pads_in_its_padding_mode(mode):
+    """Keras' Conv2D pads with zeros only: the adapter gathers the mode's cells first (it had zero-padded:
+    conv_padding_modes failed on every backend)."""
+    case = make_case(dtype="float64", input={"shape": [1, 2, 4, 5], "init": "normal"},
+                     model=[{"conv2d": {**_CONV, "padding_mode": mode}}], loss={"grad_output": {"value": {"init": "normal"}}})
+    records = _run_on_keras(case)
+    for b in BACKENDS:
+        assert _statuses(records, f"keras-{b}") == {"pass"}, [r.message for r in records if r.status != "pass"]
+
+
+@pytest.mark.parametrize("dtype, deconv", [
+    ("float32", {"kernel_size": 1, "stride": 2}),  # k < s: Keras' "valid" alone is (i - 1)·s + s long
+    ("float32", {"kernel_size": 2, "stride": 3, "padding": [[0, 1], [1, 0]], "output_padding": [1, 2]}),
+])
+def test_a_transposed_conv_has_pytorchs_geometry(dtype, deconv):
+    case = make_case(dtype=dtype, input={"shape": [2, 2, 3, 4], "init": "normal"},
+                     model=[{"conv_transpose2d": {"name": "up", "out_channels": 2, **deconv}}],
+                     loss={"grad_output": {"value": {"init": "normal"}}})
+    records = _run_on_keras(case)
+    for b in BACKENDS:
+        assert _statuses(records, f"keras-{b}") == {"pass"}, [r.message for r in records if r.status != "pass"]
+
+
+def test_a_layer_gets_its_input_in_its_dtype_as_keras_call_casts_it():
+    """On jax Keras' float64 tanh returns float32 (KERAS-JAX-X64); a Keras model's next layer casts it back in
+    `__call__`, which stateless_call skips: the adapter casts (lax.conv had refused the float32/float64 mix)."""
+    case = make_case(dtype="float64", input={"shape": [1, 2, 4, 3], "init": "normal"},
+                     model=[{"tanh": {"name": "a"}}, {"conv_transpose2d": {"name": "up", "out_channels": 2,
+                                                                            "kernel_size": 3, "padding": 1}}],
+                     loss={"grad_output": {"value": {"init": "normal"}}})  # unmarked: a mark makes an error xfail
+    records = _run_on_keras(case)
+    for b in BACKENDS:  # jax: float32 rounding (KERAS-JAX-X64) may fail a comparison; none may be an error
+        allowed = {"pass", "fail"} if b == "jax" else {"pass"}
+        assert _statuses(records, f"keras-{b}") <= allowed, [r.message for r in records if r.status != "pass"]
+
+
+def test_a_dilated_transposed_conv_is_unsupported_on_keras_tensorflow_with_the_reason():
+    from gradconf.errors import Unsupported
+    from gradconf.tensors import materialize
+    if "tensorflow" not in BACKENDS:
+        pytest.skip("no TensorFlow")
+    adapter = adapters.builtin("keras-tensorflow")
+    case = make_case(input={"shape": [1, 1, 3, 3], "init": "normal"}, loss={"sum": {}},
+                     model=[{"conv_transpose2d": {"name": "up", "out_channels": 1, "kernel_size": 2, "dilation": 2}}])
+    try:
+        with pytest.raises(Unsupported, match=r"dilation_rate > 1 on CPU .*up: dilation \[2, 2\]"):
+            adapter.run(case, materialize(case))
+    finally:
+        adapter.close()
+
+
+def test_keras_torch_averages_copies_of_the_edge_into_an_uneven_same_pool():
+    """KERAS-TORCH-AVGPOOL-SAME: marked, keras-torch's mismatch is an xfail; unmarked, a failure; the other
+    backends exclude the padding and pass."""
+    import dataclasses
+    (case,) = load_file(os.path.join(ROOT, "cases", "divergences", "keras_torch_avg_pool_same.yaml"))
+    records = _run_on_keras(case)
+    for b in set(BACKENDS) - {"torch"}:
+        assert _statuses(records, f"keras-{b}") == {"pass"}, [r.message for r in records if r.framework == f"keras-{b}"]
+    if "torch" not in BACKENDS:
+        return
+    assert _statuses(records, "keras-torch") == {"xfail"}, [r.message for r in records if r.framework == "keras-torch"]
+    unmarked = _run_on_keras(dataclasses.replace(case, xfail={}), ["torch"])
+    assert "fail" in _statuses(unmarked, "keras-torch")
