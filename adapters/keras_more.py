@@ -19,7 +19,7 @@ from __future__ import annotations
 from gradconf.fields import same_padding
 
 from . import Unsupported
-from .keras_layers import _BUILT, _eager, _keras, _strided_and_dilated, L_dtype, apply, built, is_depthwise
+from .keras_base import _BUILT, _eager, _keras, _strided_and_dilated, L_dtype, apply, built, is_depthwise
 from .tf_layout import nhwc_axis
 
 

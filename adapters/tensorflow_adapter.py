@@ -21,7 +21,7 @@ from gradconf.case import Case
 
 from . import Initial, LayerTrace, Step, Tables, Trace, Unsupported, module_missing, one_thread_native_pools, run_layers
 from . import tf_activations, tf_norm, tf_resize, tf_training as training
-from .tf_layout import _kinds, from_tf_layout, nhwc_axis, to_tf_layout
+from .tf_layout import _dilate, _per_group, _kinds, from_tf_layout, nhwc_axis, to_tf_layout
 
 
 _THREADS_SET = False  # once per process
@@ -52,24 +52,6 @@ def _import_tf():
 
 
 # ---------------------------------------------------------------- layers: f(L, xs, p) -> y (x NHWC when 4-D)
-
-def _dilate(tf, w, d):
-    """Insert d-1 zeros between kernel taps: a dilation-1 kernel computing exactly the dilated
-    conv. TF's CPU kernels cannot back-propagate dilation > 1; with this they need not."""
-    if d == (1, 1):
-        return w
-    kh, kw, i, o = w.shape
-    w = tf.pad(tf.reshape(w, (kh, 1, kw, 1, i, o)), [[0, 0], [0, d[0] - 1], [0, 0], [0, d[1] - 1], [0, 0], [0, 0]])
-    return tf.reshape(w, (kh * d[0], kw * d[1], i, o))[:d[0] * (kh - 1) + 1, :d[1] * (kw - 1) + 1]
-
-
-def _per_group(tf, g, x, w, op):
-    """Grouped convolution as one convolution per group, concatenated (TF's CPU kernels cannot
-    back-propagate grouped convolutions). Groups split x's channels and w's last axis."""
-    if g == 1:
-        return op(x, w)
-    return tf.concat([op(xi, wi) for xi, wi in zip(tf.split(x, g, axis=3), tf.split(w, g, axis=3))], axis=3)
-
 
 def _bias_add(tf, y, b):
     # tf.nn.bias_add, as Keras 3 adds every conv and dense bias (its TF backend's `ops.add` turns a

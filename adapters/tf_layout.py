@@ -1,5 +1,6 @@
 """Parameter layouts between the canonical ones (OIHW, IOHW, dense (out, in)) and TensorFlow's (HWIO, Keras'
-(in, out)): the TensorFlow adapter and its repro script writer (tf_script.py) share them."""
+(in, out)): the TensorFlow adapter and its repro script writer (tf_script.py) share them, and the two
+compositions TF's CPU kernels need (a dilated kernel, one convolution per group)."""
 from __future__ import annotations
 
 import numpy as np
@@ -34,3 +35,21 @@ def from_tf_layout(kind: str, a: np.ndarray) -> np.ndarray:
 def nhwc_axis(dim: int, ndim: int) -> int:
     """A canonical (NCHW) axis of a `ndim`-D activation, in TensorFlow's NHWC: channels last."""
     return (0, 3, 1, 2)[dim] if ndim == 4 else dim
+
+
+def _dilate(tf, w, d):
+    """Insert d-1 zeros between kernel taps: a dilation-1 kernel computing exactly the dilated
+    conv. TF's CPU kernels cannot back-propagate dilation > 1; with this they need not."""
+    if d == (1, 1):
+        return w
+    kh, kw, i, o = w.shape
+    w = tf.pad(tf.reshape(w, (kh, 1, kw, 1, i, o)), [[0, 0], [0, d[0] - 1], [0, 0], [0, d[1] - 1], [0, 0], [0, 0]])
+    return tf.reshape(w, (kh * d[0], kw * d[1], i, o))[:d[0] * (kh - 1) + 1, :d[1] * (kw - 1) + 1]
+
+
+def _per_group(tf, g, x, w, op):
+    """Grouped convolution as one convolution per group, concatenated (TF's CPU kernels cannot
+    back-propagate grouped convolutions). Groups split x's channels and w's last axis."""
+    if g == 1:
+        return op(x, w)
+    return tf.concat([op(xi, wi) for xi, wi in zip(tf.split(x, g, axis=3), tf.split(w, g, axis=3))], axis=3)

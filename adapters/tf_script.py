@@ -15,7 +15,7 @@ import inspect
 
 from gradconf.repro import forward_lines
 
-from . import tensorflow_adapter, tf_activations, tf_norm, tf_resize, tf_training as training
+from . import tf_activations, tf_layout, tf_norm, tf_resize, tf_training as training
 from .tf_layout import _TO_TF, _kinds, nhwc_axis
 
 _BATCH_NORM2D = '''def batch_norm2d(states, name, y, gamma, beta, training, momentum, eps):
@@ -28,8 +28,8 @@ _BATCH_NORM2D = '''def batch_norm2d(states, name, y, gamma, beta, training, mome
 
 # The adapter's functions a script calls by name, with the ones each calls: their source goes into the script.
 HELPERS = {
-    "mode_pad": (tf_resize.mode_pad,), "_dilate": (tensorflow_adapter._dilate,),
-    "_per_group": (tensorflow_adapter._per_group,), "dilated_max_pool": (tf_resize.dilated_max_pool,),
+    "mode_pad": (tf_resize.mode_pad,), "_dilate": (tf_layout._dilate,),
+    "_per_group": (tf_layout._per_group,), "dilated_max_pool": (tf_resize.dilated_max_pool,),
     "adaptive_avg_pool": (tf_resize.adaptive_avg_pool, tf_resize._bounds),
     "bilinear": (tf_resize.bilinear, tf_resize._bilinear_matrix),
     "group_norm": (tf_norm.group_norm,), "batch_norm2d": (tf_norm.batch_norm, _BATCH_NORM2D),
