@@ -48,8 +48,15 @@ def layer_norm(L, xs, p):
 
 def group_norm(L, xs, p):
     import tensorflow as tf
-    (x,), g = xs, L.num_groups
-    shape = tf.shape(x)
+    (x,) = xs
+    if len(x.shape) == 3:  # conv1d's NCL stays canonical in this adapter (tf_layout.nhwc_axis): channels to last
+        return tf.transpose(_group_norm_last(tf, L, tf.transpose(x, (0, 2, 1)), p), (0, 2, 1))
+    return _group_norm_last(tf, L, x, p)
+
+
+def _group_norm_last(tf, L, x, p):
+    """Group norm of an activation whose channels are its last axis (NHWC, (N, C), or NCL transposed)."""
+    g, shape = L.num_groups, tf.shape(x)
     c = x.shape[-1]
     grouped = tf.reshape(x, tf.concat([shape[:-1], [g, c // g]], axis=0))  # (N, ..., G, C/G): channels last
     axes = [i for i in range(1, len(grouped.shape)) if i != len(grouped.shape) - 2]
