@@ -64,8 +64,15 @@ def group_norm(tf, x, g, gamma, beta, eps):
     return y
 
 
-LAYERS = {"batch_norm2d": batch_norm2d, "layer_norm": layer_norm,
-          "group_norm": lambda L, xs, p: group_norm(_tf(), xs[0], L.num_groups, p.get("weight"), p.get("bias"), L.eps)}
+def _group_norm_layer(L, xs, p):
+    tf, (x,) = _tf(), xs
+    args = (L.num_groups, p.get("weight"), p.get("bias"), L.eps)
+    if len(x.shape) == 3:  # conv1d's NCL stays canonical in this adapter (tf_layout.nhwc_axis): channels to last
+        return tf.transpose(group_norm(tf, tf.transpose(x, (0, 2, 1)), *args), (0, 2, 1))
+    return group_norm(tf, x, *args)
+
+
+LAYERS = {"batch_norm2d": batch_norm2d, "layer_norm": layer_norm, "group_norm": _group_norm_layer}
 
 
 def _tf():

@@ -140,7 +140,10 @@ LAYERS = {
     "batch_norm2d": lambda L, w, b: (f"batch_norm2d(states, {L.name!r}, y, {w}, {b}, {L.training}, {L.momentum!r}, "
                                      f"{L.eps!r})"),
     "layer_norm": _layer_norm,
-    "group_norm": lambda L, w, b: f"group_norm(tf, y, {L.num_groups}, {w}, {b}, {L.eps!r})",
+    "group_norm": lambda L, w, b: (f"group_norm(tf, y, {L.num_groups}, {w}, {b}, {L.eps!r})" if len(L.in_shape) != 3 else
+                                   # NCL (as the adapter holds conv1d's activations): channels to last and back
+                                   f"tf.transpose(group_norm(tf, tf.transpose(y, (0, 2, 1)), {L.num_groups}, {w}, {b}, "
+                                   f"{L.eps!r}), (0, 2, 1))"),
     "conv1d": _conv1d, "upsample": _upsample,
     "global_avg_pool2d": lambda L, w, b: "tf.reduce_mean(y, axis=(1, 2))",
     "adaptive_avg_pool2d": lambda L, w, b: f"adaptive_avg_pool(tf, y, {tuple(L.output_size)})",

@@ -30,8 +30,19 @@ def _inputs(case: Case, i: int) -> tuple:
     return tuple(types.get(name, "input") for name in graph(case.layers)[i])
 
 
+def _read(case: Case) -> set:
+    """The layers the output depends on: a layer no later layer reads (a graph's dead end) cannot show anything."""
+    g, live = graph(case.layers), {case.layers[-1].name}
+    for L, srcs in zip(reversed(case.layers), reversed(g)):
+        if L.name in live:
+            live.update(srcs)
+    return live
+
+
 def _gelus(case: Case, form: str) -> list:
-    return [L for L in case.layers if L.type == "gelu" and L.approximate == form] if case.dtype == "float64" else []
+    live = _read(case)
+    return [L for L in case.layers if L.type == "gelu" and L.approximate == form and L.name in live] \
+        if case.dtype == "float64" else []
 
 
 def _tf_gelu32(case: Case, p: Platform):
@@ -53,11 +64,12 @@ def _tf_gelu_tanh32(case: Case, p: Platform):
 def _tf_leaky32(case: Case, p: Platform):
     if case.dtype != "float64":
         return None, "not float64"
+    live = _read(case)
     for i, L in enumerate(case.layers):
-        if L.type == "leaky_relu" and _f32_inexact(L.negative_slope) and \
+        if L.type == "leaky_relu" and L.name in live and _f32_inexact(L.negative_slope) and \
                 not set(_inputs(case, i)) <= set(NONNEGATIVE):
             return SHOWS, f"leaky_relu {L.name}: negative_slope {L.negative_slope} is not a float32 number (float64)"
-    return None, "no float64 leaky_relu with a slope float32 cannot hold and negative inputs"
+    return None, "no float64 leaky_relu the output reads, with a slope float32 cannot hold and negative inputs"
 
 
 def _given_zero(case: Case) -> bool:

@@ -265,3 +265,15 @@ def test_the_tf_float32_casts_apply_in_float64_only_and_where_they_can_show():
     tanh = _expect("tensorflow", dtype="float64", model=[{"gelu": {"approximate": "tanh"}}])
     assert gelu.applies and gelu.strict and "TF-GELU-CONST32" in gelu.why
     assert tanh.applies and not tanh.strict and "TF-GELU-TANH-CONST32" in tanh.why
+
+
+def test_the_tf_float32_casts_do_not_apply_to_a_dead_end_layer():
+    """graph_vocab[324] (--count 400): a leaky_relu no later layer read was expected to show TF-LEAKY-ALPHA32 (an xpass)."""
+    dead = [{"dense": {"name": "d", "out_features": 3}}, {"leaky_relu": {"name": "a"}},
+            {"dense": {"from": "d", "out_features": 2}}]
+    assert not _expect("tensorflow", dtype="float64", model=dead).applies
+    read = [{"dense": {"name": "d", "out_features": 3}}, {"leaky_relu": {"name": "a"}},
+            {"add": {"from": ["a", "d"]}}, {"dense": {"out_features": 2}}]
+    assert _expect("tensorflow", dtype="float64", model=read).applies
+    gelu = [{"dense": {"name": "d", "out_features": 3}}, {"gelu": {"name": "g"}}, {"dense": {"from": "d", "out_features": 2}}]
+    assert not _expect("tensorflow", dtype="float64", model=gelu).applies

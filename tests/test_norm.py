@@ -224,3 +224,19 @@ def test_training_mode_on_one_value_per_channel_is_an_invalid_case():
     with pytest.raises(CaseError, match="model\\[0\\].batch_norm2d.training: training mode needs more than one value"):
         make_case(input={"shape": [1, 2, 1, 1]}, model=[{"batch_norm2d": {}}], loss={"sum": {}})
     make_case(input={"shape": [1, 2, 1, 1]}, model=[{"batch_norm2d": {"training": False}}], loss={"sum": {}})
+
+
+@pytest.mark.parametrize("shape, groups", [((1, 2, 6), 2), ((2, 3, 3), 1), ((2, 4, 5), 2)], ids=str)
+def test_the_tensorflow_group_norm_of_a_conv1d_activation_normalises_its_channels(shape, groups):
+    """The TF adapter keeps 3-D (NCL) activations canonical; its group norm took the last axis for the channels
+    (graph_norm's sweep: an error where L is not C, and γ, β along L where it is)."""
+    pytest.importorskip("tensorflow")
+    from gradconf.adapters.tensorflow_adapter import TensorflowAdapter
+    from gradconf.runner import Runner
+    case = make_case(name="gn1d", dtype="float64", input={"shape": list(shape), "init": "normal"},
+                     model=[{"group_norm": {"num_groups": groups, "weight": {"init": "normal", "mean": 1.0},
+                                            "bias": {"init": "normal"}}}, {"tanh": {}}],
+                     loss={"grad_output": {"value": {"init": "normal"}}}, optimizer={"sgd": {"lr": 0.1}}, steps=2)
+    records = Runner(NumpyReference(), [TensorflowAdapter()]).run_case(case).records
+    assert {r.quantity for r in records} >= {"output", "grad", "param"}
+    assert {(r.quantity, r.tensor, r.status) for r in records if r.status != "pass"} == set()
