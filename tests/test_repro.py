@@ -147,7 +147,8 @@ NEW_LAYERS = ["convention_batch_norm_momentum_weighs_the_batch", "convention_bat
               "convention_padding_mode_replicate", "convention_padding_mode_circular", "skipgram",
               "resnet_block_bn", "norm_net_random[3]", "resize_random[8]", "pool2d_ceil_dilation[1]",
               "act_conv[4]", "conv_padding_modes[4]", "conv_padding_modes[7]", "conv_padding_modes[25]",
-              "conv_padding_modes[26]", "dilated_conv", "grouped_conv"]
+              "conv_padding_modes[26]", "dilated_conv", "grouped_conv",
+              "graph_norm[2]"]  # a group norm of conv1d's NCL activation (TF transposes around it)
 LOSSES = ["convention_class_weight_mean", "convention_cross_entropy_weight_smoothing", "convention_reduction_sum",
           "convention_smooth_l1_beta", "act_dense[0]", "losses_random[0]", "losses_random[1]", "losses_random[4]",
           "losses_bce[0]"]  # every loss (TensorFlow's beyond mse and plain cross-entropy: tf_training's own source)
