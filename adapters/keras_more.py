@@ -62,7 +62,8 @@ def layer_norm(L, xs, p):
 
 def group_norm(L, xs, p):
     keras = _keras()
-    layers = built(L, lambda: [_layer(keras.layers.GroupNormalization, groups=L.num_groups, axis=-1, epsilon=L.eps,
+    axis = 1 if len(L.in_shape) == 3 else -1  # conv1d's activations stay NCL here; 4-D ones are channels_last
+    layers = built(L, lambda: [_layer(keras.layers.GroupNormalization, groups=L.num_groups, axis=axis, epsilon=L.eps,
                                       center=L.affine, scale=L.affine)])
     return apply(layers, xs[0], _weights(p))
 
