@@ -141,7 +141,8 @@ def _half_adam(case: Case, p: Platform):
 def _keras_x64(backend: str):
     """Keras' type promotion (keras.backend.result_type) turns float64 into float32 on the jax and torch
     backends ("aligned with JAX's default"): on torch ops.matmul (Dense), ops.sum and ops.mean; on jax ops.mean
-    (every Keras loss: they average over the last axis; a `mean` reduction); on both BatchNormalization,
+    (every Keras loss: they average over the last axis; a `mean` reduction); on both GlobalAveragePooling2D
+    (ops.mean), BatchNormalization,
     LayerNormalization and GroupNormalization (they compute in result_type(dtype, "float32")), so a float64
     model rounds there."""
     def condition(case: Case, p: Platform):
@@ -151,6 +152,8 @@ def _keras_x64(backend: str):
         through = [f"loss {loss}"] if loss not in ("half_sse", "sum", "grad_output") else []
         # the normalisation layers compute in result_type(dtype, "float32") (keras/src/layers/normalization)
         through += [f"layer {L.name}" for L in case.layers if L.type in ("batch_norm2d", "layer_norm", "group_norm")]
+        # GlobalAveragePooling2D is ops.mean over H, W (keras/src/layers/pooling); measured on torch, resize_random[36]
+        through += [f"layer {L.name}" for L in case.layers if L.type == "global_avg_pool2d"]
         if backend == "jax":  # measured (families nets, nets_*_f64): conv nets' outputs round too; tanh is pinned
             # (keras/src/backend/jax/numpy.py, tanh: cast to result_type(x.dtype, float), float32; graph_small[12],
             # resize_random[0])
