@@ -233,3 +233,16 @@ def test_keras_torch_averages_copies_of_the_edge_into_an_uneven_same_pool():
     assert _statuses(records, "keras-torch") == {"xfail"}, [r.message for r in records if r.framework == "keras-torch"]
     unmarked = _run_on_keras(dataclasses.replace(case, xfail={}), ["torch"])
     assert "fail" in _statuses(unmarked, "keras-torch")
+
+
+def test_a_group_norm_of_a_conv1d_activation_groups_its_channels():
+    """conv1d's activations stay NCL on the Keras rows: GroupNormalization on axis 1, not the last (it built
+    gamma along the length and failed: graph_norm[2] errored on every backend)."""
+    case = make_case(dtype="float32", input={"shape": [2, 4, 5], "init": "normal"},
+                     model=[{"conv1d": {"name": "c", "out_channels": 4, "kernel_size": 3, "padding": 1}},
+                            {"group_norm": {"name": "g", "num_groups": 2, "weight": {"init": "normal"},
+                                            "bias": {"init": "normal"}}}],
+                     loss={"grad_output": {"value": {"init": "normal"}}})
+    records = _run_on_keras(case)
+    for b in BACKENDS:
+        assert _statuses(records, f"keras-{b}") == {"pass"}, [r.message for r in records if r.status != "pass"]
