@@ -240,3 +240,9 @@ def test_the_tensorflow_group_norm_of_a_conv1d_activation_normalises_its_channel
     records = Runner(NumpyReference(), [TensorflowAdapter()]).run_case(case).records
     assert {r.quantity for r in records} >= {"output", "grad", "param"}
     assert {(r.quantity, r.tensor, r.status) for r in records if r.status != "pass"} == set()
+
+
+def test_a_group_norm_without_num_groups_is_a_case_error():
+    from gradconf.errors import CaseError
+    with pytest.raises(CaseError, match=r"model\[0\]\.group_norm: missing `num_groups`"):
+        make_case(input={"shape": [2, 4, 3, 3], "init": "normal"}, model=[{"group_norm": {}}], loss={"sum": {}})

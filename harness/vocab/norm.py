@@ -120,6 +120,8 @@ def _build_group(p: dict, site: Site) -> GroupNorm:
     path, shape = site.path, site.shape
     if len(shape) < 2:
         raise ShapeError(f"group_norm needs an (N, C, ...) input, got shape {list(shape)}", path)
+    if "num_groups" not in p:
+        raise CaseError("missing `num_groups`", path)
     g = integer(p["num_groups"], path + ("num_groups",), min=1)
     if shape[1] % g:
         raise ShapeError(f"num_groups {g} does not divide the {shape[1]} channels", path + ("num_groups",))
