@@ -108,13 +108,18 @@ print(max((r.ratio or 0) for r in records if r.framework.startswith("keras") and
 """
 
 
+def _script_output(script: str, backend: str, mode: str) -> str:
+    """stdout of `script` run as `python -c script BACKEND MODE` (a fresh process: Keras fixes its backend at import)."""
+    p = subprocess.run([sys.executable, "-c", script, backend, mode], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_bug_planted_in_a_keras_layer_is_caught(backend):
     def run(mode):
-        p = subprocess.run([sys.executable, "-c", _PLANT, backend, mode], cwd=ROOT, capture_output=True, text=True,
-                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        assert p.returncode == 0, p.stderr[-3000:]
-        statuses, worst = p.stdout.strip().splitlines()[-2:]
+        statuses, worst = _script_output(_PLANT, backend, mode).strip().splitlines()[-2:]
         return statuses, float(worst)
     assert run("clean")[0] == "['pass']"
     statuses, worst = run("planted")
@@ -147,10 +152,7 @@ print(np.abs(state["bn.running_mean"] - (0.75 * np.array([1.0, -1.0]) + 0.25 * m
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_keras_batch_norm_momentum_is_one_minus_torchs(backend):
     def run(mode):
-        p = subprocess.run([sys.executable, "-c", _BN, backend, mode], cwd=ROOT, capture_output=True, text=True,
-                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        assert p.returncode == 0, p.stderr[-3000:]
-        return [float(v) for v in p.stdout.split()[-2:]]
+        return [float(v) for v in _script_output(_BN, backend, mode).split()[-2:]]
     assert max(run("clean")) < 1e-5
     assert min(run("planted")) > 0.1
 
