@@ -21,6 +21,16 @@ def _json_safe(v):
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
+def record_json(r: Record) -> str:
+    """One record as a JSON object. Tried as it is first (json's C encoder); only a record holding an inf or
+    NaN, which JSON cannot say, goes through _json_safe (a Python walk over every field, 3x the time)."""
+    fields = r.to_dict()
+    try:
+        return json.dumps(fields, allow_nan=False)
+    except ValueError:
+        return json.dumps({k: _json_safe(v) for k, v in fields.items()})
+
+
 def results_csv(records: Sequence[Record]) -> str:
     """results.csv: every record, one row each, the record's fields as columns (None is empty)."""
     buf = io.StringIO()
@@ -33,7 +43,7 @@ def results_csv(records: Sequence[Record]) -> str:
 def results_json(records: Sequence[Record], run: dict) -> str:
     """results.json: {"run": ..., "records": [...]}, one record per line. Not json.dumps(indent=...): an
     indent sends the whole document through json's pure-Python encoder, 5-10x slower on a large run."""
-    lines = (json.dumps({k: _json_safe(v) for k, v in r.to_dict().items()}) for r in records)
+    lines = map(record_json, records)
     return '{"run": ' + json.dumps(run, indent=1) + ',\n "records": [\n' + ",\n".join(lines) + "\n]}\n"
 
 

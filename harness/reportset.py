@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from . import files
 from .records import Record
-from .reportfiles import _json_safe
+from .reportfiles import record_json
 
 try:
     import fcntl
@@ -36,10 +36,6 @@ NAMES = ("results.json", "results.csv", "report.md", "report.html", "report-rati
 KEEP = 2  # the set shown and one more (a killed run's stream, say); a full run's set is ~50 MB
 PER_CELL_BYTES = 32 << 10  # a (case, framework)'s share of a report set and its stream, with room (README)
 BASE_BYTES = 1 << 20
-
-
-def record_dict(r: Record) -> dict:
-    return {k: _json_safe(v) for k, v in r.to_dict().items()}
 
 
 def expected_bytes(cells: int) -> int:
@@ -103,8 +99,11 @@ class RunFolder:
         return os.path.join(self.path, STREAM)
 
     def _write(self, *entries: dict) -> None:
+        self._write_lines(*(json.dumps(e, separators=(",", ":")) for e in entries))
+
+    def _write_lines(self, *lines: str) -> None:
         """One write, flushed: a signal lands before or after a case's lines, not among them."""
-        self._stream.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode("utf-8"))
+        self._stream.write("".join(line + "\n" for line in lines).encode("utf-8"))
         self._stream.flush()
 
     def begin(self, run: dict, planned: Sequence[str]) -> None:
@@ -115,7 +114,8 @@ class RunFolder:
         """One finished case: its records, then a line saying the case is complete (`partial`: the
         finished frameworks of a case that was interrupted). Raises OSError (a full disk) with the
         stream still holding every case before it."""
-        self._write(*({"record": record_dict(r)} for r in records), {"partial" if partial else "case": case_id})
+        lines = [f'{{"record":{record_json(r)}}}' for r in records]
+        self._write_lines(*lines, json.dumps({"partial" if partial else "case": case_id}))
 
     def finish(self, records: Sequence[Record], run: dict) -> list[str]:
         """Write the report set here, then switch DIR to it. Returns the paths under DIR."""

@@ -99,9 +99,22 @@ def rounding_scale(case: Case) -> float:
     """The relative rounding error one pass can build up: eps·sqrt(K) where sums accumulate in the
     dtype (float32, float64); eps·sqrt(depth) for half types, accumulated in float32 and rounded
     once per layer."""
+    known = _SCALES.get(id(case))
+    if known is not None and known[0] is case:
+        return known[1]
     if case.dtype in HALF:
-        return EPS[case.dtype] * math.sqrt(max(depth(case), 1))
-    return EPS[case.dtype] * math.sqrt(reduction_width(case))
+        scale = EPS[case.dtype] * math.sqrt(max(depth(case), 1))
+    else:
+        scale = EPS[case.dtype] * math.sqrt(reduction_width(case))
+    if len(_SCALES) >= 64:
+        _SCALES.clear()
+    _SCALES[id(case)] = (case, scale)  # the case held with it: its id cannot be reused while it is here
+    return scale
+
+
+# id(case) -> (case, rounding_scale): asked for every record judged, and a walk over the layers each time
+# (a Case holds lists, so it cannot be a dict key or go through functools.cache)
+_SCALES: dict[int, tuple[Case, float]] = {}
 
 
 def override(case: Case, quantity: str, tensor: str | None) -> Tol:

@@ -82,6 +82,6 @@ def results(out):
 
 def reportset_rebuilt(out):
     """The records `gradconf report` would rebuild from the stream of the run DIR shows."""
-    from gradconf import reportset
+    from gradconf import reportfiles, reportset
     records, _ = reportset.read_stream(os.path.realpath(out / "latest"))
-    return [reportset.record_dict(r) for r in records]
+    return [json.loads(reportfiles.record_json(r)) for r in records]

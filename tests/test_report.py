@@ -125,6 +125,27 @@ def test_a_report_set_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     assert len(os.listdir(tmp_path / ".runs")) == reportset.KEEP  # older sets are pruned
 
 
+def test_results_json_is_strict_json_where_a_record_holds_inf_or_nan(tmp_path):
+    import dataclasses
+    import json
+    from gradconf import reportset
+    (good, *_), infinite = Runner(NumpyReference(), [Scaled("x", 1.0)]).run_case(_case()).records, float("inf")
+    odd = dataclasses.replace(good, framework="y", max_abs_err=infinite, actual=float("nan"),
+                              layers=[["fc", "dense", infinite, 0.5]])
+    report.write_reports([good, odd], {"command": "t"}, str(tmp_path))
+
+    def strict(text):  # JSON has no inf or NaN: Python's json would accept them, a browser's would not
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in results.json"))
+    written = strict((tmp_path / "results.json").read_text())["records"]
+    assert written[0]["max_abs_err"] == good.max_abs_err
+    assert (written[1]["max_abs_err"], written[1]["actual"], written[1]["layers"]) == (None, None, [["fc", "dense", None, 0.5]])
+    folder = reportset.RunFolder.create(str(tmp_path / "streamed"))
+    folder.add(good.case, [good, odd])
+    folder.close()
+    streamed = [strict(line) for line in open(folder.stream_path, encoding="utf-8")]
+    assert [e["record"]["max_abs_err"] for e in streamed if "record" in e] == [good.max_abs_err, None]
+
+
 def test_html_is_standalone_and_failures_come_first(tmp_path):
     records = Runner(NumpyReference(), [Scaled("bad", 0.5)]).run_case(_case()).records
     report.write_reports(records, {"command": "t"}, str(tmp_path))
