@@ -135,7 +135,7 @@ def _forward(case, x, params, rounding, states, keep: dict | None = None):
         x, cache = layer_forward(L, xs, params, states)
         accumulates = vocab.LAYERS[L.type].accumulates
         bias = params.get(f"{L.name}.bias") if accumulates else None
-        if rounding is not None and bias is not None:  # a framework that adds the bias as its own op
+        if rounding is not None and bias is not None and rounding.splits_bias:  # a framework adding the bias as its own op
             b = bias.reshape((1, -1) + (1,) * (x.ndim - 2))
             before = x - b
             rounding.before_bias(before)

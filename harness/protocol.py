@@ -99,8 +99,11 @@ class Rounding:
     where `wants_terms`, a layer that accumulates (conv, dense) also gets `terms`, the sum of the absolute
     values of the terms each output element adds up. `before_bias(a)`: such a layer's output before its
     bias; `softmax(a)`: cross-entropy's softmax sum and probabilities; `gradient(a)`: each gradient the
-    backward pass stores; `param(a)`: each updated parameter."""
+    backward pass stores; `param(a)`: each updated parameter. `splits_bias`: the reference computes a biased
+    layer's output as (x − b) + b to offer `before_bias` its value; False for a rounding that only looks
+    (ExactZeros), whose run must give the reference's own numbers to the last bit."""
     wants_terms = False
+    splits_bias = True
 
     def output(self, a: np.ndarray, layer, terms: np.ndarray | None = None) -> None:
         pass

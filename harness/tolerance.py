@@ -298,6 +298,8 @@ class ExactZeros(Rounding):
     framework, and ReLU′(0) = 0 there; a perturbed run that moved it off 0 would let the ReLU pass a
     gradient and turn the routing of that 0 into slack (the slack that hides ReLU′(0) = 1)."""
 
+    splits_bias = False  # it only looks: the run that records the zeros is the reference's own run
+
     def __init__(self):
         self.masks: list = []
 
@@ -311,7 +313,7 @@ class ExactZeros(Rounding):
 
 class _Pinned(Rounding):
     def __init__(self, inner: Rounding, masks):
-        self.inner, self.masks, self.wants_terms = inner, masks, inner.wants_terms
+        self.inner, self.masks, self.wants_terms, self.splits_bias = inner, masks, inner.wants_terms, inner.splits_bias
         self.before_bias, self.softmax = inner.before_bias, inner.softmax
         self.gradient, self.param = inner.gradient, inner.param
 

@@ -239,6 +239,42 @@ def test_a_cases_atol_is_applied_exactly_most_specific_key_first():
     assert (r.status, r.atol) == ("pass", 1e-16)
 
 
+class RunKinds(NumpyReference):
+    """The reference, counting its runs by kind."""
+    def __init__(self):
+        self.calls = []
+
+    def run(self, case, initial):
+        self.calls.append("run")
+        return super().run(case, initial)
+
+    def run_rounded(self, case, initial, rounding):
+        self.calls.append(type(rounding).__name__)
+        return super().run_rounded(case, initial, rounding)
+
+
+def test_the_first_reference_run_records_the_exact_zeros_the_conditioning_runs_hold():
+    """A case with a ReLU: the run that made the trace also notes its exact zeros (ExactZeros), so the
+    conditioning takes two more runs, not three, and the trace is the reference's own to the last bit."""
+    case = make_case(input={"shape": [16, 8], "init": "normal"}, seed=3, dtype="float64",
+                     model=[{"dense": {"name": "fc1", "out_features": 32}}, {"relu": {}},
+                            {"dense": {"name": "fc2", "out_features": 2}}], loss={"mse": {"target": {"init": "normal"}}},
+                     optimizer={"sgd": {"lr": 0.1}}, steps=2)
+    counting = RunKinds()
+    ref = Runner(counting, []).reference_trace(case, CaseResult(case))
+    assert ref.slack and counting.calls == ["ExactZeros", "_Pinned", "_Pinned"]
+    plain = NumpyReference().run(case, reference_module.materialize(case))
+    for mine, theirs in zip(ref.trace.steps, plain.steps):
+        assert all(np.array_equal(mine.grads[k], theirs.grads[k]) for k in theirs.grads)
+        assert all(np.array_equal(mine.params[k], theirs.params[k]) for k in theirs.params)
+        assert np.array_equal(mine.output, theirs.output) and mine.loss == theirs.loss
+    counting.calls.clear()
+    smooth = make_case(input={"shape": [4, 3], "init": "normal"}, dtype="float64", loss={"sum": {}},
+                       model=[{"dense": {"name": "fc", "out_features": 2}}, {"tanh": {}}])  # no kink: nothing to record
+    assert Runner(counting, []).reference_trace(smooth, CaseResult(smooth)).slack
+    assert counting.calls == ["run", "RoundedLayers", "RoundedLayers"]
+
+
 def _other_tanh(x):
     return np.sign(x) * (1.0 - 2.0 / (np.exp(2.0 * np.abs(x)) + 1.0))
 
