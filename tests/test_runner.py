@@ -309,6 +309,35 @@ def test_saturated_tanh_is_judged_by_the_rounding_of_its_output():
                                "wrong_tanh")
 
 
+class EluFromOutput(NumpyReference):
+    """ELU's derivative read back from its output, y + alpha, as TensorFlow and JAX do: exact only to
+    eps·alpha, so for x = −20 it is 2e-8 off in relative terms (graph_vocab[620] on jax, a bias gradient
+    after a cancellation: 9.9x the allowance before the conditioning rounded what this reads)."""
+    name = "elu_from_output"
+
+    def __init__(self, alpha=1.0):
+        self.alpha = alpha
+
+    def run(self, case, initial):
+        def backward(L, dy, cache):
+            x, y = cache
+            return [dy * np.where(x > 0, 1.0, y + self.alpha)], {}
+        with _patched([swap(vocab.LAYERS, "elu", backward=backward)]):
+            return super().run(case, initial)
+
+
+def test_an_elu_derivative_read_from_its_output_is_judged_by_the_rounding_of_that_output():
+    """Every element's derivative is e^x ≈ 2e-9 here, and y + 1 carries eps of 1: a relative error the
+    conditioning accounts for by rounding the output y it is read from (as for tanh' = 1 − y²). Without
+    that rounding the same framework is called wrong, and a derivative without alpha still fails."""
+    case = make_case(input=[[-20.0, -21.0, -19.5, -22.0]], dtype="float64", model=[{"elu": {"alpha": 1.0}}],
+                     loss={"sum": {}})
+    assert _statuses(Runner(NumpyReference(), [EluFromOutput()]).run_case(case).records, "elu_from_output") == {"pass"}
+    assert "fail" in _statuses(Runner(WithoutRounding(), [EluFromOutput()]).run_case(case).records, "elu_from_output")
+    assert "fail" in _statuses(Runner(NumpyReference(), [EluFromOutput(alpha=1.0 + 1e-6)]).run_case(case).records,
+                               "elu_from_output")
+
+
 def test_a_failure_that_fits_a_known_divergence_says_so():
     from gradconf.diagnose import describe_failures
     from gradconf.summary import summarize_records
