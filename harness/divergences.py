@@ -203,7 +203,10 @@ CATALOGUE: dict[str, Entry] = {e.id: e for e in [
           "sqrt(v̂)", _adam_eps),
     # Not keras-torch: Keras' torch optimizers multiply by the Python floats (torch._foreach_mul_(bufs, self.momentum)).
     Entry("TF-HYPER32", ("tensorflow", "keras-tensorflow", "keras-jax"), "Keras casts momentum, betas and weight_decay "
-          "through float32", _hyper32),
+          "through float32", _hyper32, loose_on=("keras-jax",),
+          not_strict_because="on keras-jax the cast is not certain: graph_norm[177] (--count 1000; float64 SGD, "
+                             "momentum 0.9, 2 steps, no layer Keras computes in float32 there) matched to 0.004 of "
+                             "its allowance"),
     Entry("TF-WD", ("tensorflow", *KERAS), "Keras' weight_decay is decoupled; torch.optim's is L2 added to the gradient", _wd),
     Entry("TF-ADAM-BF16", ("tensorflow", *KERAS), "beta_2 is 1.0 in bfloat16, so Keras' Adam step size is 0", _adam_bf16),
     Entry("TF-ONEDNN-1CH", ("tensorflow", "keras-tensorflow"), "oneDNN's float32 conv is wrong for one input channel, wide kernels, "
