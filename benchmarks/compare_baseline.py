@@ -5,7 +5,8 @@
     python benchmarks/compare_baseline.py --baseline HEAD~5
 
 The baseline is extracted with `git archive` into a temporary folder and run with the same Python
-(this tree's venv, its `PYTHONPATH` pointing at the baseline first). Every row times the same work in
+(this tree's venv, its `PYTHONPATH` pointing at the baseline first: for a baseline of the `gradconf` layout, at a
+folder where `gradconf` links to its harness/, which the venv's editable install would otherwise shadow). Every row times the same work in
 both trees, in rounds whose order alternates (baseline first, then this tree first, ...), so that
 both sides meet the same machine; a row's figure is the median over rounds of each round's ratio, and
 the range is printed beside it. Both trees run the baseline's `cases/` folder, so their records are
@@ -137,9 +138,9 @@ def _timed(args, cwd, env) -> tuple[float, float, subprocess.CompletedProcess]:
 
 
 class Tree:
-    def __init__(self, label: str, path: str, cases: str, package: str = "gradconf"):
+    def __init__(self, label: str, path: str, cases: str, package: str = "gradconf", path_entry: str | None = None):
         self.label, self.path, self.cases, self.package = label, path, cases, package
-        self.env = {**os.environ, "PYTHONPATH": path}
+        self.env = {**os.environ, "PYTHONPATH": path_entry or path}
         for variable in ("GRADCONF_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             self.env.pop(variable, None)  # each tree's own thread policy
 
@@ -273,7 +274,9 @@ def main(argv=None) -> None:
         archive = subprocess.run(["git", "archive", args.baseline], cwd=ROOT, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", base], input=archive, check=True)
         cases = os.path.join(base, "cases")
-        trees = [Tree("baseline", base, cases, package=_package(base)), Tree("this", ROOT, cases)]
+        package = _package(base)
+        trees = [Tree("baseline", base, cases, package=package, path_entry=_importable(base, package)),
+                 Tree("this", ROOT, cases)]
         for tree in trees:  # a warm disk cache for both: the first import of torch and TF from cold is slow
             tree.probe("import json, torch, tensorflow, keras\nprint(json.dumps({}))")
         rows = []
@@ -291,6 +294,20 @@ def _package(tree: str) -> str:
     """The import name of the harness in `tree`: `gradconf` since the layout refactor, `harness` before it."""
     with open(os.path.join(tree, "pyproject.toml")) as f:
         return "gradconf" if '"gradconf.adapters" = "adapters"' in f.read() else "harness"
+
+
+def _importable(tree: str, package: str) -> str:
+    """A PYTHONPATH entry under which `import gradconf` is `tree`'s. A tree of the `gradconf` layout maps the
+    package onto harness/ and adapters/ (pyproject's package-dir), which only an install sees, and this venv's
+    editable install would answer for it with this checkout: so `tree/.importable/gradconf` links to harness/,
+    with adapters/ linked inside it (`tree` is a throwaway extract)."""
+    if package != "gradconf":
+        return tree  # `harness` and `adapters` import from the tree's root
+    os.symlink(os.path.join(tree, "adapters"), os.path.join(tree, "harness", "adapters"))
+    entry = os.path.join(tree, ".importable")
+    os.mkdir(entry)
+    os.symlink(os.path.join(tree, "harness"), os.path.join(entry, "gradconf"))
+    return os.pathsep.join([entry, tree])
 
 
 def _head() -> str:
