@@ -75,8 +75,9 @@ def ratio_figure(summary: Summary):
     labels = []
     for fw, pts in points.items():
         failing = sum(s in FAILING for _, s in pts)
-        labels.append(f"{fw}\n{len(pts)} cases, {failing} failing")
-    ax.set_xticks(range(len(points)), labels, fontsize=8)
+        labels.append(f"{fw}\n{len(pts)} cases, {failing} failing" if len(points) <= 4 else
+                      f"{_wrapped(fw)}\n{len(pts)} cases\n{failing} failing")  # seven columns: three short lines
+    ax.set_xticks(range(len(points)), labels, fontsize=8 if len(points) <= 4 else 7)
     ax.set_xlim(-0.5, max(len(points), 1) - 0.5)
     ax.set_ylabel("worst error / allowance (log)", fontsize=8)
     ticks = [t for t in ax.get_yticks() if FLOOR <= t <= ax.get_ylim()[1]]
@@ -115,13 +116,19 @@ def heatmap_figure(summary: Summary):
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, color=STATUS_COLOURS[Status.XFAIL], alpha=0.35,
                                        linewidth=0))
             ax.text(j, i, text, ha="center", va="center", fontsize=7 if len(groups) <= 16 else 6, color="black")
-    ax.set_xticks(range(len(frameworks)), frameworks, fontsize=8)
+    ax.set_xticks(range(len(frameworks)), frameworks if len(frameworks) <= 4 else map(_wrapped, frameworks),
+                  fontsize=8 if len(frameworks) <= 4 else 7)
     ax.set_yticks(range(len(groups)), groups, fontsize=7 if len(groups) <= 16 else 6)
     ax.xaxis.tick_top()
     bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
     bar.set_label("log10 worst error/allowance", fontsize=7)
     bar.ax.tick_params(labelsize=7)
     return fig
+
+
+def _wrapped(framework: str) -> str:
+    """keras-tensorflow as two lines: seven columns of a 6.6-inch chart leave about 45 pixels each."""
+    return framework.replace("keras-", "keras-\n")
 
 
 def _cmap():

@@ -56,6 +56,20 @@ def test_ratio_chart_has_a_point_per_case_and_framework_at_its_worst_ratio(recor
                         f"{len(failing['wrong_tanh'])} failing"
 
 
+def test_seven_framework_columns_label_in_short_lines(records):
+    """`make run`'s seven frameworks in a 6.6-inch chart: "keras-tensorflow" and "N cases, M failing" on one
+    line each ran into the next column (seen in the report of a full run)."""
+    import dataclasses
+    renamed = [dataclasses.replace(r, framework=f"keras-{r.framework}{i}") for i in range(3) for r in records
+               if r.framework == "copy"]
+    s = summarize_records(records + renamed)
+    (ax,) = charts.ratio_figure(s).axes
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(labels) == 6 and labels[2].startswith("keras-\ncopy0\n") and labels[2].endswith(" cases\n0 failing")
+    heat = charts.heatmap_figure(s).axes[0]
+    assert "keras-\ncopy2" in [t.get_text() for t in heat.get_xticklabels()]
+
+
 def test_heatmap_cells_count_failures_per_group_and_framework(records):
     s = summarize_records(records)
     fig = charts.heatmap_figure(s)
