@@ -22,6 +22,7 @@ MAX_GROUPS = 24  # heat-map rows; the groups with the worst ratios are kept
 STATUS_COLOURS = {Status.PASS: "#2d9a4b", Status.XFAIL: "#d99a00", Status.FAIL: "#d7263d", Status.XPASS: "#e8702a",
                   Status.ERROR: "#7b1e3b"}
 WIDTH_IN, HEIGHT_IN, DPI = 6.6, 3.3, 100
+ROOMY = 4  # up to this many framework columns, a label fits on one line at 8 pt; more get short lines (_wrapped)
 
 
 def ratio_points(summary: Summary) -> dict[str, list[tuple[float, str]]]:
@@ -75,9 +76,9 @@ def ratio_figure(summary: Summary):
     labels = []
     for fw, pts in points.items():
         failing = sum(s in FAILING for _, s in pts)
-        labels.append(f"{fw}\n{len(pts)} cases, {failing} failing" if len(points) <= 4 else
-                      f"{_wrapped(fw)}\n{len(pts)} cases\n{failing} failing")  # seven columns: three short lines
-    ax.set_xticks(range(len(points)), labels, fontsize=8 if len(points) <= 4 else 7)
+        labels.append(f"{fw}\n{len(pts)} cases, {failing} failing" if len(points) <= ROOMY else
+                      f"{_wrapped(fw)}\n{len(pts)} cases\n{failing} failing")
+    ax.set_xticks(range(len(points)), labels, fontsize=8 if len(points) <= ROOMY else 7)
     ax.set_xlim(-0.5, max(len(points), 1) - 0.5)
     ax.set_ylabel("worst error / allowance (log)", fontsize=8)
     ticks = [t for t in ax.get_yticks() if FLOOR <= t <= ax.get_ylim()[1]]
@@ -116,8 +117,8 @@ def heatmap_figure(summary: Summary):
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, color=STATUS_COLOURS[Status.XFAIL], alpha=0.35,
                                        linewidth=0))
             ax.text(j, i, text, ha="center", va="center", fontsize=7 if len(groups) <= 16 else 6, color="black")
-    ax.set_xticks(range(len(frameworks)), frameworks if len(frameworks) <= 4 else map(_wrapped, frameworks),
-                  fontsize=8 if len(frameworks) <= 4 else 7)
+    roomy = len(frameworks) <= ROOMY
+    ax.set_xticks(range(len(frameworks)), frameworks if roomy else map(_wrapped, frameworks), fontsize=8 if roomy else 7)
     ax.set_yticks(range(len(groups)), groups, fontsize=7 if len(groups) <= 16 else 6)
     ax.xaxis.tick_top()
     bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)

@@ -64,9 +64,10 @@ class Conditioning:
         self.reference = reference
         self.rounds = rounds_off(reference)  # optional: see protocol.rounds_off
 
-    def slack(self, case: Case, trace: Trace, initial: Initial, zeros: ExactZeros | None = None) -> dict:
+    def slack(self, case: Case, trace: Trace, initial: Initial, zeros: ExactZeros | None) -> dict:
         """Once per case, for every framework compared: measured movement, plus Adam's slack on parameters.
-        `zeros`: the exact zeros recorded by the run that made `trace` (else a run records them)."""
+        `zeros`: the exact zeros recorded by the run that made `trace`, held in every conditioning run (None:
+        no kink to hold, or a reference that cannot round)."""
         slack = {key: NOISE_FACTOR[case.dtype] * moved
                  for key, moved in self.noise(case, initial, trace, zeros).items()}
         for step, q, t, _ in quantities(trace):
@@ -79,18 +80,12 @@ class Conditioning:
         return self.reference.run_rounded(case, initial, rounding) if rounding is not None else \
             self.reference.run(case, initial)
 
-    def noise(self, case: Case, initial: Initial, trace: Trace, zeros: ExactZeros | None = None) -> dict:
+    def noise(self, case: Case, initial: Initial, trace: Trace, zeros: ExactZeros | None) -> dict:
         """(step, quantity, tensor) -> how far each element moves under rounding-level perturbations."""
         noise: dict = {}
         runs = [(perturbed(case, initial, draw), rounded_layers(case, draw)) for draw in range(2)]
         if self.rounds and case.dtype in HALF:
             runs += [(initial, stored_in_dtype(case, shift)) for shift in (0.0, 0.5)]
-        if zeros is None and self.rounds and any(L.type in KINKED for L in case.layers):
-            zeros = ExactZeros()  # where a ReLU's (leaky_relu's, elu's) input is exactly 0, the given numbers decide it: keep it so
-            try:
-                self._run(case, initial, zeros)
-            except Exception:
-                return {}
         for tensors, rounding in runs:
             rounding = (zeros.pin(rounding) if zeros else rounding) if self.rounds else None
             try:
@@ -111,6 +106,7 @@ def reference_run(runs: AdapterRuns, reference: Adapter, case: Case, seconds: di
         initial = materialize(case)
     except Exception as e:
         return Reference(None, None, {}, f"cannot materialise the case's tensors: {brief(e)}")
+    # where a ReLU's (leaky_relu's, elu's) input is exactly 0, the given numbers decide it: the conditioning keeps it so
     zeros = ExactZeros() if rounds_off(reference) and any(L.type in KINKED for L in case.layers) else None
     trace, note = runs.run(reference if zeros is None else _NotingZeros(reference, zeros), case, initial, seconds)
     if note is not None:

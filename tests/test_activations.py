@@ -51,7 +51,7 @@ def _leaky_no_slope(L, dy, x):
 
 
 def _elu_no_alpha(L, dy, cache):
-    x, _ = cache
+    x, *_ = cache
     return [dy * np.where(x > 0, 1.0, np.exp(np.minimum(x, 0.0)))], {}  # alpha·eˣ without alpha
 
 

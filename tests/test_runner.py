@@ -320,7 +320,7 @@ class EluFromOutput(NumpyReference):
 
     def run(self, case, initial):
         def backward(L, dy, cache):
-            x, y = cache
+            x, y, _ = cache
             return [dy * np.where(x > 0, 1.0, y + self.alpha)], {}
         with _patched([swap(vocab.LAYERS, "elu", backward=backward)]):
             return super().run(case, initial)

@@ -138,18 +138,19 @@ def leaky_relu_backward(L, dy, x):
 def elu_forward(L, xs, p):
     # y = x for x > 0, alpha·(eˣ − 1) otherwise (expm1: accurate near 0)
     (x,) = xs
-    y = np.where(x > 0, x, L.alpha * np.expm1(np.minimum(x, 0.0)))
-    return y, (x, y)
+    left = L.alpha * np.expm1(np.minimum(x, 0.0))
+    y = np.where(x > 0, x, left)
+    return y, (x, y, left)
 
 
 def elu_backward(L, dy, cache):
     # y' = 1 for x > 0, alpha·eˣ otherwise (the left-hand value at the kink: y'(0) = alpha)
     # + (y − alpha·(eˣ − 1)): 0 to the bit here; in a conditioning run, the rounding of the stored output y
-    # (tolerance.RoundedLayers). TensorFlow and JAX read y' back from y as y + alpha, which is exact only to
-    # eps·alpha: for x = −20 that is 2e-8 of eˣ, which a later cancellation can bring above the allowance.
-    x, y = cache
-    left = np.minimum(x, 0.0)
-    return [dy * np.where(x > 0, 1.0, L.alpha * np.exp(left) + (y - L.alpha * np.expm1(left)))], {}
+    # (tolerance.RoundedLayers rounds y in place, not `left`). TensorFlow and JAX read y' back from y as
+    # y + alpha, exact only to eps·alpha: for x = −20 that is 2e-8 of eˣ, which a later cancellation can bring
+    # above the allowance.
+    x, y, left = cache
+    return [dy * np.where(x > 0, 1.0, L.alpha * np.exp(np.minimum(x, 0.0)) + (y - left))], {}
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)  # tanh form: u = √(2/π)·(x + 0.044715·x³)
