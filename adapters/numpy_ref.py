@@ -133,7 +133,10 @@ def _forward(case, x, params, rounding, states, keep: dict | None = None):
     for L, names in zip(case.layers, case.graph):
         xs = [outputs[n] for n in names]
         x, cache = layer_forward(L, xs, params, states)
-        accumulates = vocab.LAYERS[L.type].accumulates
+        decl = vocab.LAYERS[L.type]
+        accumulates = decl.accumulates
+        if rounding is not None and decl.normalised is not None:
+            rounding.normalised(decl.normalised(cache))
         bias = params.get(f"{L.name}.bias") if accumulates else None
         if rounding is not None and bias is not None and rounding.splits_bias:  # a framework adding the bias as its own op
             b = bias.reshape((1, -1) + (1,) * (x.ndim - 2))

@@ -98,7 +98,8 @@ class Rounding:
     `output(a, layer, terms=None)`: each layer's output (a flatten's is a view of its input: not called);
     where `wants_terms`, a layer that accumulates (conv, dense) also gets `terms`, the sum of the absolute
     values of the terms each output element adds up. `before_bias(a)`: such a layer's output before its
-    bias; `softmax(a)`: cross-entropy's softmax sum and probabilities; `gradient(a)`: each gradient the
+    bias; `softmax(a)`: cross-entropy's softmax sum and probabilities; `normalised(a)`: a norm layer's x̂,
+    which its backward reads; `gradient(a)`: each gradient the
     backward pass stores; `param(a)`: each updated parameter. `splits_bias`: the reference computes a biased
     layer's output as (x − b) + b to offer `before_bias` its value; False for a rounding that only looks
     (ExactZeros), whose run must give the reference's own numbers to the last bit."""
@@ -112,6 +113,9 @@ class Rounding:
         pass
 
     def softmax(self, a: np.ndarray) -> None:
+        pass
+
+    def normalised(self, a: np.ndarray) -> None:
         pass
 
     def gradient(self, a: np.ndarray) -> None:

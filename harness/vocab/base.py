@@ -71,6 +71,9 @@ class LayerDecl:
     aliases: tuple[str, ...] = ()
     init_state: Callable | None = None
     macs: Callable | None = None  # (L) -> forward multiply-adds, for the thread policy; None: negligible
+    # (cache) -> the normalised x̂ the backward reads (a norm layer's): a conditioning run rounds it in place
+    # (protocol.Rounding.normalised), since no perturbation of the inputs moves Σx̂ = 0
+    normalised: Callable | None = None
 
     @property
     def keys(self) -> tuple[str, ...]:

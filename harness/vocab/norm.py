@@ -253,9 +253,12 @@ BATCH_NORM2D = LayerDecl(
     (_NAME, Field("eps", POSITIVE, 1e-5), Field("momentum", UNIT, 0.1), Field("affine", BOOL, True),
      Field("training", BOOL, True), Field("weight", TENSOR, doc_default="ones"), Field("bias", TENSOR, doc_default="zeros"),
      Field("running_mean", TENSOR, doc_default="zeros"), Field("running_var", TENSOR, doc_default="ones")),
-    _build_batch, batch_norm_forward, batch_norm_backward, init_state=batch_norm_init_state)
+    _build_batch, batch_norm_forward, batch_norm_backward, init_state=batch_norm_init_state,
+    normalised=lambda cache: cache[1])
 LAYER_NORM = LayerDecl("layer_norm", "normalises each sample over every axis but the batch; γ, β of those axes",
-                       _fields(), _build_layer, layer_norm_forward, layer_norm_backward)
+                       _fields(), _build_layer, layer_norm_forward, layer_norm_backward,
+                       normalised=lambda cache: cache[0])
 GROUP_NORM = LayerDecl("group_norm", "normalises each sample's groups of C/num_groups channels; γ, β per channel",
-                       _fields(Field("num_groups", INT, REQUIRED)), _build_group, group_norm_forward, group_norm_backward)
+                       _fields(Field("num_groups", INT, REQUIRED)), _build_group, group_norm_forward, group_norm_backward,
+                       normalised=lambda cache: cache[0])
 DECLS = (BATCH_NORM2D, LAYER_NORM, GROUP_NORM)
