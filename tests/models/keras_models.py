@@ -27,6 +27,18 @@ def functional_residual():
     return keras.Model(inp, keras.layers.Dense(3, name="fc")(z))
 
 
+def gap_head():
+    """Conv -> batch norm (inference) -> relu -> global average pool -> dense: no Flatten before the Dense, so
+    that its sums run in the same order as in the case (a Flatten's NHWC order is not the case's NCHW one)."""
+    keras.utils.set_random_seed(5)
+    return keras.Sequential([keras.Input((5, 5, 3)),
+                             keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="c"),
+                             keras.layers.BatchNormalization(name="bn"),
+                             keras.layers.ReLU(name="act"),
+                             keras.layers.GlobalAveragePooling2D(name="gap"),
+                             keras.layers.Dense(3, name="fc")])
+
+
 def unmappable():
     inp = keras.Input((4, 4, 2))
     x = keras.layers.Conv3D(1, 1, name="c3d")(keras.layers.Reshape((4, 4, 2, 1))(inp))
