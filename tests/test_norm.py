@@ -11,6 +11,7 @@ from gradconf.adapters.numpy_ref import NumpyReference
 from gradconf.tensors import materialize
 from gradconf.vocab import norm
 from tests.conftest import make_case
+from tests.planting import Planted, swap
 from tests.test_reference import TOL, fd_error, net
 
 BATCH = [dict(), dict(affine=False), dict(eps=1e-3, momentum=0.3), dict(training=False),
@@ -133,24 +134,19 @@ def test_eval_mode_leaves_the_state_and_the_precise_and_rounded_runs_keep_it():
     assert Counting.seen.count((2,)) == (2 + 2) * 3
 
 
-class _Planted(NumpyReference):
+class _Planted(Planted):
     """The reference with a planted bug in its batch norm's running variance: the biased batch variance."""
-    name = "planted"
 
-    def run(self, case, initial):
-        decl = vocab.LAYERS["batch_norm2d"]
+    def patches(self, case):
+        forward = vocab.LAYERS["batch_norm2d"].forward
 
         def biased(L, xs, p, state=None):
             keep = state["running_var"].copy()
-            y, cache = decl.forward(L, xs, p, state=state)
+            y, cache = forward(L, xs, p, state=state)
             var = xs[0].var(axis=(0, 2, 3))
             state["running_var"] = (1 - L.momentum) * keep + L.momentum * var
             return y, cache
-        vocab.LAYERS["batch_norm2d"] = dataclasses.replace(decl, forward=biased)
-        try:
-            return super().run(case, initial)
-        finally:
-            vocab.LAYERS["batch_norm2d"] = decl
+        return [swap(vocab.LAYERS, "batch_norm2d", forward=biased)]
 
 
 def test_a_wrong_running_variance_fails_the_state_comparison():
@@ -259,22 +255,18 @@ def _cancelling_case():
         loss={"mse": {"target": {"init": "normal"}}}, optimizer={"adam": {"lr": 0.01, "eps": 1e-12}}, steps=1)
 
 
-class _WrongGamma(NumpyReference):
+class _WrongGamma(Planted):
     """A float32 framework whose group norm's dγ is off by 1e-3 of its terms Σ|dy·x̂|: a real bug, small."""
     name = "wrong_gamma"
 
-    def run(self, case, initial):
-        decl = vocab.LAYERS["group_norm"]
+    def patches(self, case):
+        backward = vocab.LAYERS["group_norm"].backward
 
         def wrong(L, dy, cache):
-            dxs, grads = decl.backward(L, dy, cache)
+            dxs, grads = backward(L, dy, cache)
             grads["weight"] = grads["weight"] + 1e-3 * np.abs(dy * cache[0]).sum(axis=(0, 2))
             return dxs, grads
-        vocab.LAYERS["group_norm"] = dataclasses.replace(decl, backward=wrong)
-        try:
-            return super().run(case, initial)
-        finally:
-            vocab.LAYERS["group_norm"] = decl
+        return [swap(vocab.LAYERS, "group_norm", backward=wrong)]
 
 
 def test_a_weight_gradient_zero_by_centring_is_judged_against_its_terms():
