@@ -29,12 +29,12 @@ MAX_CASE_RECORDS = 200  # report.html: records shown per case
 def headline(s: Summary) -> str:
     failing, n = len(s.failing), len(s.cases)
     xfail = sum(1 for c in s.cases for st in c.status.values() if st == Status.XFAIL)
-    tail = f"; {xfail} known divergence(s) (xfail) count as passed" if xfail else ""
+    tail = f"; {xfail:,} known divergence(s) (xfail) count as passed" if xfail else ""
     if not n:
         return "no records"
     if failing:
-        return f"{failing} of {n} case(s) fail ({len(s.rows)} failing row(s), {s.records} record(s)){tail}"
-    return f"all {n} case(s) pass ({s.records} record(s)){tail}"
+        return f"{failing:,} of {n:,} case(s) fail: {len(s.rows):,} failing row(s) of {s.records:,} record(s){tail}"
+    return f"all {n:,} case(s) pass, {s.records:,} record(s){tail}"
 
 
 def counts_rows(s: Summary) -> tuple[list[str], list[list]]:
