@@ -44,6 +44,22 @@ def golden(case: Case):
         yield g.step, g.quantity, g.tensor, g.value, g.path
 
 
+def declared_at(case: Case, quantity: str, tensor: str | None) -> tuple | None:
+    """The YAML path of what a quantity compared with the reference comes from: the layer holding the tensor,
+    `input:` for its gradient, `loss:` for the loss; None (the case's own line) for the output, and for a
+    family variant, whose drawn layers have no line of their own."""
+    if case.family is not None:
+        return None
+    if quantity == "loss":
+        return ("loss",)
+    if tensor == "input":
+        return ("input",)
+    if tensor is None:
+        return None
+    layer = tensor.rsplit(".", 1)[0]
+    return next((("model", i) for i, L in enumerate(case.layers) if L.name == layer), None)
+
+
 def lookup(trace: Trace, step: int, quantity: str, tensor: str | None):
     s = trace.steps[step - 1]
     if quantity == "loss":
@@ -117,7 +133,8 @@ class Judge:
         if len(trace.steps) != len(self.reference.steps):
             return [note(self.case, self.framework, Status.ERROR, f"{self.framework} returned {len(trace.steps)} "
                          f"step(s), expected {len(self.reference.steps)}", self.reference_name)]
-        return [self.record(self.reference_name, step, q, t, lookup(trace, step, q, t), desired)
+        return [self.record(self.reference_name, step, q, t, lookup(trace, step, q, t), desired,
+                            path=declared_at(self.case, q, t))
                 for step, q, t, desired in quantities(self.reference)]
 
     def against_golden(self, trace: Trace, at_own_rounding: bool = False) -> list[Record]:

@@ -249,7 +249,8 @@ def summarize_records(records: Sequence[Record], run: dict | None = None) -> Sum
             if r.ratio is not None and (ratio.get(r.framework) is None or r.ratio > ratio[r.framework]):
                 ratio[r.framework] = r.ratio
         first = mine[0]
-        c = CaseSummary(case, group_of(first), first.file, first.line,
+        line = min((r.line for r in mine if r.line), default=first.line)  # the case's own: its first, before its fields
+        c = CaseSummary(case, group_of(first), first.file, line,
                         {fw: worst(status[fw]) for fw in frameworks if fw in status}, ratio, mine, frameworks)
         if c.failing:
             c.verdict = who_is_wrong(mine, reference)

@@ -1,4 +1,5 @@
 """The runner's verdicts: wrong adapters are caught, correct ones pass, and nothing is lost."""
+import dataclasses
 import os
 
 import numpy as np
@@ -14,7 +15,7 @@ from gradconf import reference as reference_module
 from gradconf.runner import FAILING, CaseResult, Runner
 from tests.conftest import ROOT, make_case
 from tests.planted import WrongTanhDerivative
-from tests.planting import _patched, swap
+from tests.planting import Planted, _patched, swap
 
 
 class FlippedKernelGradient(NumpyReference):
@@ -534,3 +535,31 @@ def test_the_conditioning_rerun_is_announced_as_the_references():
     runner.on_adapter_start = lambda case, adapter: announced.append(adapter.name)
     runner.run_case(_simple())
     assert announced == ["numpy", "fine", "numpy"]
+
+
+def test_a_reference_comparison_names_the_line_of_the_layer_that_holds_the_tensor(tmp_path):
+    """A failing weight gradient points at its layer's line (README, Reports: `line`), the loss at `loss:`, the
+    input's gradient at `input:`; a family variant, whose layers are drawn, keeps its case's line."""
+    from gradconf.judge import declared_at
+    from gradconf.loader import load_file
+
+    path = tmp_path / "lines.yaml"
+    path.write_text("name: lines\nseed: 1\ndtype: float64\ninput: {shape: [2, 3], init: normal}\nmodel:\n"
+                    "  - linear: {name: first, out_features: 4}\n  - tanh: {}\n"
+                    "  - linear: {name: last, out_features: 2}\nloss: {mse: {target: {init: normal}}}\n")
+    (case,) = load_file(str(path))
+    backward = vocab.LAYERS["dense"].backward
+
+    class WrongWeightGrad(Planted):
+        def patches(self, case):
+            def wrong(L, dy, cache):
+                dxs, grads = backward(L, dy, cache)
+                return dxs, {**grads, "weight": grads["weight"] * 1.01} if L.name == "first" else grads
+            return [swap(vocab.LAYERS, "dense", backward=wrong)]
+
+    records = Runner(NumpyReference(), [WrongWeightGrad()]).run_case(case).records
+    line = {(r.quantity, r.tensor): r.line for r in records if r.framework == "planted"}
+    assert [(r.tensor, r.line) for r in records if r.status == "fail"] == [("first.weight", 6)]
+    assert line["grad", "last.weight"] == 8 and line["loss", None] == 9 and line["grad", "input"] == 4
+    assert line["output", None] == 1
+    assert declared_at(dataclasses.replace(case, family="drawn"), "grad", "first.weight") is None
