@@ -11,7 +11,7 @@ from gradconf.adapters.numpy_ref import NumpyReference
 from gradconf.tensors import materialize
 from gradconf.vocab import norm
 from tests.conftest import make_case
-from tests.planting import Planted, swap
+from tests.planting import Planted, _wrap_backward, swap
 from tests.test_reference import TOL, fd_error, net
 
 BATCH = [dict(), dict(affine=False), dict(eps=1e-3, momentum=0.3), dict(training=False),
@@ -260,13 +260,9 @@ class _WrongGamma(Planted):
     name = "wrong_gamma"
 
     def patches(self, case):
-        backward = vocab.LAYERS["group_norm"].backward
-
-        def wrong(L, dy, cache):
-            dxs, grads = backward(L, dy, cache)
-            grads["weight"] = grads["weight"] + 1e-3 * np.abs(dy * cache[0]).sum(axis=(0, 2))
-            return dxs, grads
-        return [swap(vocab.LAYERS, "group_norm", backward=wrong)]
+        def wrong(dy, cache, L, dx, grads):
+            return dx, {**grads, "weight": grads["weight"] + 1e-3 * np.abs(dy * cache[0]).sum(axis=(0, 2))}
+        return [_wrap_backward("group_norm", wrong)]
 
 
 def test_a_weight_gradient_zero_by_centring_is_judged_against_its_terms():

@@ -15,7 +15,7 @@ from gradconf import reference as reference_module
 from gradconf.runner import FAILING, CaseResult, Runner
 from tests.conftest import ROOT, make_case
 from tests.planted import WrongTanhDerivative
-from tests.planting import Planted, _patched, swap
+from tests.planting import Planted, _patched, _wrap_backward, swap
 
 
 class FlippedKernelGradient(NumpyReference):
@@ -548,14 +548,10 @@ def test_a_reference_comparison_names_the_line_of_the_layer_that_holds_the_tenso
                     "  - linear: {name: first, out_features: 4}\n  - tanh: {}\n"
                     "  - linear: {name: last, out_features: 2}\nloss: {mse: {target: {init: normal}}}\n")
     (case,) = load_file(str(path))
-    backward = vocab.LAYERS["dense"].backward
-
     class WrongWeightGrad(Planted):
         def patches(self, case):
-            def wrong(L, dy, cache):
-                dxs, grads = backward(L, dy, cache)
-                return dxs, {**grads, "weight": grads["weight"] * 1.01} if L.name == "first" else grads
-            return [swap(vocab.LAYERS, "dense", backward=wrong)]
+            return [_wrap_backward("dense", lambda dy, cache, L, dx, grads: (dx, {
+                **grads, "weight": grads["weight"] * (1.01 if L.name == "first" else 1.0)}))]
 
     records = Runner(NumpyReference(), [WrongWeightGrad()]).run_case(case).records
     line = {(r.quantity, r.tensor): r.line for r in records if r.framework == "planted"}
