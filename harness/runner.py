@@ -75,13 +75,14 @@ class Runner:
         """One framework's records against the reference and the golden values. The measured slack only
         widens an allowance, so it can change only a verdict that fails without it: the conditioning re-runs
         are paid (once per case) only then, and a framework that passes states the allowance it passed."""
-        plain = Judge(case, framework, self.reference.name, ref.trace, lambda: {})
-        mine = plain.against_reference(trace) + plain.against_golden(trace)
+        def judged(slack) -> list[Record]:
+            judge = Judge(case, framework, self.reference.name, ref.trace, slack)
+            return judge.against_reference(trace) + judge.against_golden(trace)
+        mine = judged(lambda: {})
         if not any(r.status == Status.FAIL for r in mine):
             return mine
         refs.measure(self.runs, self.reference, case, ref)
-        judge = self._judge(case, framework, ref)
-        return judge.against_reference(trace) + judge.against_golden(trace)
+        return judged(lambda: ref.slack)
 
     def run_case(self, case: Case, frameworks: list[Adapter] | None = None,
                  reference: Reference | None = None) -> CaseResult:
