@@ -131,14 +131,24 @@ class Judge:
 
     def against_reference(self, trace: Trace) -> list[Record]:
         if len(trace.steps) != len(self.reference.steps):
-            return [note(self.case, self.framework, Status.ERROR, f"{self.framework} returned {len(trace.steps)} "
-                         f"step(s), expected {len(self.reference.steps)}", self.reference_name)]
-        return [self.record(self.reference_name, step, q, t, lookup(trace, step, q, t), desired,
-                            path=declared_at(self.case, q, t))
-                for step, q, t, desired in quantities(self.reference)]
+            return [self.step_mismatch(trace)]
+        return [self.record(*c) for c in self.reference_comparisons(trace)]
 
     def against_golden(self, trace: Trace, at_own_rounding: bool = False) -> list[Record]:
         if len(trace.steps) != len(self.reference.steps):
             return []  # against_reference reports it
-        return [self.record("expected", step, q, t, lookup(trace, step, q, t), desired, at_own_rounding, path)
+        return [self.record(*c) for c in self.golden_comparisons(trace, at_own_rounding)]
+
+    def step_mismatch(self, trace: Trace) -> Record:
+        return note(self.case, self.framework, Status.ERROR, f"{self.framework} returned {len(trace.steps)} "
+                    f"step(s), expected {len(self.reference.steps)}", self.reference_name)
+
+    def reference_comparisons(self, trace: Trace) -> list[tuple]:
+        """record()'s arguments for each quantity of `trace` against the reference's, reference order."""
+        return [(self.reference_name, step, q, t, lookup(trace, step, q, t), desired, False,
+                 declared_at(self.case, q, t)) for step, q, t, desired in quantities(self.reference)]
+
+    def golden_comparisons(self, trace: Trace, at_own_rounding: bool = False) -> list[tuple]:
+        """record()'s arguments for each of the case's golden values."""
+        return [("expected", step, q, t, lookup(trace, step, q, t), desired, at_own_rounding, path)
                 for step, q, t, desired, path in golden(self.case)]

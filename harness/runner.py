@@ -9,6 +9,7 @@ adapter or case loses another's records.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from . import blame
@@ -74,15 +75,21 @@ class Runner:
     def _judged(self, case: Case, framework: str, ref: Reference, trace) -> list[Record]:
         """One framework's records against the reference and the golden values. The measured slack only
         widens an allowance, so it can change only a verdict that fails without it: the conditioning re-runs
-        are paid (once per case) only then, and a framework that passes states the allowance it passed."""
-        def judged(slack) -> list[Record]:
-            judge = Judge(case, framework, self.reference.name, ref.trace, slack)
-            return judge.against_reference(trace) + judge.against_golden(trace)
-        mine = judged(lambda: {})
-        if not any(r.status == Status.FAIL for r in mine):
+        are paid (once per case) only then, just the failing comparisons are judged again with it, and a
+        record that passes states the allowance it passed."""
+        plain = Judge(case, framework, self.reference.name, ref.trace, lambda: {})
+        if len(trace.steps) != len(ref.trace.steps):
+            return [plain.step_mismatch(trace)]
+        comparisons = plain.reference_comparisons(trace) + plain.golden_comparisons(trace)
+        mine = [plain.record(*c) for c in comparisons]
+        failing = [i for i, r in enumerate(mine) if r.status == Status.FAIL]
+        if not failing:
             return mine
         refs.measure(self.runs, self.reference, case, ref)
-        return judged(lambda: ref.slack)
+        wide = dataclasses.replace(plain, slack=lambda: ref.slack)
+        for i in failing:
+            mine[i] = wide.record(*comparisons[i])
+        return mine
 
     def run_case(self, case: Case, frameworks: list[Adapter] | None = None,
                  reference: Reference | None = None) -> CaseResult:
