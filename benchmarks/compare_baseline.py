@@ -14,7 +14,12 @@ comparable. Rows:
 
 - run: `gradconf run cases -q` (this tree: the default `-j`, the usable cores), wall and CPU seconds
   (all processes); the records are checked to have the same keys and statuses.
-- test: `pytest -n 2 -q` (= `make test` after set-up), each tree's own test suite.
+- test: `pytest -n 2 -q` (= `make test` after set-up), each tree's own test suite (not the same work once
+  the suite has grown; with each tree's own pytest plugin, which the venv's entry point would otherwise
+  give as this checkout's).
+- test-cases: the bundled-case part of `make test`, the same work in both: `pytest -n 2 -q` over the
+  baseline's `cases/` with the baseline's frameworks (numpy, torch, tensorflow); the outcome counts are checked
+  to be equal.
 - overhead: one process runs the cases the way `gradconf run --in-process` does; the share of its time
   spent outside the adapters' run() calls and the framework imports (conditioning re-runs,
   comparisons, records, reports) — what each core pays on top of the adapters' own work.
@@ -141,6 +146,9 @@ class Tree:
     def __init__(self, label: str, path: str, cases: str, package: str = "gradconf", path_entry: str | None = None):
         self.label, self.path, self.cases, self.package = label, path, cases, package
         self.env = {**os.environ, "PYTHONPATH": path_entry or path}
+        # pytest finds a plugin through the venv's entry point, which is this checkout's `gradconf.plugin`: a
+        # baseline of the `harness` layout must name its own instead (xdist's workers take the same flags)
+        self.plugin_args = () if package == "gradconf" else ("-p", "no:gradconf", "-p", "harness.plugin")
         for variable in ("GRADCONF_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             self.env.pop(variable, None)  # each tree's own thread policy
 
@@ -208,14 +216,35 @@ def bench_run(trees, rounds: int) -> list[dict]:
 
 
 def bench_test(trees, rounds: int) -> list[dict]:
+    """Each tree's own suite: not the same work once the suite has grown (the `test-cases` row is)."""
     def measure(tree):
-        wall, cpu, done = tree.command("-m", "pytest", "-n", "2", "-q")
+        wall, cpu, done = tree.command("-m", "pytest", *tree.plugin_args, "-n", "2", "-q")
         if done.returncode != 0:
             raise RuntimeError(f"{tree.label}: pytest exited {done.returncode}:\n{done.stdout[-3000:]}")
         return {"wall": wall, "cpu": cpu}
     table = _rounds(trees, rounds, measure)
-    return [_ratio_row("make test (pytest -n 2 -q): wall", table, lambda m: m["wall"], "≤ 0.6"),
+    return [_ratio_row("make test (pytest -n 2 -q), each tree's own suite: wall", table, lambda m: m["wall"], "≤ 0.6"),
             _ratio_row("make test: CPU, all processes", table, lambda m: m["cpu"], "—")]
+
+
+def bench_test_cases(trees, rounds: int) -> list[dict]:
+    """The bundled-case half of `make test`, the same work in both trees: `pytest -n 2 -q` over the baseline's
+    cases/, each tree's own plugin, the baseline's frameworks (numpy, torch, tensorflow)."""
+    outcomes = {}
+
+    def measure(tree):
+        wall, cpu, done = tree.command("-m", "pytest", *tree.plugin_args, "-n", "2", "-q", "--gradconf-frameworks",
+                                       "numpy,torch,tensorflow", tree.cases)
+        if done.returncode != 0:
+            raise RuntimeError(f"{tree.label}: pytest exited {done.returncode}:\n{done.stdout[-3000:]}")
+        outcomes.setdefault(tree.label, done.stdout.strip().splitlines()[-1].split(" in ")[0])
+        return {"wall": wall, "cpu": cpu}
+    table = _rounds(trees, rounds, measure)
+    note = "same outcomes" if outcomes["this"] == outcomes["baseline"] else \
+        f"outcomes differ: {outcomes['baseline']} against {outcomes['this']}"
+    return [{**_ratio_row("pytest -n 2 over the baseline's cases (make test's cases): wall", table,
+                          lambda m: m["wall"], "≤ 0.6"), "note": note},
+            _ratio_row("same: CPU, all processes", table, lambda m: m["cpu"], "—")]
 
 
 def bench_overhead(trees, rounds: int, count: int = 10) -> list[dict]:
@@ -259,7 +288,7 @@ def bench_reports(trees, rounds: int) -> list[dict]:
     return rows
 
 
-BENCHMARKS = {"run": (bench_run, 2), "test": (bench_test, 1), "overhead": (bench_overhead, 2),
+BENCHMARKS = {"run": (bench_run, 2), "test": (bench_test, 1), "test-cases": (bench_test_cases, 2), "overhead": (bench_overhead, 2),
               "reference": (bench_reference, 2), "reports": (bench_reports, 1)}
 
 
