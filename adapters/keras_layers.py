@@ -92,37 +92,48 @@ def _pool(L, kind: str, padding: str):
     return cls(L.kernel_size, L.stride, padding=padding, dtype=L_dtype())
 
 
-def _zero_pad(L, x):
-    return _keras().layers.ZeroPadding2D(L.padding, dtype=L_dtype())(x)
+def _undilated_pool(L) -> None:
+    """Keras' pooling layers have no dilation (a first-maximum over tap slices is not written for Keras yet)."""
+    if tuple(getattr(L, "dilation", (1, 1))) != (1, 1):
+        raise Unsupported(f"Keras' pooling layers take no dilation ({L.name}: dilation {list(L.dilation)})")
 
 
-def _plain_pool(L) -> None:
-    """Keras' pooling layers have no dilation and no ceil_mode; a faithful composition is not written yet."""
-    if getattr(L, "ceil_mode", False) or tuple(getattr(L, "dilation", (1, 1))) != (1, 1):
-        raise Unsupported(f"Keras' pooling layers take no dilation or ceil_mode ({L.name})")
+def _grid(L):
+    """NHWC padding of every window: the layer's, plus ceil_mode's extra cells past the far padding."""
+    (t, b), (le, r) = L.padding
+    return (0, 0), (t, b + L.extra[0]), (le, r + L.extra[1]), (0, 0)
 
 
 def max_pool2d(L, xs, p):
-    _plain_pool(L)
+    """Keras has no ceil_mode: its clipped windows are extra −∞ cells, then a "valid" pool (as padding is)."""
+    _undilated_pool(L)
     mode, x = padding_mode(L), xs[0]
-    if mode == "explicit":  # Keras pads with zeros only: −∞ through keras.ops.pad
-        x = _keras().ops.pad(x, ((0, 0), *L.padding, (0, 0)), constant_values=float("-inf"))
-    return _pool(L, "max", "same" if mode == "same" else "valid")(x)
+    if mode == "explicit" or L.extra != (0, 0):  # Keras pads with zeros only: −∞ through keras.ops.pad
+        x = _keras().ops.pad(x, _grid(L), constant_values=float("-inf"))
+        mode = "valid"
+    return _pool(L, "max", mode)(x)
 
 
 def avg_pool2d(L, xs, p):
-    """Keras' "same" average excludes the padding from each window's count; padding counted is ZeroPadding2D
-    + "valid"; padding excluded that "same" does not compute: the window mean over the window mean of ones."""
-    _plain_pool(L)
-    mode, x = padding_mode(L), xs[0]
-    if mode == "valid" or (mode == "same" and not L.count_include_pad):
+    """Keras' "same" average excludes the padding from each window's count; padding counted is zero padding
+    + "valid"; padding excluded that "same" does not compute, and ceil_mode's clipped windows (never
+    counted): the window mean over the window mean of the cells that count."""
+    _undilated_pool(L)
+    keras, mode, x = _keras(), padding_mode(L), xs[0]
+    if L.extra == (0, 0) and (mode == "valid" or (mode == "same" and not L.count_include_pad)):
         return _pool(L, "avg", mode)(x)
     layer = _pool(L, "avg", "valid")
-    mean = layer(_zero_pad(L, x))
-    if L.count_include_pad:
+    mean = layer(keras.ops.pad(x, _grid(L)))
+    if L.count_include_pad and L.extra == (0, 0):
         return mean
-    ones = _keras().ops.ones((1, *L.in_shape[2:], 1), dtype=L_dtype())
-    return mean / layer(_zero_pad(L, ones))  # = window sum / real cells in the window
+    (t, b), (le, r) = L.padding
+    h, w = L.in_shape[2:]
+    if L.count_include_pad:  # ones over the padded input, none over ceil_mode's extra cells
+        ones = keras.ops.pad(keras.ops.ones((1, h + t + b, w + le + r, 1), dtype=L_dtype()),
+                             ((0, 0), (0, L.extra[0]), (0, L.extra[1]), (0, 0)))
+    else:
+        ones = keras.ops.pad(keras.ops.ones((1, h, w, 1), dtype=L_dtype()), _grid(L))
+    return mean / layer(ones)  # = window sum / cells counted
 
 
 def flatten(L, xs, p):

@@ -248,3 +248,25 @@ def test_a_group_norm_of_a_conv1d_activation_groups_its_channels():
     records = _run_on_keras(case)
     for b in BACKENDS:
         assert _statuses(records, f"keras-{b}") == {"pass"}, [r.message for r in records if r.status != "pass"]
+
+
+@pytest.mark.parametrize("name", ["maxpool_ceil_mode_drops_window", "avgpool_ceil_mode_divisor",
+                                  "avgpool_ceil_mode_exclude_pad"])
+def test_a_pools_ceil_mode_is_composed_on_every_backend(name):
+    """Keras has no ceil_mode: the clipped windows are extra cells (−∞ for max) and a "valid" pool, an average
+    divided by its counted cells. The convention cases' hand-derived values pin the window PyTorch drops and
+    the divisor of a clipped window."""
+    (case,) = load_file(os.path.join(ROOT, "cases", "conventions", f"{name}.yaml"))
+    records = _run_on_keras(case)
+    for b in BACKENDS:
+        mine = [r for r in records if r.framework == f"keras-{b}"]
+        assert {r.status for r in mine} == {"pass"} and any(r.reference == "expected" for r in mine), \
+            [r.message for r in mine if r.status != "pass"]
+
+
+def test_a_dilated_pool_is_unsupported_naming_the_dilation():
+    case = make_case(dtype="float32", input={"shape": [1, 1, 6, 6], "init": "normal"},
+                     model=[{"max_pool2d": {"name": "p", "kernel_size": 2, "dilation": 2}}], loss={"sum": {}})
+    records = _run_on_keras(case, BACKENDS[:1])
+    (r,) = [r for r in records if r.framework == f"keras-{BACKENDS[0]}"]
+    assert r.status == "unsupported" and "dilation [2, 2]" in r.message
