@@ -21,7 +21,9 @@ def describe_failures(case, framework: str, records) -> str:
         if r.quantity is None:  # an adapter error, or an xpass note
             notes.append(f"{r.status}: {r.message}")
             continue
-        where = f"{case.file}:{r.line}" if r.reference == "expected" else ""
+        # the line a record points at (the golden value, or the layer holding the tensor), as the reports
+        # show it; not the case's own line again, which the heading names
+        where = f"{case.file}:{r.line}" if r.line and (r.reference == "expected" or r.line != case.line) else ""
         rows.append([r.status, r.reference, r.step, r.quantity, r.tensor or "", num_text(r.max_abs_err),
                      ratio_text(r.ratio), "" if r.worst_index is None else str(list(r.worst_index)),
                      num_text(r.actual), num_text(r.desired), where, r.message])

@@ -1,5 +1,6 @@
 """The command line tells the truth: where a golden value is wrong, what shrink did, how far a run is,
 and what a small run imports."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -171,3 +172,20 @@ def test_a_pytest_failure_diagnosis_shows_the_whole_message_under_the_reports_co
     assert header.split()[:2] == ["status", "vs"] and "error/allowance" in header and "err/allowed" not in text
     flat = " ".join(re.sub(r"\s+", " ", text).split())
     assert all(word in flat for word in message.split())
+
+
+def test_a_pytest_failure_diagnosis_names_the_line_of_the_layer_a_reference_comparison_points_at():
+    """As the reports do: a failing weight gradient's row names its layer's line; a row on the case's own line
+    (the output, a family variant) leaves it to the heading."""
+    from gradconf.diagnose import describe_failures
+    from gradconf.runner import Record
+    from tests.conftest import make_case
+    case = make_case(input=[[1.0, 2.0]], model=[{"dense": {"name": "fc", "out_features": 1}}], loss={"sum": {}})
+    case = dataclasses.replace(case, file="cases/net.yaml", line=1)
+
+    def failing(tensor, line):
+        return Record(case.id, "torch", "numpy", 1, "grad", tensor, [1, 2], "float32", 1.0, 1.0, [0, 1], 1e-6,
+                      1e-6, "fail", "off", 1e6, 1.0, 0.0, file=case.file, line=line)
+    text = describe_failures(case, "torch", [failing("fc.weight", 7), failing("input", 1)])
+    rows = text.splitlines()[3:]
+    assert "cases/net.yaml:7" in rows[0] and "cases/net.yaml:1" not in rows[1]
