@@ -92,12 +92,6 @@ def _pool(L, kind: str, padding: str):
     return cls(L.kernel_size, L.stride, padding=padding, dtype=L_dtype())
 
 
-def _undilated_pool(L) -> None:
-    """Keras' pooling layers have no dilation (a first-maximum over tap slices is not written for Keras yet)."""
-    if tuple(getattr(L, "dilation", (1, 1))) != (1, 1):
-        raise Unsupported(f"Keras' pooling layers take no dilation ({L.name}: dilation {list(L.dilation)})")
-
-
 def _grid(L):
     """NHWC padding of every window: the layer's, plus ceil_mode's extra cells past the far padding."""
     (t, b), (le, r) = L.padding
@@ -105,20 +99,32 @@ def _grid(L):
 
 
 def max_pool2d(L, xs, p):
-    """Keras has no ceil_mode: its clipped windows are extra −∞ cells, then a "valid" pool (as padding is)."""
-    _undilated_pool(L)
-    mode, x = padding_mode(L), xs[0]
-    if mode == "explicit" or L.extra != (0, 0):  # Keras pads with zeros only: −∞ through keras.ops.pad
-        x = _keras().ops.pad(x, _grid(L), constant_values=float("-inf"))
+    """Keras has no ceil_mode: its clipped windows are extra −∞ cells, then a "valid" pool (as padding is).
+    Nor a dilation: then the first maximum over the kh·kw strided tap slices, as the tensorflow row does."""
+    keras, mode, x = _keras(), padding_mode(L), xs[0]
+    if mode == "explicit" or L.extra != (0, 0) or L.dilation != (1, 1):  # Keras pads with zeros only: −∞ here
+        x = keras.ops.pad(x, _grid(L), constant_values=float("-inf"))
         mode = "valid"
+    if L.dilation != (1, 1):
+        return _first_maximum(keras.ops, x, L.kernel_size, L.stride, L.dilation, L.out_shape[2:])
     return _pool(L, "max", mode)(x)
+
+
+def _first_maximum(ops, xp, k, s, d, out):
+    """A dilated max-pool of the padded NHWC `xp`: each output the first maximum of its taps in row-major
+    order (PyTorch's tie rule), the gradient routed to that tap alone (the mask is a comparison: no gradient)."""
+    (oh, ow) = out
+    taps = ops.stack([xp[:, i * d[0]:i * d[0] + (oh - 1) * s[0] + 1:s[0], j * d[1]:j * d[1] + (ow - 1) * s[1] + 1:s[1]]
+                      for i in range(k[0]) for j in range(k[1])], axis=-1)
+    hit = ops.cast(ops.equal(taps, ops.max(taps, axis=-1, keepdims=True)), "int32")
+    first = ops.logical_and(ops.equal(hit, 1), ops.equal(ops.cumsum(hit, axis=-1), 1))
+    return ops.sum(ops.where(first, taps, ops.zeros_like(taps)), axis=-1)
 
 
 def avg_pool2d(L, xs, p):
     """Keras' "same" average excludes the padding from each window's count; padding counted is zero padding
     + "valid"; padding excluded that "same" does not compute, and ceil_mode's clipped windows (never
-    counted): the window mean over the window mean of the cells that count."""
-    _undilated_pool(L)
+    counted): the window mean over the window mean of the cells that count. (PyTorch's has no dilation.)"""
     keras, mode, x = _keras(), padding_mode(L), xs[0]
     if L.extra == (0, 0) and (mode == "valid" or (mode == "same" and not L.count_include_pad)):
         return _pool(L, "avg", mode)(x)

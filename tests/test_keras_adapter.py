@@ -264,9 +264,15 @@ def test_a_pools_ceil_mode_is_composed_on_every_backend(name):
             [r.message for r in mine if r.status != "pass"]
 
 
-def test_a_dilated_pool_is_unsupported_naming_the_dilation():
-    case = make_case(dtype="float32", input={"shape": [1, 1, 6, 6], "init": "normal"},
-                     model=[{"max_pool2d": {"name": "p", "kernel_size": 2, "dilation": 2}}], loss={"sum": {}})
-    records = _run_on_keras(case, BACKENDS[:1])
-    (r,) = [r for r in records if r.framework == f"keras-{BACKENDS[0]}"]
-    assert r.status == "unsupported" and "dilation [2, 2]" in r.message
+def test_a_dilated_max_pool_routes_each_gradient_to_the_first_maximum_on_every_backend():
+    """Keras' pools take no dilation: the first maximum over the strided tap slices. Ties in every window (the
+    input's values repeat) pin PyTorch's rule, the first tap in row-major order, against the reference."""
+    rows = [[1.0, 2.0, 1.0, 2.0, 1.0, 2.0], [2.0, 1.0, 2.0, 1.0, 2.0, 1.0]] * 3
+    case = make_case(dtype="float32", input=[[rows]],
+                     model=[{"max_pool2d": {"name": "p", "kernel_size": 2, "dilation": 2, "stride": 1,
+                                            "padding": [[1, 0], [0, 1]], "ceil_mode": True}}],
+                     loss={"mse": {"target": {"init": "normal"}}})
+    records = _run_on_keras(case)
+    for b in BACKENDS:
+        mine = [r for r in records if r.framework == f"keras-{b}"]
+        assert mine and {r.status for r in mine} == {"pass"}, [r.message for r in mine if r.status != "pass"]
