@@ -15,8 +15,9 @@ comparable. Rows:
 - run: `gradconf run cases -q` (this tree: the default `-j`, the usable cores), wall and CPU seconds
   (all processes); the records are checked to have the same keys and statuses.
 - test: `pytest -n 2 -q` (= `make test` after set-up), each tree's own test suite (not the same work once
-  the suite has grown; with each tree's own pytest plugin, which the venv's entry point would otherwise
-  give as this checkout's).
+  the suite has grown). The session runs each tree's own pytest plugin, which the venv's entry point would
+  otherwise give as this checkout's; a baseline suite's own pytester and subprocess sessions still get this
+  checkout's through that entry point.
 - test-cases: the bundled-case part of `make test`, the same work in both: `pytest -n 2 -q` over the
   baseline's `cases/` with the baseline's frameworks (numpy, torch, tensorflow); the outcome counts are checked
   to be equal.
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -223,7 +225,7 @@ def bench_test(trees, rounds: int) -> list[dict]:
             raise RuntimeError(f"{tree.label}: pytest exited {done.returncode}:\n{done.stdout[-3000:]}")
         return {"wall": wall, "cpu": cpu}
     table = _rounds(trees, rounds, measure)
-    return [_ratio_row("make test (pytest -n 2 -q), each tree's own suite: wall", table, lambda m: m["wall"], "≤ 0.6"),
+    return [_ratio_row("make test (pytest -n 2 -q), each tree's own suite: wall", table, lambda m: m["wall"], "—"),
             _ratio_row("make test: CPU, all processes", table, lambda m: m["cpu"], "—")]
 
 
@@ -237,7 +239,8 @@ def bench_test_cases(trees, rounds: int) -> list[dict]:
                                        "numpy,torch,tensorflow", tree.cases)
         if done.returncode != 0:
             raise RuntimeError(f"{tree.label}: pytest exited {done.returncode}:\n{done.stdout[-3000:]}")
-        outcomes.setdefault(tree.label, done.stdout.strip().splitlines()[-1].split(" in ")[0])
+        summary = done.stdout.strip().splitlines()[-1]  # "3081 passed, 174 xfailed, 2 warnings in 38.2s"
+        outcomes.setdefault(tree.label, re.findall(r"(\d+) (passed|failed|xfailed|xpassed|skipped|errors?)\b", summary))
         return {"wall": wall, "cpu": cpu}
     table = _rounds(trees, rounds, measure)
     note = "same outcomes" if outcomes["this"] == outcomes["baseline"] else \

@@ -97,7 +97,7 @@ def _keras_torch_avg_same(case: Case, p: Platform):
     then averages with padding 0: a window holding padding weighs its edge cell as often as it is repeated. Along
     an axis of kernel 2 that window is the edge cell alone (its mean is its own); kernel 3+ mixes cells unevenly."""
     for L in case.layers:
-        if L.type != "avg_pool2d" or L.count_include_pad or getattr(L, "ceil_mode", False):
+        if L.type != "avg_pool2d" or L.count_include_pad or L.extra != (0, 0):  # extra cells: composed, no "same"
             continue
         same = tuple(same_padding(L.in_shape[2 + i], L.kernel_size[i], L.stride[i], 1) for i in range(2))
         if tuple(map(tuple, L.padding)) != same or all(a == b for a, b in same):

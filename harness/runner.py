@@ -69,9 +69,6 @@ class Runner:
         """Materialise once, run the reference once (its conditioning is measured on first use)."""
         return refs.reference_run(self.runs, self.reference, case, result.seconds)
 
-    def _judge(self, case: Case, framework: str, ref: Reference) -> Judge:
-        return Judge(case, framework, self.reference.name, ref.trace, lambda: ref.slack)
-
     def _judged(self, case: Case, framework: str, ref: Reference, trace) -> list[Record]:
         """One framework's records against the reference and the golden values. The measured slack only
         widens an allowance, so it can change only a verdict that fails without it: the conditioning re-runs
@@ -103,7 +100,8 @@ class Runner:
             return self.apply_xfail(case, result, self.platform)
         # The reference is always held to the golden values (at its own rounding level); the others to the
         # reference and the golden values.
-        records = self._judge(case, self.reference.name, ref).against_golden(ref.trace, at_own_rounding=True)
+        own = Judge(case, self.reference.name, self.reference.name, ref.trace, lambda: {})  # no slack: its own rounding
+        records = own.against_golden(ref.trace, at_own_rounding=True)
         self._finished(case, self.reference.name, records)
         traces = {}  # the frameworks', kept for harness.blame
         for fw in frameworks:

@@ -237,6 +237,17 @@ def test_keras_torch_averages_copies_of_the_edge_into_an_uneven_same_pool():
     assert "fail" in _statuses(unmarked, "keras-torch")
 
 
+def test_the_uneven_same_pool_divergence_names_a_ceil_mode_pool_without_extra_cells():
+    """With ceil_mode but no clipped window (Keras' "same" padding never leaves one), the Keras rows pool with
+    Keras' own "same": the divergence's conditions must say it shows there (they skipped every ceil_mode pool
+    while Keras refused one)."""
+    from gradconf.divergences_layers import SHOWS, _keras_torch_avg_same
+    pool = {"name": "pool", "kernel_size": 3, "stride": 2, "padding": [[0, 1], [0, 1]], "count_include_pad": False,
+            "ceil_mode": True}
+    same = make_case(input={"shape": [1, 1, 4, 4], "init": "normal"}, model=[{"avg_pool2d": pool}], loss={"sum": {}})
+    assert same.layers[0].extra == (0, 0) and _keras_torch_avg_same(same, None)[0] == SHOWS
+
+
 def test_a_group_norm_of_a_conv1d_activation_groups_its_channels():
     """conv1d's activations stay NCL on the Keras rows: GroupNormalization on axis 1, not the last (it built
     gamma along the length and failed: graph_norm[2] errored on every backend)."""
@@ -257,6 +268,20 @@ def test_a_pools_ceil_mode_is_composed_on_every_backend(name):
     divided by its counted cells. The convention cases' hand-derived values pin the window PyTorch drops and
     the divisor of a clipped window."""
     (case,) = load_file(os.path.join(ROOT, "cases", "conventions", f"{name}.yaml"))
+    records = _run_on_keras(case)
+    for b in BACKENDS:
+        mine = [r for r in records if r.framework == f"keras-{b}"]
+        assert {r.status for r in mine} == {"pass"} and any(r.reference == "expected" for r in mine), \
+            [r.message for r in mine if r.status != "pass"]
+
+
+def test_a_max_pools_ceil_mode_window_past_the_input_is_kept_on_every_backend():
+    """Width 5, kernel 2, stride 2, no padding: ceil_mode keeps a third window of one real cell (an extra −∞
+    cell past the input), which a plain "valid" pool drops."""
+    case = make_case(dtype="float32", input=[[[[1.0, 5.0, 2.0, 4.0, 3.0]]]],
+                     model=[{"max_pool2d": {"name": "p", "kernel_size": [1, 2], "ceil_mode": True}}],
+                     loss={"sum": {}}, expect={"output": [[[[5.0, 4.0, 3.0]]]],
+                                               "grad": {"input": [[[[0.0, 1.0, 0.0, 1.0, 1.0]]]]}})
     records = _run_on_keras(case)
     for b in BACKENDS:
         mine = [r for r in records if r.framework == f"keras-{b}"]
