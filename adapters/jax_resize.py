@@ -61,13 +61,12 @@ def avg_pool(L, xs, p):
     jnp, lax = _jl()
     (x,), zero = xs, np.array(0, xs[0].dtype)
     total = window(lax, x, zero, lax.add, L)
-    if L.count_include_pad and L.extra == (0, 0):
+    if L.count_include_pad and not L.clipped:
         return total / (L.kernel_size[0] * L.kernel_size[1])
-    (t, b), (le, r) = L.padding
     h, w = x.shape[2:]
     if L.count_include_pad:  # ones over the padded input, none over ceil_mode's extra cells
-        cells = window(lax, jnp.ones((1, 1, h + t + b, w + le + r), x.dtype), zero, lax.add, L,
-                        pad=((0, L.extra[0]), (0, L.extra[1])))
+        cells = window(lax, jnp.ones((1, 1, *L.counted_hw), x.dtype), zero, lax.add, L,
+                        pad=((0, L.beyond[0]), (0, L.beyond[1])))
     else:
         cells = window(lax, jnp.ones((1, 1, h, w), x.dtype), zero, lax.add, L)
     return total / cells

@@ -130,13 +130,12 @@ def avg_pool2d(L, xs, p):
         return _pool(L, "avg", mode)(x)
     layer = _pool(L, "avg", "valid")
     mean = layer(keras.ops.pad(x, _grid(L)))
-    if L.count_include_pad and L.extra == (0, 0):
+    if L.count_include_pad and not L.clipped:
         return mean
-    (t, b), (le, r) = L.padding
     h, w = L.in_shape[2:]
     if L.count_include_pad:  # ones over the padded input, none over ceil_mode's extra cells
-        ones = keras.ops.pad(keras.ops.ones((1, h + t + b, w + le + r, 1), dtype=L_dtype()),
-                             ((0, 0), (0, L.extra[0]), (0, L.extra[1]), (0, 0)))
+        ones = keras.ops.pad(keras.ops.ones((1, *L.counted_hw, 1), dtype=L_dtype()),
+                             ((0, 0), (0, L.beyond[0]), (0, L.beyond[1]), (0, 0)))
     else:
         ones = keras.ops.pad(keras.ops.ones((1, h, w, 1), dtype=L_dtype()), _grid(L))
     return mean / layer(ones)  # = window sum / cells counted

@@ -77,12 +77,11 @@ def dilated_max_pool(tf, xp, k, s, d, out):
 def avg_pool2d(L, xs, p):
     tf, (x,), k, s = _tf(), xs, L.kernel_size, L.stride
     mean = tf.nn.avg_pool2d(tf.pad(x, _grid(L)), k, s, "VALID")
-    if L.count_include_pad and L.extra == (0, 0):
+    if L.count_include_pad and not L.clipped:
         return mean
-    (t, b), (le, r) = L.padding
     h, w = x.shape[1:3]
     if L.count_include_pad:  # ones over the padded input, none over ceil_mode's extra cells
-        ones = tf.pad(tf.ones((1, h + t + b, w + le + r, 1), x.dtype), [[0, 0], [0, L.extra[0]], [0, L.extra[1]], [0, 0]])
+        ones = tf.pad(tf.ones((1, *L.counted_hw, 1), x.dtype), [[0, 0], [0, L.beyond[0]], [0, L.beyond[1]], [0, 0]])
     else:
         ones = tf.pad(tf.ones((1, h, w, 1), x.dtype), _grid(L))
     return mean / tf.nn.avg_pool2d(ones, k, s, "VALID")  # = window sum / cells counted

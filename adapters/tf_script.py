@@ -101,13 +101,12 @@ def _max_pool2d(L, w, b) -> str:  # tf_resize.max_pool2d
 def _avg_pool2d(L, w, b) -> str:  # tf_resize.avg_pool2d
     k, s = list(L.kernel_size), list(L.stride)
     mean = f"tf.nn.avg_pool2d(tf.pad(y, {tf_resize._grid(L)}), {k}, {s}, 'VALID')"
-    if L.count_include_pad and L.extra == (0, 0):
+    if L.count_include_pad and not L.clipped:
         return mean
-    (t, bo), (le, r) = L.padding
     h, wd = L.in_shape[2:]
     if L.count_include_pad:  # ones over the padded input, none over ceil_mode's extra cells
-        extra = [[0, 0], [0, L.extra[0]], [0, L.extra[1]], [0, 0]]
-        ones = f"tf.pad(tf.ones((1, {h + t + bo}, {wd + le + r}, 1), y.dtype), {extra})"
+        beyond = [[0, 0], [0, L.beyond[0]], [0, L.beyond[1]], [0, 0]]
+        ones = f"tf.pad(tf.ones((1, {L.counted_hw[0]}, {L.counted_hw[1]}, 1), y.dtype), {beyond})"
     else:
         ones = f"tf.pad(tf.ones((1, {h}, {wd}, 1), y.dtype), {tf_resize._grid(L)})"
     return f"{mean} / tf.nn.avg_pool2d({ones}, {k}, {s}, 'VALID')"

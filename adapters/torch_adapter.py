@@ -61,12 +61,12 @@ def avg_pool2d(L, xs, p):
         return F.avg_pool2d(x, k, s, (pad[0][0], pad[1][0]), ceil_mode=L.ceil_mode,
                             count_include_pad=L.count_include_pad)
     summed = F.avg_pool2d(F.pad(x, _grid(L)), k, s) * (k[0] * k[1])
-    if L.count_include_pad and L.extra == (0, 0):
+    if L.count_include_pad and not L.clipped:
         return summed / (k[0] * k[1])
     # the divisor: a window sum of ones over the padded input (count_include_pad) or over the real cells
     h, w = x.shape[2:]
     if L.count_include_pad:
-        ones = F.pad(torch.ones((1, 1, h + sum(pad[0]), w + sum(pad[1])), dtype=x.dtype), (0, L.extra[1], 0, L.extra[0]))
+        ones = F.pad(torch.ones((1, 1, *L.counted_hw), dtype=x.dtype), (0, L.beyond[1], 0, L.beyond[0]))
     else:
         ones = F.pad(torch.ones((1, 1, h, w), dtype=x.dtype), _grid(L))
     return summed / (F.avg_pool2d(ones, k, s) * (k[0] * k[1]))

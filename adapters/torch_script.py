@@ -64,13 +64,13 @@ def _avg_pool2d(L, w, b) -> str:  # torch_adapter.avg_pool2d
         return (f"F.avg_pool2d(y, {k}, {s}, ({pad[0][0]}, {pad[1][0]}), ceil_mode={L.ceil_mode}, "
                 f"count_include_pad={L.count_include_pad})")
     summed = f"F.avg_pool2d(F.pad(y, {_grid(L)}), {k}, {s}) * {cells}"
-    if L.count_include_pad and L.extra == (0, 0):
+    if L.count_include_pad and not L.clipped:
         return f"{summed} / {cells}"
     # the divisor: a window sum of ones over the padded input (count_include_pad) or over the real cells
     h, wd = L.in_shape[2:]
     if L.count_include_pad:
-        ones = (f"F.pad(torch.ones((1, 1, {h + sum(pad[0])}, {wd + sum(pad[1])}), dtype=y.dtype), "
-                f"{(0, L.extra[1], 0, L.extra[0])})")
+        ones = (f"F.pad(torch.ones((1, 1, {L.counted_hw[0]}, {L.counted_hw[1]}), dtype=y.dtype), "
+                f"{(0, L.beyond[1], 0, L.beyond[0])})")
     else:
         ones = f"F.pad(torch.ones((1, 1, {h}, {wd}), dtype=y.dtype), {_grid(L)})"
     return f"{summed} / (F.avg_pool2d({ones}, {k}, {s}) * {cells})"

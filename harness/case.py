@@ -91,11 +91,29 @@ class Pool2d(Layer):
     count_include_pad: bool = True
     dilation: Pair = (1, 1)
     ceil_mode: bool = False
-    extra: Pair = (0, 0)  # ceil_mode's cells past the bottom / right padding (never in the divisor)
+    # ceil_mode's cells past the bottom / right padding (never in the divisor); negative: the far padding's
+    # cells past the last window, where ceil_mode dropped a window that would start in that padding
+    extra: Pair = (0, 0)
 
     @property
     def type(self) -> str:
         return f"{self.kind}_pool2d"
+
+    @property
+    def clipped(self) -> bool:
+        """Whether some window reaches past the padded input (ceil_mode): those cells are in no divisor."""
+        return max(self.extra) > 0
+
+    @property
+    def counted_hw(self) -> Pair:
+        """The padded input that the windows read (count_include_pad's cells), before ceil_mode's extra ones."""
+        (t, b), (le, r) = self.padding
+        return (self.in_shape[2] + t + b + min(self.extra[0], 0), self.in_shape[3] + le + r + min(self.extra[1], 0))
+
+    @property
+    def beyond(self) -> Pair:
+        """ceil_mode's cells past the padded input, on the bottom and the right."""
+        return max(self.extra[0], 0), max(self.extra[1], 0)
 
 
 @dataclass(frozen=True, kw_only=True)

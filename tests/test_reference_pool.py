@@ -192,3 +192,15 @@ def test_window_check_matches_brute_force():
         top -= 1
         brute = all(any(top <= o * s + j * d < top + n for j in range(k)) for o in range(out))
         assert pool.real_in_every_window(n, top, k, s, d, out) == brute, (n, top, k, s, d, out)
+
+
+def test_extra_is_negative_only_where_ceil_mode_drops_a_window_that_leaves_far_padding_unread():
+    """The adapters pad the far side by padding + extra and pool "valid": after PyTorch's rule drops a
+    window that would start in a far padding as wide as a window, a negative extra crops what no window
+    reads (else that pool keeps a window of padding alone); floor mode leaves unread cells to the floor."""
+    from gradconf.vocab.pool import pool_axis
+    assert pool_axis(4, (0, 2), 2, 2, 1, True, (), "width") == (2, -2)   # the 3rd window would start at 4
+    assert pool_axis(5, (1, 1), 2, 2, 1, True, (), "width") == (3, -1)   # maxpool_ceil_mode_drops_window
+    assert pool_axis(5, (1, 1), 3, 2, 1, True, (), "width") == (3, 0)    # the last window ends in the padding
+    assert pool_axis(5, (0, 0), 2, 2, 1, True, (), "width") == (3, 1)    # a window clipped by the input's end
+    assert pool_axis(8, (1, 1), 3, 2, 1, False, (), "width") == (4, 0)   # floor: one padding cell unread

@@ -141,6 +141,7 @@ NEW_LAYERS = ["convention_batch_norm_momentum_weighs_the_batch", "convention_bat
               "convention_layer_norm_over_every_axis_but_the_batch", "convention_group_norm_groups_consecutive_channels",
               "convention_avgpool_ceil_mode_divisor", "convention_avgpool_ceil_mode_exclude_pad",
               "convention_maxpool_ceil_mode_drops_window", "convention_maxpool_dilation",
+              "convention_maxpool_ceil_mode_far_padding", "convention_avgpool_ceil_mode_far_padding",
               "convention_global_avg_pool", "convention_adaptive_avgpool_windows",
               "convention_upsample_nearest", "convention_upsample_bilinear_align_corners",
               "convention_upsample_bilinear_pixel_centres", "convention_padding_mode_reflect",

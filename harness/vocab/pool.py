@@ -34,7 +34,10 @@ def pool_axis(n: int, pad, k: int, s: int, d: int, ceil: bool, path, axis: str):
     out = (room + (s - 1 if ceil else 0)) // s + 1  # ⌊ or ⌈ (H + pads − d·(k−1) − 1) / s ⌉ + 1
     if ceil and (out - 1) * s >= n + pad[0]:  # a last window starting in the far padding is dropped
         out -= 1
-    return out, max(0, (out - 1) * s + span - (n + pad[0] + pad[1]))
+    # the cells the last window reads past the padded input; after a drop, negative: the far padding it
+    # leaves unread, which a "valid" pool of the padded input would otherwise make one more window of
+    past = (out - 1) * s + span - (n + pad[0] + pad[1])
+    return out, max(-pad[1], past) if ceil else max(0, past)
 
 
 def real_in_every_window(n: int, top: int, k: int, s: int, d: int, out: int) -> bool:
@@ -115,11 +118,11 @@ def avg_divisor(x_shape, L: Pool2d):
     """kh·kw; a window clipped by ceil_mode: its cells inside the padded input; `count_include_pad: false`:
     its real cells. The window sums of a mask of ones."""
     k, (t, b), (le, r) = L.kernel_size, *L.padding
-    if L.count_include_pad and L.extra == (0, 0):
+    if L.count_include_pad and not L.clipped:
         return float(k[0] * k[1])
     h, w = x_shape[2:]
     if L.count_include_pad:  # ones over the padded input, zeros over ceil_mode's extra cells
-        ones, pad = np.ones((1, 1, h + t + b, w + le + r)), ((0, L.extra[0]), (0, L.extra[1]))
+        ones, pad = np.ones((1, 1, *L.counted_hw)), ((0, L.beyond[0]), (0, L.beyond[1]))
     else:
         ones, pad = np.ones((1, 1, h, w)), grid(L)
     return windows(ones, k, L.stride, (1, 1), pad, L.out_shape[2:]).sum(axis=(2, 3))
