@@ -37,8 +37,7 @@ def conv(jnp, lax, x, w, L, spatial: int):
 
 
 def window(lax, x, init, op, L, dilation=(1, 1), pad=None):
-    (t, b), (le, r) = L.padding
-    pad = pad or ((t, b + L.extra[0]), (le, r + L.extra[1]))
+    pad = pad or L.window_padding
     return lax.reduce_window(x, init, op, (1, 1, *L.kernel_size), (1, 1, *L.stride), ((0, 0), (0, 0), *pad),
                              window_dilation=(1, 1, *dilation))
 
@@ -48,8 +47,7 @@ def max_pool(L, xs, p):
     if L.dilation == (1, 1):
         return window(lax, xs[0], np.array(-np.inf, xs[0].dtype), lax.max, L)
     # JAX has no VJP for a dilated max window: the first maximum over the kh·kw strided tap slices
-    (t, b), (le, r) = L.padding
-    xp = jnp.pad(xs[0], ((0, 0), (0, 0), (t, b + L.extra[0]), (le, r + L.extra[1])), constant_values=-np.inf)
+    xp = jnp.pad(xs[0], ((0, 0), (0, 0), *L.window_padding), constant_values=-np.inf)
     k, s, d, (oh, ow) = L.kernel_size, L.stride, L.dilation, L.out_shape[2:]
     taps = jnp.stack([xp[:, :, i * d[0]:i * d[0] + (oh - 1) * s[0] + 1:s[0], j * d[1]:j * d[1] + (ow - 1) * s[1] + 1:s[1]]
                       for i in range(k[0]) for j in range(k[1])], axis=-1)

@@ -94,8 +94,7 @@ def _pool(L, kind: str, padding: str):
 
 def _grid(L):
     """NHWC padding of every window: the layer's, plus ceil_mode's extra cells past the far padding."""
-    (t, b), (le, r) = L.padding
-    return (0, 0), (t, b + L.extra[0]), (le, r + L.extra[1]), (0, 0)
+    return (0, 0), *L.window_padding, (0, 0)
 
 
 def max_pool2d(L, xs, p):

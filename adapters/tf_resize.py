@@ -50,8 +50,7 @@ def conv1d(L, xs, p, conv2d):
 
 
 def _grid(L):
-    (t, b), (le, r) = L.padding
-    return [[0, 0], [t, b + L.extra[0]], [le, r + L.extra[1]], [0, 0]]
+    return [[0, 0], *map(list, L.window_padding), [0, 0]]
 
 
 def max_pool2d(L, xs, p):

@@ -19,5 +19,5 @@ def _native_pool(L) -> bool:
 
 def _grid(L) -> tuple:
     """F.pad's (l, r, t, b) of a pool's padding plus ceil_mode's extra cells at the far end."""
-    (t, b), (le, r) = L.padding
-    return (le, r + L.extra[1], t, b + L.extra[0])
+    (t, b), (le, r) = L.window_padding
+    return (le, r, t, b)

@@ -291,8 +291,8 @@ def bench_reports(trees, rounds: int) -> list[dict]:
     return rows
 
 
-BENCHMARKS = {"run": (bench_run, 2), "test": (bench_test, 1), "test-cases": (bench_test_cases, 2), "overhead": (bench_overhead, 2),
-              "reference": (bench_reference, 2), "reports": (bench_reports, 1)}
+BENCHMARKS = {"run": (bench_run, 2), "test": (bench_test, 1), "test-cases": (bench_test_cases, 2),
+              "overhead": (bench_overhead, 2), "reference": (bench_reference, 2), "reports": (bench_reports, 1)}
 
 
 def main(argv=None) -> None:

@@ -100,6 +100,12 @@ class Pool2d(Layer):
         return f"{self.kind}_pool2d"
 
     @property
+    def window_padding(self) -> Padding:
+        """The padding every window reads: the layer's, with extra's cells at the far ends (added or cropped)."""
+        (t, b), (le, r) = self.padding
+        return (t, b + self.extra[0]), (le, r + self.extra[1])
+
+    @property
     def clipped(self) -> bool:
         """Whether some window reaches past the padded input (ceil_mode): those cells are in no divisor."""
         return max(self.extra) > 0
@@ -107,8 +113,8 @@ class Pool2d(Layer):
     @property
     def counted_hw(self) -> Pair:
         """The padded input that the windows read (count_include_pad's cells), before ceil_mode's extra ones."""
-        (t, b), (le, r) = self.padding
-        return (self.in_shape[2] + t + b + min(self.extra[0], 0), self.in_shape[3] + le + r + min(self.extra[1], 0))
+        (t, b), (le, r) = self.window_padding
+        return self.in_shape[2] + t + b - self.beyond[0], self.in_shape[3] + le + r - self.beyond[1]
 
     @property
     def beyond(self) -> Pair:

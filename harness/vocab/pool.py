@@ -80,8 +80,7 @@ def _build(kind: str, p: dict, site: Site) -> Pool2d:
 
 def grid(L: Pool2d):
     """The padding every window view reads: the layer's, plus ceil_mode's extra cells at the far end."""
-    (t, b), (le, r) = L.padding
-    return (t, b + L.extra[0]), (le, r + L.extra[1])
+    return L.window_padding
 
 
 # ---------------------------------------------------------------- max
